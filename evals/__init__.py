@@ -1,0 +1,1 @@
+"""Evaluation: metrics, runners, baselines, robustness and reports."""

@@ -1,0 +1,1 @@
+"""The moderation contract: policy, prompt, verdict format, models and batched moderation."""

@@ -1,0 +1,88 @@
+"""Batched moderation with a local model: prompt → generate → parse. Shared by the demo, evals and serving."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from moderation.policy import Policy
+from moderation.prompt import PromptConfig, build_messages
+from moderation.verdict import Verdict, parse
+
+
+@dataclass(frozen=True)
+class Moderation:
+    """One listing's result: the raw completion, its parsed verdict, and this item's share of batch latency."""
+
+    completion: str
+    verdict: Verdict
+    latency_s: float
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    temperature: float = 0.0  # 0 means greedy
+
+
+class Moderator:
+    """Moderates listings with a causal LM under a policy, in left-padded batches.
+
+    >>> moderator = Moderator(model, tokenizer, load_policy("marketplace"))
+    >>> moderator.moderate(["Premium IPTV, 18k channels"])[0].verdict.decision
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        policy: Policy,
+        prompt_config: PromptConfig | None = None,
+        generation: GenerationConfig | None = None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.policy = policy
+        self.prompt_config = prompt_config or PromptConfig()
+        self.generation = generation or GenerationConfig()
+
+    def prompt(self, listing: str) -> str:
+        messages = build_messages(self.policy, listing, self.tokenizer, self.prompt_config)
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def moderate(self, listings: Sequence[str]) -> list[Moderation]:
+        return [result for batch in self.moderate_batches(listings) for result in batch]
+
+    def moderate_batches(self, listings: Sequence[str]) -> Iterator[list[Moderation]]:
+        """Yield results batch by batch, so callers can show progress and save as they go."""
+        size = self.generation.batch_size
+        for start in range(0, len(listings), size):
+            yield self._moderate_batch(listings[start : start + size])
+
+    def _moderate_batch(self, listings: Sequence[str]) -> list[Moderation]:
+        import torch
+
+        started = time.perf_counter()
+        self.tokenizer.padding_side = "left"
+        inputs = self.tokenizer(
+            [self.prompt(text) for text in listings], return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(self.model.device)
+        sampling = self.generation.temperature > 0
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=self.generation.max_new_tokens,
+                do_sample=sampling,
+                temperature=self.generation.temperature if sampling else None,
+                top_p=None,
+                top_k=None,
+                stop_strings=["</answer>"],
+                tokenizer=self.tokenizer,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        completions = self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        latency = (time.perf_counter() - started) / len(listings)
+        known = self.policy.category_ids
+        return [Moderation(text, parse(text, known), latency) for text in completions]
