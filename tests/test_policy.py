@@ -57,7 +57,7 @@ def test_bad_policy_names_file_and_field(tmp_path, policy, mutate, expected):
 
 @pytest.mark.parametrize("text", ["name: [unclosed", "- just\n- a list\n", ""])
 def test_malformed_yaml_is_one_line(tmp_path, text):
-    with pytest.raises(UserError, match="bad.yaml"):
+    with pytest.raises(UserError, match=r"bad\.yaml"):
         load_policy(_write(tmp_path, text))
 
 
