@@ -1,0 +1,68 @@
+"""The trained-run folder contract, read by evals and serving, written by train_grpo.py.
+
+    runs/<name>/
+      manifest.json   {"policy": name-or-path, "prompt": PromptConfig fields, "base_model": ..., "config": ...}
+      merged/         the merged model (HF folder with tokenizer): what evals and serving load
+      adapter/        the LoRA adapter alone
+      checkpoints/    trainer checkpoints for resume
+
+Anything that takes a model (evals, serving, the demo) accepts such a folder as well as an HF id, a local model
+folder, or an embedded name, and rebuilds the exact prompt the run was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from moderation.errors import UserError
+from moderation.generate import GenerationConfig, Moderator
+from moderation.models import load_model
+from moderation.policy import load_policy
+from moderation.prompt import PromptConfig
+
+MANIFEST = "manifest.json"
+MERGED = "merged"
+ADAPTER = "adapter"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    model_path: Path
+    policy: str
+    prompt: PromptConfig
+
+
+def read_run(path: str | Path) -> RunInfo | None:
+    """The run stored at `path`, or None when `path` is not a run folder (an HF id, a plain model folder)."""
+    folder = Path(path)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return None
+    if not (folder / MERGED).is_dir():
+        raise UserError(f"{folder} has a manifest but no {MERGED}/ model: the run did not finish saving")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        return RunInfo(folder / MERGED, manifest["policy"], PromptConfig(**manifest.get("prompt", {})))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise UserError(f"{manifest_path}: unreadable run manifest ({error})") from None
+
+
+def load_moderator(
+    model: str | Path,
+    policy: str | Path | None = None,
+    prompt_config: PromptConfig | None = None,
+    generation: GenerationConfig | None = None,
+    device: str = "cpu",
+) -> Moderator:
+    """A Moderator for a model or run folder; a run's own policy and prompt settings apply unless overridden."""
+    run = read_run(model)
+    loaded, tokenizer = load_model(run.model_path if run else model, device=device)
+    return Moderator(
+        loaded,
+        tokenizer,
+        load_policy(policy or (run.policy if run else "marketplace")),
+        prompt_config or (run.prompt if run else PromptConfig()),
+        generation,
+    )

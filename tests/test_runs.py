@@ -1,0 +1,41 @@
+import json
+import shutil
+
+import pytest
+
+from moderation.errors import UserError
+from moderation.prompt import PromptConfig
+from moderation.runs import load_moderator, read_run
+
+
+def _make_run(tmp_path, tiny_model_dir, manifest):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "merged")
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def test_plain_model_folder_is_not_a_run(tiny_model_dir):
+    assert read_run(tiny_model_dir) is None
+    assert read_run("HuggingFaceTB/SmolLM2-135M-Instruct") is None
+
+
+def test_run_folder_restores_policy_and_prompt(tmp_path, tiny_model_dir):
+    run = _make_run(tmp_path, tiny_model_dir, {"policy": "kids-crafts", "prompt": {"max_listing_tokens": 64}})
+    moderator = load_moderator(run)
+    assert moderator.policy.name == "kids-crafts"
+    assert moderator.prompt_config == PromptConfig(max_listing_tokens=64)
+
+
+def test_explicit_policy_overrides_the_run(tmp_path, tiny_model_dir):
+    run = _make_run(tmp_path, tiny_model_dir, {"policy": "kids-crafts"})
+    assert load_moderator(run, policy="marketplace").policy.name == "marketplace"
+
+
+def test_broken_runs_fail_with_one_line(tmp_path, tiny_model_dir):
+    run = _make_run(tmp_path, tiny_model_dir, {"prompt": {}})
+    with pytest.raises(UserError, match="unreadable run manifest"):
+        read_run(run)
+    shutil.rmtree(run / "merged")
+    with pytest.raises(UserError, match="no merged/ model"):
+        read_run(run)
