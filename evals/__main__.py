@@ -1,0 +1,86 @@
+"""Evaluate moderators: `run` one model on one dataset, the `robustness` suite, `compare` finished runs.
+
+    python -m evals run --model smollm2-135m --data dev --out /tmp/e
+    python -m evals run --model keyword --data my.jsonl --out /tmp/k
+    python -m evals robustness --model runs/cpu-smollm2 --data dev --limit 40 --out /tmp/r
+    python -m evals compare /tmp/k /tmp/e --out /tmp/compare
+
+`run` and `robustness` take `--config FILE.yaml` (keys are EvalConfig fields) and flags that override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from evals.runner import EvalConfig
+from moderation.errors import UserError, cli_main
+
+
+def _add_eval_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML file of EvalConfig fields; flags override it")
+    for name, field in EvalConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=field.description)
+        else:
+            parser.add_argument(flag, default=None, help=field.description)
+
+
+def _config(args: argparse.Namespace) -> EvalConfig:
+    values: dict = {}
+    if args.config:
+        try:
+            values = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise UserError(f"cannot read config {args.config}: {error}") from None
+    values.update({k: v for k, v in vars(args).items() if k in EvalConfig.model_fields and v is not None})
+    try:
+        return EvalConfig.model_validate(values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise UserError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m evals", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_eval_options(commands.add_parser("run", help="evaluate one model on one dataset"))
+    robustness = commands.add_parser("robustness", help="accuracy and attack success rate under transforms")
+    _add_eval_options(robustness)
+    robustness.add_argument("--long-chars", type=int, default=1500, help="length of the long benign listing")
+    comparison = commands.add_parser("compare", help="put finished evaluation folders side by side")
+    comparison.add_argument("dirs", nargs="+", type=Path)
+    comparison.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    if args.command == "compare":
+        from evals.report import compare
+
+        path = compare(args.dirs, args.out)
+        print(path.read_text(encoding="utf-8"))
+        print(f"wrote {path}")
+    elif args.command == "robustness":
+        from evals.robustness import run_robustness
+
+        config = _config(args)
+        results = run_robustness(config, args.long_chars)
+        print(Path(config.out, "robustness.md").read_text(encoding="utf-8"))
+        print(f"{sum(v['n'] for v in results.values())} items; wrote {config.out}/robustness.md")
+    else:
+        from evals.report import headline_table
+        from evals.runner import run_eval
+
+        config = _config(args)
+        metrics = run_eval(config)
+        print(headline_table([metrics]))
+        skipped = sum(metrics["skipped_rows"].values())
+        print(f"{metrics['n']} items scored, {skipped} bad rows skipped; report: {Path(config.out) / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

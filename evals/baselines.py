@@ -1,0 +1,131 @@
+"""Moderators that are not a local causal LM: a keyword baseline and any OpenAI-compatible chat endpoint.
+
+Both have the `moderation.generate.Moderator` surface the runner uses (`policy`, `moderate_batches`), and their
+completions go through the same `moderation.verdict.parse` as a model's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from moderation.errors import UserError
+from moderation.generate import GenerationConfig, Moderation
+from moderation.policy import Policy
+from moderation.prompt import PromptConfig, build_messages
+from moderation.verdict import ALLOW, DISALLOW, parse, render
+
+KEYWORD = "keyword"
+
+_WORD = re.compile(r"[a-z0-9$][a-z0-9$'+\-]*[a-z0-9+]|[a-z0-9$]")
+_STOPWORDS = frozenset(
+    """
+    a about after all also an and any anyone are as at be by can do does done each for from get go has have how if
+    in include includes including into is it its just like make more no not of off on one or other our out over per
+    real so such than that the their them then there these they this to up use used using via was we what when which
+    who will with without you your any anything everything instant delivered delivery only every new
+    """.split()  # noqa: SIM905
+)
+
+
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 4 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased, lightly stemmed content words."""
+    found = _WORD.findall(text.lower())
+    return [_stem(w) for w in found if w not in _STOPWORDS and len(w) > 2 and not w.replace(",", "").isdigit()]
+
+
+class KeywordModerator:
+    """A no-training baseline: each category's cue words come from its description and disallowed examples, minus
+    words from its own allowed-nearby text and allowed examples and words shared by most categories. A listing is
+    disallowed for a category when at least `min_hits` distinct cue words of that category occur in it.
+    """
+
+    def __init__(self, policy: Policy, min_hits: int = 2, batch_size: int = 64):
+        self.policy = policy
+        self.min_hits = min_hits
+        self.generation = GenerationConfig(batch_size=batch_size)
+        spread = Counter(w for c in policy.categories for w in set(words(_disallowed_text(c))))
+        common = {w for w, n in spread.items() if n > max(1, len(policy.categories) // 3)}
+        self.cues: dict[str, frozenset[str]] = {}
+        for category in policy.categories:
+            allowed = set(words(" ".join([category.allowed_nearby, *category.allowed_examples])))
+            self.cues[category.id] = frozenset(set(words(_disallowed_text(category))) - allowed - common)
+
+    def judge(self, text: str) -> str:
+        present = set(words(text))
+        hits = {cid: sorted(cues & present) for cid, cues in self.cues.items()}
+        flagged = [cid for cid, found in hits.items() if len(found) >= self.min_hits]
+        if not flagged:
+            return render(ALLOW, (), f"Fewer than {self.min_hits} cue words of any category.")
+        cited = "; ".join(f"{cid}: {', '.join(hits[cid])}" for cid in flagged)
+        return render(DISALLOW, flagged, f"Cue words found ({cited}).")
+
+    def moderate_batches(self, listings: Sequence[str]) -> Iterator[list[Moderation]]:
+        size = self.generation.batch_size
+        for start in range(0, len(listings), size):
+            began = time.perf_counter()
+            completions = [self.judge(text) for text in listings[start : start + size]]
+            latency = (time.perf_counter() - began) / max(1, len(completions))
+            yield [Moderation(c, parse(c, self.policy.category_ids), latency) for c in completions]
+
+
+def _disallowed_text(category) -> str:
+    return " ".join([category.title, category.description, *category.disallowed_examples])
+
+
+class EndpointModerator:
+    """Moderates through an OpenAI-compatible chat endpoint with the project's own prompt (greedy by default).
+
+    The API key is read from the environment variable named by `api_key_env` (a local server accepts any key).
+    Requests in a batch run concurrently; the latency of each item is its own request time.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        policy: Policy,
+        prompt_config: PromptConfig | None = None,
+        generation: GenerationConfig | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        http_client=None,
+    ):
+        from openai import OpenAI
+
+        self.policy = policy
+        self.model = model
+        self.prompt_config = prompt_config or PromptConfig()
+        self.generation = generation or GenerationConfig()
+        self.client = OpenAI(
+            base_url=base_url, api_key=os.environ.get(api_key_env) or "not-needed", http_client=http_client
+        )
+
+    def _one(self, text: str) -> Moderation:
+        import openai
+
+        began = time.perf_counter()
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model,
+                messages=build_messages(self.policy, text, None, self.prompt_config),
+                max_tokens=self.generation.max_new_tokens,
+                temperature=self.generation.temperature,
+            )
+        except (openai.AuthenticationError, openai.NotFoundError, openai.APIConnectionError) as error:
+            raise UserError(f"endpoint {self.client.base_url} model {self.model!r}: {error}") from None
+        completion = response.choices[0].message.content or ""
+        return Moderation(completion, parse(completion, self.policy.category_ids), time.perf_counter() - began)
+
+    def moderate_batches(self, listings: Sequence[str]) -> Iterator[list[Moderation]]:
+        size = self.generation.batch_size
+        with ThreadPoolExecutor(max_workers=size) as pool:
+            for start in range(0, len(listings), size):
+                yield list(pool.map(self._one, listings[start : start + size]))

@@ -1,0 +1,273 @@
+"""report.md and PNG plots for one evaluation, and `compare` to put several side by side.
+
+Plots: binary confusion matrix (with a parse-failure column), per-category confusion matrices, per-category F1 bars
+(one bar per model in `compare`), and reliability of the verdict across listing lengths.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+
+from evals.metrics import BINARY_LABELS, PARSE_FAILURE, predicted_label
+from evals.runner import METRICS, write_json, write_text
+from moderation.errors import UserError
+from moderation.policy import Policy
+
+LENGTH_BINS = (0, 100, 200, 400, 800, 1600, 10**9)  # listing length in characters
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plot_binary_confusion(metrics: dict, path: Path) -> None:
+    plt = _pyplot()
+    matrix = np.array(metrics["confusion"]["matrix"])
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", color="black")
+    ax.set_xticks(range(len(BINARY_LABELS)), [f"pred {c}" for c in BINARY_LABELS])
+    ax.set_yticks(range(2), [f"gold {c}" for c in metrics["confusion"]["rows"]])
+    ax.set_title(f"{metrics.get('label', '')}: verdicts (n={metrics['n']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_category_confusions(metrics: dict, path: Path) -> None:
+    plt = _pyplot()
+    categories = list(metrics["per_category"])
+    columns = min(3, len(categories))
+    rows = -(-len(categories) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.7 * rows), squeeze=False)
+    for ax in axes.flat[len(categories) :]:
+        ax.axis("off")
+    for ax, category in zip(axes.flat, categories, strict=False):
+        matrix = np.array(metrics["per_category"][category]["confusion"])
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, str(value), ha="center", va="center")
+        ax.set_xticks([0, 1], ["pred no", "pred yes"])
+        ax.set_yticks([0, 1], ["gold no", "gold yes"])
+        ax.set_title(category, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_category_f1(runs: Sequence[dict], path: Path) -> None:
+    """Grouped bars: per-category F1, one bar per run."""
+    plt = _pyplot()
+    categories = list(dict.fromkeys(c for m in runs for c in m["per_category"]))
+    width = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(categories) * max(1, len(runs) / 2)), 3.8))
+    for i, metrics in enumerate(runs):
+        values = [metrics["per_category"].get(c, {}).get("f1", 0.0) for c in categories]
+        ax.bar(np.arange(len(categories)) + i * width, values, width, label=metrics.get("label", f"run {i + 1}"))
+    ax.set_xticks(np.arange(len(categories)) + width * (len(runs) - 1) / 2, categories, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("F1")
+    ax.set_title("per-category F1")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def length_reliability(records: Sequence[dict]) -> list[dict]:
+    """Accuracy and parse-failure rate per listing-length bin (characters)."""
+    rows = []
+    for low, high in pairwise(LENGTH_BINS):
+        group = [r for r in records if low <= len(r.get("text", "")) < high]
+        if group:
+            rows.append(
+                {
+                    "bin": f"{low}-{high if high < 10**9 else '∞'}",
+                    "n": len(group),
+                    "accuracy": float(np.mean([predicted_label(r) == r["label"] for r in group])),
+                    "parse_failure_rate": float(np.mean([predicted_label(r) == PARSE_FAILURE for r in group])),
+                }
+            )
+    return rows
+
+
+def plot_length_reliability(rows: list[dict], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    x = np.arange(len(rows))
+    ax.plot(x, [r["accuracy"] for r in rows], marker="o", label="accuracy")
+    ax.plot(x, [r["parse_failure_rate"] for r in rows], marker="s", label="parse-failure rate")
+    ax.set_xticks(x, [f"{r['bin']}\n(n={r['n']})" for r in rows], fontsize=8)
+    ax.set_xlabel("listing length (characters)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("reliability across listing lengths")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out: Path, metrics: dict, records: Sequence[dict], policy: Policy) -> Path:
+    """Write report.md and its PNGs into `out`; return the report's path."""
+    lengths = length_reliability(records)
+    plot_binary_confusion(metrics, out / "confusion_binary.png")
+    plot_category_confusions(metrics, out / "confusion_categories.png")
+    plot_category_f1([metrics], out / "per_category_f1.png")
+    plot_length_reliability(lengths, out / "reliability_by_length.png")
+    audit = audit_section(records)
+    ci = metrics["f1_ci95"]
+    cfg = metrics["config"]
+    exact = metrics["exact_category_match"]
+    sources = [[s, v["n"], v["accuracy"]] for s, v in metrics["by_source"].items()]
+    lines = [
+        f"# Evaluation: {metrics['label']} on {Path(cfg['data']).name}",
+        "",
+        f"Model `{cfg['model']}`, policy `{policy.name}`, data `{cfg['data']}`: n={metrics['n']} "
+        f"({metrics['n_disallowed']} disallowed, {metrics['n_allowed']} allowed); skipped rows: "
+        f"{sum(metrics['skipped_rows'].values())} {metrics['skipped_rows'] or ''}. Disallow is the positive class; a "
+        "parse failure is never correct (a miss on a disallowed item, reported separately on an allowed one).",
+        "",
+        headline_table([metrics]),
+        "",
+        f"F1 95% bootstrap interval: {_fmt(ci[0]) if ci else '–'} – {_fmt(ci[1]) if ci else '–'}. "
+        f"Parse failures on allowed items: {metrics['allowed_parse_failures']}, on disallowed items: "
+        f"{metrics['disallowed_parse_failures']}. Exact category-set match: {_fmt(exact['all'])} "
+        f"(disallowed items: {_fmt(exact['disallowed'])}).",
+        "",
+        "![binary confusion](confusion_binary.png)",
+        "",
+        "## Per category (multi-label)",
+        "",
+        markdown_table(
+            ["category", "precision", "recall", "F1", "support", "predicted"],
+            [[c, v["precision"], v["recall"], v["f1"], v["support"], v["predicted"]] for c, v in _per_cat(metrics)],
+        ),
+        "",
+        "![per-category F1](per_category_f1.png) ![per-category confusion](confusion_categories.png)",
+        "",
+        "## Output format",
+        "",
+        markdown_table(["status", "count"], list(metrics["status_counts"].items())),
+        "",
+        f"Mean reasoning length: {_fmt(metrics['mean_reasoning_words'], 1)} words. Latency p50 "
+        f"{_fmt(metrics['latency_p50_s'])} s, p95 {_fmt(metrics['latency_p95_s'])} s per item, "
+        f"{_fmt(metrics['items_per_s'], 2)} items/s.",
+        "",
+        "## Reliability across listing lengths",
+        "",
+        markdown_table(["length", "n", "accuracy", "parse-failure rate"], [list(r.values()) for r in lengths]),
+        "",
+        "![reliability](reliability_by_length.png)",
+        "",
+        "## By source",
+        "",
+        markdown_table(["source", "n", "accuracy"], sources),
+        "",
+        "## Outside the policy",
+        "",
+        f"{metrics['out_of_policy']['n']} disallowed rows carry categories outside the policy "
+        f"{metrics['out_of_policy']['categories'] or ''}; recall on them: {_fmt(metrics['out_of_policy']['recall'])}.",
+        "",
+        "## Reward-hacking audit",
+        "",
+        audit,
+        "",
+    ]
+    path = out / "report.md"
+    write_text(path, "\n".join(lines))
+    return path
+
+
+HEADLINE = ("accuracy", "precision", "recall", "f1", "fpr", "macro_f1", "parse_failure_rate")
+
+
+def headline_table(runs: Sequence[dict]) -> str:
+    return markdown_table(
+        ["model", "n", *HEADLINE, "F1 95% CI"],
+        [[m.get("label", "?"), m["n"], *(m[k] for k in HEADLINE), _ci(m.get("f1_ci95"))] for m in runs],
+    )
+
+
+def _ci(ci) -> str:
+    return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "–"
+
+
+def _per_cat(metrics: dict):
+    return [(c, v) for c, v in metrics["per_category"].items() if v["support"] or v["predicted"]]
+
+
+def audit_section(records: Sequence[dict]) -> str:
+    """Run `rewards.audit` on the saved completions when the rewards package provides it; say so when it does not."""
+    try:
+        from rewards import audit
+    except ImportError:
+        return "`rewards.audit` is not available in this checkout; no audit was run."
+    result = audit.audit_completions([r["completion"] for r in records], records=records)
+    return "```\n" + json.dumps(result, indent=2, default=str)[:4000] + "\n```"
+
+
+def compare(dirs: Sequence[str | Path], out: str | Path) -> Path:
+    """Put several evaluation folders side by side: compare.md, compare.json and per_category_f1.png in `out`."""
+    runs = []
+    for folder in map(Path, dirs):
+        path = folder / METRICS
+        if not path.is_file():
+            raise UserError(f"{folder} has no {METRICS}: run `python -m evals run ... --out {folder}` first")
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        metrics.setdefault("label", folder.name)
+        if sum(m.get("label") == metrics["label"] for m in runs):
+            metrics["label"] = f"{metrics['label']} ({folder.name})"
+        runs.append(metrics)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_category_f1(runs, out / "per_category_f1.png")
+    categories = list(dict.fromkeys(c for m in runs for c in m["per_category"]))
+    data_sets = sorted({Path(m["config"]["data"]).name for m in runs if "config" in m})
+    lines = [
+        "# Comparison",
+        "",
+        f"Data: {', '.join(data_sets)}. Rows are comparable only when n and data match.",
+        "",
+        headline_table(runs),
+        "",
+        "## Per-category F1",
+        "",
+        markdown_table(
+            ["category", *(m["label"] for m in runs)],
+            [[c, *(m["per_category"].get(c, {}).get("f1") for m in runs)] for c in categories],
+        ),
+        "",
+        "![per-category F1](per_category_f1.png)",
+        "",
+        "Folders: " + ", ".join(f"`{d}`" for d in dirs),
+        "",
+    ]
+    path = out / "compare.md"
+    write_text(path, "\n".join(lines))
+    write_json(out / "compare.json", {"runs": [{k: m[k] for k in ("label", *HEADLINE, "n")} for m in runs]})
+    return path
