@@ -21,6 +21,7 @@ class PromptConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_listing_tokens: int = Field(384, ge=16, description="listing budget in tokens (words without a tokenizer)")
+    describe_categories: bool = Field(True, description="give each category's description (else id and title only)")
     include_allowed_nearby: bool = Field(True, description="state what nearby content stays allowed per category")
     head_fraction: float = Field(0.67, gt=0, lt=1, description="share of the budget kept from the listing's start")
 
@@ -49,8 +50,8 @@ def system_prompt(policy: Policy, config: PromptConfig | None = None) -> str:
     config = config or PromptConfig()
     lines = [f"You are a content moderator. {policy.description}", "", "Disallowed categories (id: what it covers):"]
     for category in policy.categories:
-        line = f"- {category.id}: {category.description}"
-        if config.include_allowed_nearby:
+        line = f"- {category.id}: {category.description if config.describe_categories else category.title}"
+        if config.describe_categories and config.include_allowed_nearby:
             line += f" Allowed: {category.allowed_nearby}"
         lines.append(line)
     lines += [
@@ -87,6 +88,12 @@ def truncate_listing(
     tail = max(1, max_tokens - head)
     cut = len(units) - head - tail
     return f"{join(units[:head]).rstrip()}\n[... {cut} tokens cut ...]\n{join(units[-tail:]).lstrip()}"
+
+
+def prompt_length(messages: list[dict[str, str]], tokenizer) -> int:
+    """Tokens the chat-formatted prompt takes, generation header included."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def build_messages(

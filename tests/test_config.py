@@ -1,0 +1,60 @@
+import pytest
+from pydantic import BaseModel, Field
+
+from moderation.config import describe_fields, load_config, parse_overrides
+from moderation.errors import UserError
+
+
+class Inner(BaseModel):
+    r: int = 16
+
+
+class Demo(BaseModel):
+    steps: int = Field(10, ge=1, description="how many steps")
+    names: list[str] = ["a"]
+    flag: bool = False
+    inner: Inner = Inner()
+
+
+def test_overrides_get_yaml_types_and_nest():
+    assert parse_overrides(["steps=4", "flag=true", "names=[x, y]", "inner.r=8", "empty="]) == {
+        "steps": 4,
+        "flag": True,
+        "names": ["x", "y"],
+        "inner": {"r": 8},
+        "empty": "",
+    }
+
+
+def test_precedence_defaults_yaml_cli(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 5\ninner:\n  r: 4\n")
+    config = load_config(Demo, path, ["steps=7"])
+    assert (config.steps, config.inner.r, config.flag) == (7, 4, False)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "overrides", "message"),
+    [
+        ("steps: 0\n", [], "steps: Input should be greater than or equal to 1"),
+        ("- a list\n", [], "must be a YAML mapping"),
+        ("steps: [\n", [], "cannot read config"),
+        ("", ["nokey"], "is not key=value"),
+    ],
+)
+def test_errors_are_one_line(tmp_path, yaml_text, overrides, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(UserError, match=message.replace("[", r"\[")) as error:
+        load_config(Demo, path, overrides)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_file():
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(Demo, "nope.yaml")
+
+
+def test_describe_fields_flattens_nested():
+    text = "\n".join(describe_fields(Demo))
+    assert "steps = 10" in text and "how many steps" in text and "inner.r = 16" in text
