@@ -1,0 +1,244 @@
+"""Audit rewards over a file of completions: are they firing, do groups carry signal, is the policy gaming them?
+
+    python -m rewards.audit completions.jsonl [--policy marketplace] [--rewards verdict,categories] [--json]
+    python -m rewards.audit runs/x/completions/          # TRL's logged completions_*.parquet (log_completions=True)
+
+Input rows (JSONL): {"completion": str | chat messages, "label": "allow"|"disallow", "categories": [...],
+"text": listing, "group": optional id of the GRPO group}. TRL's parquet logs carry prompt and completion but no
+labels: the listing is read back from the prompt's <listing> block and rows are grouped by (step, prompt); rewards that
+need labels are reported from the reward columns TRL logged, when present.
+
+Reported per reward: mean, std, count, not-applicable count, and the fraction of groups whose values are all equal
+(zero variance: no GRPO learning signal); the same for the unweighted sum; and suspected hacks:
+`copied_listing` (most of the reasoning is listing text), `empty_reasoning_right_verdict`, `category_spam`
+(more than `spam_margin` categories beyond the gold ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moderation.errors import UserError, cli_main
+from moderation.policy import Policy, load_policy
+from moderation.verdict import parse
+from rewards.reasoning import copied_fraction, words
+from rewards.registry import REGISTRY, build_rewards, completion_text, required_columns
+
+HACKS = ("copied_listing", "empty_reasoning_right_verdict", "category_spam")
+_LISTING = re.compile(r"<listing>\n?(.*?)\n?</listing>", re.DOTALL)
+
+
+@dataclass
+class RewardStats:
+    """Summary of one reward (or the sum) over the audited completions."""
+
+    mean: float | None
+    std: float | None
+    count: int  # completions with a value
+    not_applicable: int  # completions where the reward returned None
+    zero_variance_groups: float | None  # share of groups with all values equal; None without groups
+    source: str = "computed"  # "computed" here, or "logged" (read from TRL's reward column)
+
+
+@dataclass
+class AuditReport:
+    completions: int
+    groups: int
+    rewards: dict[str, RewardStats]
+    total: RewardStats
+    hacks: dict[str, int]
+    hack_rows: dict[str, list[int]] = field(default_factory=dict)  # first row indices of each suspected hack
+    skipped: dict[str, str] = field(default_factory=dict)  # reward → why it was not computed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def render(self) -> str:
+        lines = [f"{self.completions} completions, {self.groups} groups", ""]
+        lines.append(f"{'reward':<20} {'mean':>8} {'std':>8} {'n':>6} {'n/a':>6} {'zero-var groups':>16}")
+        for name, s in [*self.rewards.items(), ("(sum)", self.total)]:
+            zero = "-" if s.zero_variance_groups is None else f"{s.zero_variance_groups:.0%}"
+            mark = " (logged)" if s.source == "logged" else ""
+            lines.append(
+                f"{name:<20} {_num(s.mean):>8} {_num(s.std):>8} {s.count:>6} {s.not_applicable:>6} {zero:>16}{mark}"
+            )
+        lines += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
+        lines.append("")
+        for hack in HACKS:
+            rows = self.hack_rows.get(hack, [])
+            where = f" (rows {', '.join(map(str, rows))})" if rows else ""
+            lines.append(f"suspected {hack}: {self.hacks[hack]}{where}")
+        return "\n".join(lines)
+
+
+def audit(
+    records: Sequence[Mapping[str, Any]],
+    policy: Policy,
+    names: Iterable[str] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    copy_threshold: float = 0.5,
+    spam_margin: int = 2,
+    example_rows: int = 5,
+) -> AuditReport:
+    """Run rewards (default: every registered one) over `records` and summarise them. See the module doc."""
+    if not records:
+        raise UserError("no completions to audit")
+    names = list(REGISTRY if names is None else names)
+    columns = {key: [r.get(key) for r in records] for key in {k for r in records for k in r}}
+    completions = columns.pop("completion", [None] * len(records))
+    groups = _group_index(columns.get("group", [None] * len(records)))
+    values: dict[str, list[float | None]] = {}
+    sources: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        missing = [c for c in required_columns(name) if c not in columns or any(v is None for v in columns[c])]
+        if not missing:
+            (reward,) = build_rewards([name], policy, {name: params[name]} if params and name in params else None)
+            values[name], sources[name] = list(reward(completions, **columns)), "computed"
+        elif name in columns and all(v is None or isinstance(v, float | int) for v in columns[name]):
+            values[name], sources[name] = [_none_if_nan(v) for v in columns[name]], "logged"
+        else:
+            skipped[name] = f"needs column(s) {', '.join(missing)}"
+    rows = list(zip(*values.values(), strict=True)) if values else [()] * len(records)
+    total = [None if all(v is None for v in row) else math.fsum(v for v in row if v is not None) for row in rows]
+    hack_rows = _hacks(records, completions, policy, copy_threshold, spam_margin)
+    return AuditReport(
+        completions=len(records),
+        groups=len(groups),
+        rewards={name: _stats(v, groups, sources[name]) for name, v in values.items()},
+        total=_stats(total, groups, "computed"),
+        hacks={hack: len(hack_rows[hack]) for hack in HACKS},
+        hack_rows={hack: hack_rows[hack][:example_rows] for hack in HACKS},
+        skipped=skipped,
+    )
+
+
+def _hacks(
+    records: Sequence[Mapping[str, Any]], completions: list[Any], policy: Policy, copy_threshold: float, margin: int
+) -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {hack: [] for hack in HACKS}
+    for i, (record, completion) in enumerate(zip(records, completions, strict=True)):
+        verdict = parse(completion_text(completion), policy.category_ids)
+        listing, label, gold = record.get("text"), record.get("label"), record.get("categories")
+        if isinstance(listing, str) and copied_fraction(verdict.reasoning, listing) >= copy_threshold:
+            found["copied_listing"].append(i)
+        if label is not None and verdict.decision == label and not words(verdict.reasoning):
+            found["empty_reasoning_right_verdict"].append(i)
+        gold_count = 0 if gold is None else len(gold)
+        if len(verdict.categories) + len(verdict.unknown_categories) > gold_count + margin:
+            found["category_spam"].append(i)
+    return found
+
+
+def _group_index(group_ids: list[Any]) -> dict[Any, list[int]]:
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for i, group in enumerate(group_ids):
+        if group is not None:
+            groups[_hashable(group)].append(i)
+    return dict(groups)
+
+
+def _stats(values: list[float | None], groups: dict[Any, list[int]], source: str) -> RewardStats:
+    present = [v for v in values if v is not None]
+    mean = math.fsum(present) / len(present) if present else None
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in present) / len(present)) if present else None
+    scored = [[values[i] for i in rows if values[i] is not None] for rows in groups.values()]
+    scored = [g for g in scored if len(g) > 1]
+    zero = sum(max(g) - min(g) < 1e-9 for g in scored) / len(scored) if scored else None
+    return RewardStats(mean, std, len(present), len(values) - len(present), zero, source)
+
+
+def load_completions(path: str | Path) -> list[dict[str, Any]]:
+    """Rows from a JSONL file, or from TRL's logged `completions_*.parquet` (one file or the folder of them)."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".parquet":
+        return _load_trl_parquet(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error}") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}:{number}: invalid JSON: {error.msg}") from None
+        if not isinstance(row, dict) or "completion" not in row:
+            raise UserError(f"{path}:{number}: each line must be an object with a 'completion' field")
+        rows.append(row)
+    return rows
+
+
+def _load_trl_parquet(path: Path) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    files = sorted(path.glob("completions_*.parquet")) if path.is_dir() else [path]
+    if not files or not all(f.exists() for f in files):
+        raise UserError(f"no TRL completions parquet at {path} (expected completions_*.parquet)")
+    rows = []
+    for file in files:
+        for row in pd.read_parquet(file).to_dict("records"):
+            row = {k: _plain(v) for k, v in row.items()}
+            prompt = row.pop("prompt", None)
+            row["text"] = row.get("text") or _listing_from_prompt(prompt)
+            row["group"] = row.get("group") or json.dumps([row.get("step"), prompt], default=str)
+            rows.append(row)
+    return rows
+
+
+def _listing_from_prompt(prompt: Any) -> str | None:
+    """The listing inside the last <listing> block of a prompt (string or chat messages), as the model saw it."""
+    text = prompt if isinstance(prompt, str) else completion_text(prompt) if isinstance(prompt, list) else None
+    matches = _LISTING.findall(text) if isinstance(text, str) else []
+    return matches[-1] if matches else None
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and scalars from parquet → lists and Python numbers."""
+    if hasattr(value, "tolist"):
+        return _plain(value.tolist())
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, list | dict) else value
+
+
+def _none_if_nan(value: float | int | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> AuditReport:
+    parser = argparse.ArgumentParser(prog="python -m rewards.audit", description=__doc__.split("\n\n")[0])
+    parser.add_argument("file", help="JSONL of completions, or TRL's completions_*.parquet (file or folder)")
+    parser.add_argument("--policy", default="marketplace", help="policy name or path (default: marketplace)")
+    parser.add_argument("--rewards", help=f"comma-separated rewards (default: all of {', '.join(sorted(REGISTRY))})")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    names = args.rewards.split(",") if args.rewards else None
+    report = audit(load_completions(args.file), load_policy(args.policy), names)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+    return report
+
+
+if __name__ == "__main__":
+    main()
