@@ -139,7 +139,7 @@ def write_report(out: Path, metrics: dict, records: Sequence[dict], policy: Poli
     plot_category_confusions(metrics, out / "confusion_categories.png")
     plot_category_f1([metrics], out / "per_category_f1.png")
     plot_length_reliability(lengths, out / "reliability_by_length.png")
-    audit = audit_section(records)
+    audit = audit_section(records, policy)
     ci = metrics["f1_ci95"]
     cfg = metrics["config"]
     exact = metrics["exact_category_match"]
@@ -221,14 +221,14 @@ def _per_cat(metrics: dict):
     return [(c, v) for c, v in metrics["per_category"].items() if v["support"] or v["predicted"]]
 
 
-def audit_section(records: Sequence[dict]) -> str:
-    """Run `rewards.audit` on the saved completions when the rewards package provides it; say so when it does not."""
+def audit_section(records: Sequence[dict], policy: Policy) -> str:
+    """`rewards.audit` over the saved completions (rewards' statistics and suspected hacks), when rewards is there."""
     try:
-        from rewards import audit
+        from rewards.audit import audit
     except ImportError:
         return "`rewards.audit` is not available in this checkout; no audit was run."
-    result = audit.audit_completions([r["completion"] for r in records], records=records)
-    return "```\n" + json.dumps(result, indent=2, default=str)[:4000] + "\n```"
+    rows = [{key: r[key] for key in ("completion", "label", "categories", "text")} for r in records]
+    return "```\n" + audit(rows, policy).render() + "\n```"
 
 
 def compare(dirs: Sequence[str | Path], out: str | Path) -> Path:

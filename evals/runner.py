@@ -91,6 +91,7 @@ def read_predictions(path: Path) -> dict[str, dict]:
 def predict(moderator, items: Sequence[Item], path: Path, desc: str = "moderating") -> list[dict]:
     """Moderate the items not yet in `path`, appending one JSON line per item after each batch; return all records
     for `items`, in their order."""
+    _drop_torn_tail(path)
     done = read_predictions(path)
     todo = [item for item in items if item.id not in done]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +107,16 @@ def predict(moderator, items: Sequence[Item], path: Path, desc: str = "moderatin
             start += len(batch)
             bar.update(len(batch))
     return [done[item.id] for item in items]
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line left without its newline by a crash, so the next append starts on a line of its own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
 
 
 def _record(item: Item, result) -> dict:

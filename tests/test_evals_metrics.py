@@ -1,0 +1,81 @@
+"""Metrics against hand-computed values (tests/cases/evals_metrics.json), plus the parts that are not tables."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evals.metrics import compute_metrics
+
+CASES = json.loads((Path(__file__).parent / "cases" / "evals_metrics.json").read_text())
+CATEGORY_IDS = ("harassment", "adult", "spam", "non_fiat_currency", "gambling", "iptv", "phishing")
+
+
+def records(rows, latency=0.5):
+    return [
+        {
+            "label": label,
+            "categories": gold,
+            "decision": decision,
+            "predicted_categories": predicted,
+            "status": "ok" if decision else "missing_answer",
+            "reasoning": "two words",
+            "latency_s": latency,
+            "text": "x" * 50,
+        }
+        for label, gold, decision, predicted in rows
+    ]
+
+
+def lookup(metrics, dotted):
+    value = metrics
+    for key in dotted.split("."):
+        value = value[key]
+    return value
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_metrics_case(case):
+    metrics = compute_metrics(records(case["rows"]), CATEGORY_IDS, n_bootstrap=0)
+    for key, expected in case["expected"].items():
+        actual = lookup(metrics, key)
+        if isinstance(expected, float):
+            assert actual == pytest.approx(expected, abs=1e-9), key
+        else:
+            assert actual == expected, key
+
+
+class TestBootstrap:
+    rows = CASES[0]["rows"] * 5
+
+    def test_interval_brackets_the_point_estimate_and_is_reproducible(self):
+        first = compute_metrics(records(self.rows), CATEGORY_IDS, n_bootstrap=300, seed=1)
+        low, high = first["f1_ci95"]
+        assert 0 <= low <= first["f1"] <= high <= 1
+        assert compute_metrics(records(self.rows), CATEGORY_IDS, n_bootstrap=300, seed=1)["f1_ci95"] == [low, high]
+
+    def test_disabled_gives_none(self):
+        assert compute_metrics(records(self.rows), CATEGORY_IDS, n_bootstrap=0)["f1_ci95"] is None
+
+
+def test_latency_throughput_and_reasoning_length():
+    rows = records(CASES[1]["rows"])
+    for record, latency in zip(rows, [0.1, 0.2, 0.3], strict=True):
+        record["latency_s"] = latency
+    metrics = compute_metrics(rows, CATEGORY_IDS, n_bootstrap=0)
+    assert metrics["latency_p50_s"] == pytest.approx(0.2)
+    assert metrics["latency_p95_s"] == pytest.approx(0.29)
+    assert metrics["items_per_s"] == pytest.approx(3 / 0.6)
+    assert metrics["mean_reasoning_words"] == 2.0
+
+
+def test_metrics_json_has_the_issue_keys():
+    metrics = compute_metrics(records(CASES[0]["rows"]), CATEGORY_IDS, n_bootstrap=10)
+    for key in ("accuracy", "precision", "recall", "f1", "fpr", "macro_f1", "parse_failure_rate", "per_category"):
+        assert key in metrics
+    json.dumps(metrics)  # serialisable as is
+
+
+def test_no_records_is_an_error():
+    with pytest.raises(ValueError):
+        compute_metrics([], CATEGORY_IDS)

@@ -1,0 +1,165 @@
+"""The runner end to end (keyword baseline, tiny random model), resume, robustness, compare and CLI errors."""
+
+import json
+
+import pytest
+
+from evals.__main__ import main
+from evals.baselines import KeywordModerator
+from evals.data import Item
+from evals.report import compare
+from evals.robustness import TRANSFORMS, run_robustness, score, transform_items
+from evals.runner import EvalConfig, predict, read_predictions, run_eval
+from moderation.errors import UserError
+from moderation.generate import Moderation
+from moderation.verdict import parse
+
+ROWS = [
+    {"text": "Premium IPTV 12 months, 18,000 live channels + PPV sports, M3U playlist link", "label": "disallow",
+     "categories": ["iptv"]},
+    {"text": "Fixed-match betting tips, sure wins, online casino bonus credits", "label": "disallow",
+     "categories": ["gambling"]},
+    {"text": "Watercolor brush pack for Procreate, 40 brushes", "label": "allow", "categories": []},
+    {"text": "Poker night art print: vintage playing cards illustration, A3 PDF", "label": "allow"},
+]  # fmt: skip
+OUTPUTS = ("metrics.json", "predictions.jsonl", "manifest.json", "report.md", "confusion_binary.png",
+           "confusion_categories.png", "per_category_f1.png", "reliability_by_length.png")  # fmt: skip
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "outside.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
+    return path
+
+
+class CountingModerator:
+    """Answers ALLOW to everything and records what it was asked."""
+
+    def __init__(self, policy, batch_size=2):
+        self.policy, self.batch_size, self.seen = policy, batch_size, []
+
+    def moderate_batches(self, texts):
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            self.seen += batch
+            yield [Moderation("<answer>ALLOW</answer>", parse("<answer>ALLOW</answer>"), 0.01) for _ in batch]
+
+
+def test_keyword_run_writes_every_output(tmp_path, data_file):
+    out = tmp_path / "eval"
+    metrics = run_eval(EvalConfig(model="keyword", data=str(data_file), out=str(out), n_bootstrap=50))
+    for name in OUTPUTS:
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["n"] == 4 and saved["config"]["model"] == "keyword"
+    assert (saved["recall"], saved["fpr"]) == (metrics["recall"], metrics["fpr"])
+    record = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])
+    assert {"id", "completion", "decision", "status", "latency_s", "label"} <= set(record)
+
+
+def test_tiny_model_run_and_resume(tmp_path, data_file, tiny_model_dir):
+    config = EvalConfig(
+        model=str(tiny_model_dir), data=str(data_file), out=str(tmp_path / "e"), max_new_tokens=4, batch_size=3,
+        n_bootstrap=0,
+    )  # fmt: skip
+    metrics = run_eval(config, report=False)
+    assert metrics["n"] == 4
+    assert metrics["parse_failure_rate"] == 1.0  # random weights never write the format, and that is counted
+    assert metrics["accuracy"] == 0.0
+    lines = (tmp_path / "e" / "predictions.jsonl").read_text().splitlines()
+    assert run_eval(config, report=False)["n"] == 4
+    assert (tmp_path / "e" / "predictions.jsonl").read_text().splitlines() == lines  # nothing re-scored
+
+
+def test_resume_skips_scored_ids_and_redoes_a_torn_line(tmp_path, policy):
+    items = [Item(f"i{n}", f"listing {n}", "allow") for n in range(5)]
+    path = tmp_path / "predictions.jsonl"
+    first = CountingModerator(policy)
+    predict(first, items[:3], path)
+    with path.open("a") as handle:
+        handle.write('{"id": "i3", "label": "al')  # a crash mid-write
+    second = CountingModerator(policy)
+    records = predict(second, items, path)
+    assert second.seen == ["listing 3", "listing 4"]
+    assert [r["id"] for r in records] == [f"i{n}" for n in range(5)]
+    assert set(read_predictions(path)) == {f"i{n}" for n in range(5)}
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path, data_file):
+    out = str(tmp_path / "eval")
+    run_eval(EvalConfig(model="keyword", data=str(data_file), out=out, n_bootstrap=0), report=False)
+    with pytest.raises(UserError, match="keyword_min_hits"):
+        run_eval(EvalConfig(model="keyword", data=str(data_file), out=out, keyword_min_hits=3), report=False)
+
+
+def test_keyword_baseline_learns_from_the_policy_alone(policy):
+    moderator = KeywordModerator(policy)
+    flagged = [parse(moderator.judge(e)).decision for c in policy.categories for e in c.disallowed_examples]
+    allowed = [parse(moderator.judge(e)).decision for c in policy.categories for e in c.allowed_examples]
+    assert flagged.count("disallow") / len(flagged) >= 0.7
+    assert allowed.count("allow") / len(allowed) >= 0.7
+
+
+def test_robustness_transforms_and_scores(tmp_path, data_file, policy):
+    items = [Item("d", "Buy cheap IPTV", "disallow", ("iptv",)), Item("a", "Watercolor brushes", "allow")]
+    variants = transform_items(items, long_chars=200)
+    names = {v.meta["transform"] for v in variants}
+    assert names == {"clean", "scary_words", *TRANSFORMS, "position_start", "position_middle", "position_end"}
+    middle = next(v for v in variants if v.meta["transform"] == "position_middle")
+    assert "Buy cheap IPTV" in middle.text and len(middle.text) > 200 and middle.label == "disallow"
+    assert "\u200b" in next(v.text for v in variants if v.meta["transform"] == "zero_width")
+
+    results = run_robustness(EvalConfig(model="keyword", data=str(data_file), out=str(tmp_path / "r")), long_chars=300)
+    assert results["clean"]["n"] == 4 and results["injection"]["n"] == 2
+    assert (tmp_path / "r" / "robustness.md").exists()
+
+
+def test_attack_success_rate_counts_flips_of_caught_items():
+    def rec(oid, transform, label, decision):
+        return {"original_id": oid, "transform": transform, "label": label, "decision": decision}
+
+    records = [
+        rec("a", "clean", "disallow", "disallow"),
+        rec("b", "clean", "disallow", "disallow"),
+        rec("c", "clean", "disallow", "allow"),  # missed when clean: not an attack success
+        rec("a", "leetspeak", "disallow", "allow"),
+        rec("b", "leetspeak", "disallow", None),  # a parse failure is not a flip to allow
+        rec("c", "leetspeak", "disallow", "allow"),
+    ]
+    leet = score(records)["leetspeak"]
+    assert leet["attack_success_rate"] == 0.5 and leet["caught_when_clean"] == 2
+    assert leet["accuracy"] == 0.0 and score(records)["clean"]["attack_success_rate"] is None
+
+
+def test_compare_puts_runs_side_by_side(tmp_path, data_file):
+    for hits in (1, 2):
+        out = str(tmp_path / f"k{hits}")
+        run_eval(EvalConfig(model="keyword", data=str(data_file), out=out, keyword_min_hits=hits, n_bootstrap=0))
+    path = compare([tmp_path / "k1", tmp_path / "k2"], tmp_path / "cmp")
+    text = path.read_text()
+    assert "keyword (k2)" in text and (tmp_path / "cmp" / "per_category_f1.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--model", "keyword", "--data", "missing.jsonl"], "data file not found"),
+        (["run", "--model", "MODEL_DIR_WITHOUT_WEIGHTS", "--data", "DATA"], "cannot load"),
+        (["run", "--model", "keyword", "--data", "DATA", "--batch-size", "0"], "--batch-size"),
+        (["compare", "TMP", "--out", "TMP/c"], "has no metrics.json"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, data_file, capsys, args, message):
+    empty_model = tmp_path / "model"
+    empty_model.mkdir()
+    (empty_model / "config.json").write_text("{}")
+    replace = {"MODEL_DIR_WITHOUT_WEIGHTS": str(empty_model), "DATA": str(data_file), "TMP": str(tmp_path)}
+    argv = [replace.get(a, a).replace("TMP", str(tmp_path)) for a in args] + ["--out", str(tmp_path / "o")] * (
+        args[0] == "run"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
