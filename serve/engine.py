@@ -1,0 +1,199 @@
+"""The model side of serving: one `Engine.run(texts, mode)` call per batch, and the asyncio dynamic batcher.
+
+Requests put their listings on a bounded queue; one worker takes the first item, keeps collecting for
+`max_wait_ms` (or until `max_batch_size`), and runs the whole batch in one model call on a single model thread, so
+throughput grows with concurrency while the event loop stays free. A full queue is refused at once (429) instead of
+growing without bound; `max_batch_size=1` is one-request-at-a-time (the load test's baseline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+from moderation.generate import Moderator
+from moderation.verdict import DISALLOW
+from serve.scoring import FastScorer
+
+Mode = Literal["fast", "reasoning"]
+
+
+@dataclass(frozen=True)
+class Result:
+    """One listing's answer in the service's terms (the HTTP layer maps it to the OpenAI shape)."""
+
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+    reasoning: str | None
+    status: str  # "ok", or the verdict parser's status when a reasoning-mode completion is off-format
+
+
+class Engine:
+    """Runs batches in either mode.
+
+    fast: one forward pass (see serve.scoring); `flagged` when P(DISALLOW) >= flag_threshold; category_scores are
+    P(DISALLOW) x the category's share; a flagged listing names its top category and any other whose share is at least
+    category_threshold.
+    reasoning: generates the full format and parses it with moderation.verdict.parse; scores are 1.0/0.0 from the
+    parsed verdict; an unparseable completion is not flagged and says why in `status`.
+    """
+
+    def __init__(self, moderator: Moderator, flag_threshold: float = 0.5, category_threshold: float = 0.3):
+        self.moderator = moderator
+        self.category_ids = moderator.policy.category_ids
+        self.flag_threshold = flag_threshold
+        self.category_threshold = category_threshold
+        self.scorer = FastScorer(moderator)
+
+    def run(self, texts: Sequence[str], mode: Mode) -> list[Result]:
+        return self._fast(texts) if mode == "fast" else self._reasoning(texts)
+
+    def _fast(self, texts: Sequence[str]) -> list[Result]:
+        results = []
+        for scores in self.scorer.score(texts):
+            flagged = scores.p_disallow >= self.flag_threshold
+            top = max(scores.category_share, key=scores.category_share.__getitem__)
+            categories = {
+                c: flagged and (c == top or share >= self.category_threshold)
+                for c, share in scores.category_share.items()
+            }
+            category_scores = {c: scores.p_disallow * share for c, share in scores.category_share.items()}
+            results.append(Result(flagged, categories, category_scores, None, "ok"))
+        return results
+
+    def _reasoning(self, texts: Sequence[str]) -> list[Result]:
+        results = []
+        for moderation in self.moderator.moderate(list(texts)):
+            verdict = moderation.verdict
+            flagged = verdict.decision == DISALLOW
+            categories = {c: flagged and c in verdict.categories for c in self.category_ids}
+            scores = {c: float(hit) for c, hit in categories.items()}
+            results.append(Result(flagged, categories, scores, verdict.reasoning, str(verdict.status)))
+        return results
+
+
+class Overloaded(Exception):
+    """The queue cannot take these listings now (HTTP 429)."""
+
+
+class Closing(Exception):
+    """The server is shutting down and takes no new work (HTTP 503)."""
+
+
+@dataclass
+class _Item:
+    text: str
+    mode: Mode
+    future: asyncio.Future
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    items: int = 0
+    busy_s: float = 0.0
+    sizes: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.items / self.batches if self.batches else 0.0
+
+
+class Batcher:
+    """Dynamic batching over a bounded asyncio queue; one model call at a time on a dedicated thread."""
+
+    def __init__(self, engine: Engine, max_batch_size: int = 16, max_wait_ms: float = 5.0, max_queue: int = 256):
+        self.engine = engine
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self.stats = BatchStats()
+        self.closing = False
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._busy = False
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue(self.max_queue)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self._task = asyncio.create_task(self._loop())
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize() if self._queue else 0
+
+    def submit(self, texts: Sequence[str], mode: Mode) -> list[asyncio.Future]:
+        """Enqueue all of `texts` or none of them."""
+        if self.closing or self._queue is None:
+            raise Closing("the server is shutting down")
+        if self.max_queue - self._queue.qsize() < len(texts):
+            raise Overloaded(f"queue full ({self._queue.qsize()}/{self.max_queue} listings waiting)")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in texts]
+        for text, future in zip(texts, futures, strict=True):
+            self._queue.put_nowait(_Item(text, mode, future))
+        return futures
+
+    async def _collect(self) -> list[_Item]:
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.max_batch_size:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return [item for item in batch if not item.future.done()]  # timed-out requests cancel their futures
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            self._busy = True
+            by_mode: dict[Mode, list[_Item]] = defaultdict(list)
+            for item in batch:
+                by_mode[item.mode].append(item)
+            for mode, items in by_mode.items():
+                started = time.perf_counter()
+                try:
+                    results = await loop.run_in_executor(self._executor, self.engine.run, [i.text for i in items], mode)
+                except Exception as error:  # handed to each waiting request, which answers 500 without details
+                    for item in items:
+                        if not item.future.done():
+                            item.future.set_exception(error)
+                else:
+                    for item, result in zip(items, results, strict=True):
+                        if not item.future.done():
+                            item.future.set_result(result)
+                self.stats.batches += 1
+                self.stats.items += len(items)
+                self.stats.sizes[len(items)] += 1
+                self.stats.busy_s += time.perf_counter() - started
+            self._busy = False
+
+    async def close(self, drain_timeout_s: float = 30.0) -> None:
+        """Refuse new work, let queued and running batches finish (bounded), then stop the worker."""
+        self.closing = True
+        deadline = time.monotonic() + drain_timeout_s
+        while (self.queued or self._busy) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,132 @@
+"""`fast` mode: read the verdict from next-token probabilities in ONE forward pass, no generation.
+
+The assistant turn is forced to `<reasoning>\n</reasoning>\n<answer>\nDISALLOW:` and the model runs once over it:
+the logits at the position before `DISALLOW` give P(ALLOW) vs P(DISALLOW) (the first token of each word), and the
+logits after `DISALLOW:` give how the model would name the category (the first token of each category id). Causal
+attention means the forced `DISALLOW:` cannot influence the decision position, so both readings are honest and come
+from the same pass. This needs no change to the output format the model was trained on: it is the format with an
+empty reasoning.
+
+The system prompt (policy, format instructions) is the same for every listing, so its key/value cache is computed
+once at startup and shared by every batch: a request costs only its listing plus ~30 template tokens (~800 otherwise).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from moderation.errors import UserError
+from moderation.generate import Moderator
+
+ANSWER_PREFIX = "<reasoning>\n</reasoning>\n<answer>\n"
+DISALLOW_WORD = "DISALLOW:"
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One listing's fast-mode reading: P(DISALLOW) (renormalized over ALLOW/DISALLOW) and, given DISALLOW, each
+    category's share (renormalized over the categories' first tokens)."""
+
+    p_disallow: float
+    category_share: dict[str, float]
+    latency_s: float
+
+
+class FastScorer:
+    """Scores listings with one forward pass each, in right-padded batches over a cached shared prompt prefix."""
+
+    def __init__(self, moderator: Moderator, max_batch_tokens: int = 2048):
+        import torch
+
+        self.moderator = moderator
+        self.tokenizer = moderator.tokenizer
+        self.decoder = moderator.model.get_decoder()
+        self.head = moderator.model.get_output_embeddings()
+        self.max_batch_tokens = max_batch_tokens
+        self.category_ids = moderator.policy.category_ids
+
+        # The tail tokens (forced answer + "DISALLOW:") must not depend on the listing; checked on two listings.
+        first, second = (self._ids(text) for text in ("x", "A completely different listing, 12 words long."))
+        self.disallow_len = len(self._encode(ANSWER_PREFIX + DISALLOW_WORD)) - len(self._encode(ANSWER_PREFIX))
+        if first[-self.disallow_len - 8 :] != second[-self.disallow_len - 8 :]:
+            raise UserError("fast mode: the tokenizer merges the forced answer with the listing; use mode=reasoning")
+        self.decision_tokens = (self._next_token(ANSWER_PREFIX, "ALLOW"), self._next_token(ANSWER_PREFIX, "DISALLOW"))
+        if self.decision_tokens[0] == self.decision_tokens[1]:
+            raise UserError("fast mode: ALLOW and DISALLOW start with the same token in this tokenizer")
+        self.category_tokens = [
+            self._next_token(ANSWER_PREFIX + DISALLOW_WORD, " " + category) for category in self.category_ids
+        ]
+
+        common = next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), len(first))
+        self.prefix = first[: max(common - 1, 0)]  # one token of margin: the last shared token could merge
+        # transformers renamed `past_key_values` to `cache` (5.2x); the GPU image's older version has only the former.
+        parameters = inspect.signature(self.decoder.forward).parameters
+        self.cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+        with torch.inference_mode():
+            output = self.decoder(input_ids=torch.tensor([self.prefix]), use_cache=True)
+            cache = getattr(output, "cache", None) or output.past_key_values
+        self.prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
+        self.uncached = 0  # listings whose tokens did not start with the cached prefix (scored without it)
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _ids(self, listing: str) -> list[int]:
+        return self._encode(self.moderator.prompt(listing) + ANSWER_PREFIX + DISALLOW_WORD)
+
+    def _next_token(self, context: str, word: str) -> int:
+        base, full = self._encode(context), self._encode(context + word)
+        if full[: len(base)] != base or len(full) == len(base):
+            raise UserError(f"fast mode: cannot find the first token of {word!r} in this tokenizer")
+        return full[len(base)]
+
+    def score(self, listings: Sequence[str]) -> list[Scores]:
+        """Score listings; batches are formed by length so padding stays small and memory bounded."""
+        started = time.perf_counter()
+        ids = [self._ids(text) for text in listings]
+        p = len(self.prefix)
+        cached = [i for i, row in enumerate(ids) if row[:p] == self.prefix and len(row) > p]
+        results: dict[int, tuple[float, list[float]]] = {}
+        order = sorted(cached, key=lambda i: len(ids[i]))
+        batch: list[int] = []
+        for index in order:
+            if batch and (len(batch) + 1) * (len(ids[index]) - p) > self.max_batch_tokens:
+                results.update(self._forward([ids[i][p:] for i in batch], batch, cached=True))
+                batch = []
+            batch.append(index)
+        if batch:
+            results.update(self._forward([ids[i][p:] for i in batch], batch, cached=True))
+        for index in sorted(set(range(len(ids))) - set(cached)):
+            self.uncached += 1
+            results.update(self._forward([ids[index]], [index], cached=False))
+        latency = (time.perf_counter() - started) / max(len(listings), 1)
+        return [
+            Scores(results[i][0], dict(zip(self.category_ids, results[i][1], strict=True)), latency)
+            for i in range(len(listings))
+        ]
+
+    def _forward(self, rows: list[list[int]], indices: list[int], cached: bool) -> dict[int, tuple[float, list[float]]]:
+        import torch
+        from transformers import DynamicCache
+
+        width = max(len(row) for row in rows)
+        pad = self.tokenizer.pad_token_id
+        # Right padding: with causal attention no real token can see the pads after it, so no mask is needed.
+        input_ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows])
+        offset = len(self.prefix) if cached else 0
+        kwargs = {"position_ids": torch.arange(offset, offset + width).expand(len(rows), -1)}
+        if cached:
+            kv = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in self.prefix_kv]
+            kwargs[self.cache_kwarg] = DynamicCache(ddp_cache_data=kv)
+        with torch.inference_mode():
+            hidden = self.decoder(input_ids=input_ids, use_cache=cached, **kwargs).last_hidden_state
+            last = torch.tensor([len(row) - 1 for row in rows])
+            batch = torch.arange(len(rows))
+            decision = self.head(hidden[batch, last - self.disallow_len])[:, list(self.decision_tokens)]
+            category = self.head(hidden[batch, last])[:, self.category_tokens]
+            p_disallow = decision.float().softmax(-1)[:, 1].tolist()
+            shares = category.float().softmax(-1).tolist()
+        return {index: (p_disallow[j], shares[j]) for j, index in enumerate(indices)}
