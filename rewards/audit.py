@@ -4,9 +4,10 @@
     python -m rewards.audit runs/x/completions/          # TRL's logged completions_*.parquet (log_completions=True)
 
 Input rows (JSONL): {"completion": str | chat messages, "label": "allow"|"disallow", "categories": [...],
-"text": listing, "group": optional id of the GRPO group}. TRL's parquet logs carry prompt and completion but no
-labels: the listing is read back from the prompt's <listing> block and rows are grouped by (step, prompt); rewards that
-need labels are reported from the reward columns TRL logged, when present.
+"text": listing, "group": optional id of the GRPO group, "rewards": optional {name: value} logged in training}.
+TRL's parquet logs carry prompt, completion and one column per reward but no labels: the listing is read back from
+the prompt's <listing> block, rows are grouped by (step, prompt), and a reward that needs a missing column is
+reported from its logged values when there are any.
 
 Reported per reward: mean, std, count, not-applicable count, and the fraction of groups whose values are all equal
 (zero variance: no GRPO learning signal); the same for the unweighted sum; and suspected hacks:
@@ -103,8 +104,8 @@ def audit(
         if not missing:
             (reward,) = build_rewards([name], policy, {name: params[name]} if params and name in params else None)
             values[name], sources[name] = list(reward(completions, **columns)), "computed"
-        elif name in columns and all(v is None or isinstance(v, float | int) for v in columns[name]):
-            values[name], sources[name] = [_none_if_nan(v) for v in columns[name]], "logged"
+        elif all(name in (r.get("rewards") or {}) for r in records):
+            values[name], sources[name] = [_none_if_nan(r["rewards"][name]) for r in records], "logged"
         else:
             skipped[name] = f"needs column(s) {', '.join(missing)}"
     rows = list(zip(*values.values(), strict=True)) if values else [()] * len(records)
@@ -187,12 +188,17 @@ def _load_trl_parquet(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"no TRL completions parquet at {path} (expected completions_*.parquet)")
     rows = []
     for file in files:
-        for row in pd.read_parquet(file).to_dict("records"):
-            row = {k: _plain(v) for k, v in row.items()}
-            prompt = row.pop("prompt", None)
-            row["text"] = row.get("text") or _listing_from_prompt(prompt)
-            row["group"] = row.get("group") or json.dumps([row.get("step"), prompt], default=str)
-            rows.append(row)
+        for logged in pd.read_parquet(file).to_dict("records"):
+            logged = {k: _plain(v) for k, v in logged.items()}
+            prompt = logged.get("prompt")
+            rows.append(
+                {
+                    "completion": logged.get("completion"),
+                    "text": _listing_from_prompt(prompt),
+                    "group": json.dumps([logged.get("step"), prompt], default=str),
+                    "rewards": {k: v for k, v in logged.items() if k in REGISTRY and isinstance(v, float | int)},
+                }
+            )
     return rows
 
 
