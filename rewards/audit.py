@@ -93,6 +93,7 @@ def audit(
     if not records:
         raise UserError("no completions to audit")
     names = list(REGISTRY if names is None else names)
+    built = dict(zip(names, build_rewards(names, policy, params), strict=True))  # validates names and params
     columns = {key: [r.get(key) for r in records] for key in {k for r in records for k in r}}
     completions = columns.pop("completion", [None] * len(records))
     groups = _group_index(columns.get("group", [None] * len(records)))
@@ -102,8 +103,7 @@ def audit(
     for name in names:
         missing = [c for c in required_columns(name) if c not in columns or any(v is None for v in columns[c])]
         if not missing:
-            (reward,) = build_rewards([name], policy, {name: params[name]} if params and name in params else None)
-            values[name], sources[name] = list(reward(completions, **columns)), "computed"
+            values[name], sources[name] = list(built[name](completions, **columns)), "computed"
         elif all(name in (r.get("rewards") or {}) for r in records):
             values[name], sources[name] = [_none_if_nan(r["rewards"][name]) for r in records], "logged"
         else:
