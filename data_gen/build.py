@@ -1,0 +1,372 @@
+"""Build a dataset: seed + scraped + imported allowed listings, synthetic disallowed listings, hard negatives.
+
+    python -m data_gen build --config configs/data/default.yaml seed=1 size_scale=0.5
+
+Steps: generate → normalise and drop empties → near-duplicate dedup (MinHash, `dedup_threshold`) → cluster what is
+still similar (`leakage_threshold`) so a cluster never straddles splits → stratified split by label, categories and
+source → leakage check (0 cross-split near-duplicates, or the build fails) → parquet + manifest.json + DATA_CARD.md +
+PNGs, each written atomically. Same config and seed → byte-identical files (timings go to build_log.json).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import random
+import re
+import subprocess
+import time
+import unicodedata
+from collections import Counter, defaultdict
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from rich.console import Console
+
+from data_gen import card
+from data_gen.dedup import clusters, near_duplicate_pairs
+from data_gen.io import atomic_write_bytes, atomic_write_text, ensure_writable_dir, sha256_file
+from data_gen.synth import Generated, OpenAIBackend, OpenAIConfig, Request, TemplateBackend, seed_listings
+from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, load_yaml_model
+from moderation.errors import UserError
+from moderation.paths import CONFIGS, REPO_ROOT, cache_dir
+from moderation.policy import Policy, load_policy
+
+SPLITS = ("train", "dev", "test")
+# Earlier sources win when two listings are near-duplicates: real data over our own, our own over generated.
+SOURCE_PRIORITY = ("imported", "scraped", "seed", "hard_negative", "synthetic")
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("label", pa.string()),
+        ("categories", pa.list_(pa.string())),
+        ("source", pa.string()),
+        ("generator", pa.string()),
+        ("split", pa.string()),
+        ("rationale", pa.string()),
+        ("near_category", pa.string()),
+    ]
+)
+
+
+class BuildConfig(BaseModel):
+    """Everything a dataset build depends on. YAML keys are these field names; CLI `key=value` overrides them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$", description="dataset name: writes <out_dir>/<name>/")
+    out_dir: str = Field("data", description="parent folder of datasets")
+    policy: str = Field("marketplace", description="policy name in configs/policies or a path")
+    categories: list[str] | None = Field(None, description="subset of the policy's category ids (default: all)")
+    seed: int = Field(0, description="same seed and config → byte-identical dataset")
+    seed_listings: int = Field(1500, ge=0, description="allowed listings from the offline seed grammar")
+    disallowed_per_category: int = Field(240, ge=0, description="single-category disallowed listings per category")
+    multi_label: int = Field(180, ge=0, description="listings violating two categories at once")
+    hard_negatives_per_category: int = Field(80, ge=0, description="allowed look-alikes per category")
+    backend: Literal["template", "openai"] = Field("template", description="synthetic generator backend")
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig, description="endpoint settings for backend=openai")
+    lexicon_dir: str = Field(str(CONFIGS / "data" / "lexicon"), description="shared.yaml, seed.yaml, <policy>.yaml")
+    scraped: list[str] = Field(default_factory=list, description="JSONL files written by `python -m data_gen scrape`")
+    imported: list[str] = Field(default_factory=list, description="JSONL files written by `python -m data_gen import`")
+    dedup_threshold: float = Field(0.7, gt=0, le=1, description="word-3-gram Jaccard at which the later row is dropped")
+    leakage_threshold: float = Field(0.5, gt=0, le=1, description="rows this similar always share a split")
+    dev_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    min_train_disallowed_per_category: int = Field(150, ge=0, description="fail the build below this (0: no check)")
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> BuildConfig:
+        if self.leakage_threshold > self.dedup_threshold:
+            raise ValueError("leakage_threshold must be ≤ dedup_threshold")
+        return self
+
+
+def normalise(text: str) -> str:
+    """NFC, unified newlines, no trailing spaces, at most one blank line in a row, stripped."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def row_id(source: str, text: str) -> str:
+    return hashlib.sha1(f"{source}\n{text}".encode()).hexdigest()[:16]
+
+
+def make_row(text: str, label: str, categories: list[str], source: str, generator: str, rationale: str, near: str = ""):
+    return {
+        "text": text,
+        "label": label,
+        "categories": categories,
+        "source": source,
+        "generator": generator,
+        "rationale": rationale,
+        "near_category": near,
+    }
+
+
+def _generated_rows(items: list[Generated], source: str) -> list[dict]:
+    rows = []
+    for g in items:
+        disallowed = g.request.kind == "disallowed"
+        near = "" if disallowed or not g.request.categories else g.request.categories[0]
+        cats = list(g.request.categories) if disallowed else []
+        rows.append(
+            make_row(g.text, "disallow" if disallowed else "allow", cats, source, g.generator, g.rationale, near)
+        )
+    return rows
+
+
+def read_jsonl_rows(path: str | Path, source: str, policy: Policy) -> list[dict]:
+    """Rows from a scrape/import JSONL file: `text` plus optional label/categories/generator/rationale."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{source} file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {error}") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            text = record["text"] if "text" in record else listing_text(record)
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{path}:{number}: not a JSON object with a text field") from None
+        categories = list(record.get("categories") or [])
+        unknown = sorted(set(categories) - set(policy.category_ids))
+        if unknown:
+            raise UserError(f"{path}:{number}: unknown category {unknown[0]!r} for policy {policy.name!r}")
+        label = record.get("label", "disallow" if categories else "allow")
+        if label not in ("allow", "disallow") or (label == "disallow") != bool(categories):
+            raise UserError(f"{path}:{number}: label {label!r} does not match categories {categories}")
+        rows.append(
+            make_row(str(text), label, categories, source, record.get("generator", source), record.get("rationale", ""))
+        )
+    return rows
+
+
+def listing_text(record: dict) -> str:
+    """Scraped listing record (title, description, price, tags) → listing text."""
+    parts = [record.get("title") or "", record.get("description") or ""]
+    if record.get("price"):
+        parts.append(f"Price: {record['price']}")
+    if record.get("tags"):
+        parts.append("Tags: " + ", ".join(record["tags"]))
+    return "\n\n".join(p for p in parts if p)
+
+
+def requests_for(categories: list[str], config: BuildConfig) -> list[Request]:
+    requests = [
+        Request(f"disallowed/{c}/{i:05d}", "disallowed", (c,))
+        for c in categories
+        for i in range(config.disallowed_per_category)
+    ]
+    pairs = list(itertools.combinations(categories, 2))
+    if pairs:
+        requests += [
+            Request(f"multi/{'+'.join(pairs[i % len(pairs)])}/{i:05d}", "disallowed", pairs[i % len(pairs)])
+            for i in range(config.multi_label)
+        ]
+    requests += [
+        Request(f"hard_negative/{c}/{i:05d}", "hard_negative", (c,))
+        for c in categories
+        for i in range(config.hard_negatives_per_category)
+    ]
+    return requests
+
+
+def assign_splits(rows: list[dict], cluster_of: list[int], config: BuildConfig) -> None:
+    """Stratified split by (label, categories, source, near_category); whole similarity clusters move together."""
+    members: dict[int, list[int]] = defaultdict(list)
+    for index, cluster in enumerate(cluster_of):
+        members[cluster].append(index)
+    strata: dict[tuple, list[int]] = defaultdict(list)
+    for cluster, indices in members.items():
+        first = rows[indices[0]]
+        strata[(first["label"], tuple(first["categories"]), first["source"], first["near_category"])].append(cluster)
+    fractions = {"train": 1 - config.dev_fraction - config.test_fraction, "dev": config.dev_fraction}
+    fractions["test"] = config.test_fraction
+    for key in sorted(strata):
+        group = sorted(strata[key])
+        random.Random(f"{config.seed}:split:{key}").shuffle(group)
+        total = sum(len(members[c]) for c in group)
+        filled = dict.fromkeys(SPLITS, 0)
+        for cluster in group:
+            # the split furthest below its target share takes the next cluster
+            split = max(SPLITS, key=lambda s: (fractions[s] * total - filled[s], -SPLITS.index(s)))
+            filled[split] += len(members[cluster])
+            for index in members[cluster]:
+                rows[index]["split"] = split
+
+
+def write_parquet(path: Path, rows: list[dict]) -> None:
+    """Deterministic parquet: fixed schema, no pandas metadata, rows sorted by id."""
+    rows = sorted(rows, key=lambda r: r["id"])
+    table = pa.Table.from_pylist([{f: r[f] for f in SCHEMA.names} for r in rows], schema=SCHEMA)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd", write_statistics=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for package in ("grpo-moderation", "pyarrow", "numpy", "scikit-learn", "matplotlib", "httpx", "pydantic"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def build(config: BuildConfig, console: Console | None = None) -> dict:
+    """Build the dataset described by `config`; returns the manifest."""
+    console = console or Console(stderr=True)
+    timings: dict[str, float] = {}
+    started = clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    policy = load_policy(config.policy)
+    categories = config.categories if config.categories is not None else list(policy.category_ids)
+    unknown = [c for c in categories if c not in policy.category_ids]
+    if unknown:
+        raise UserError(
+            f"unknown category {unknown[0]!r} in config (policy {policy.name!r} has: {', '.join(policy.category_ids)})"
+        )
+    if not categories:
+        raise UserError("no categories selected: the dataset would have no disallowed rows")
+    out = ensure_writable_dir(Path(config.out_dir) / config.name)
+
+    # --- generate ---
+    lexicon_dir = Path(config.lexicon_dir)
+    shared = load_yaml_model(lexicon_dir / "shared.yaml", SharedStyle)
+    seed_lexicon = load_yaml_model(lexicon_dir / "seed.yaml", SeedLexicon)
+    policy_lexicon_path = lexicon_dir / f"{policy.name}.yaml"
+    policy_lexicon = (
+        load_yaml_model(policy_lexicon_path, PolicyLexicon) if policy_lexicon_path.exists() else PolicyLexicon()
+    )
+    rows: list[dict] = []
+    for path in config.imported:
+        rows += read_jsonl_rows(path, "imported", policy)
+    for path in config.scraped:
+        rows += [r | {"label": "allow", "categories": []} for r in read_jsonl_rows(path, "scraped", policy)]
+    rows += _generated_rows(seed_listings(seed_lexicon, shared, config.seed_listings, config.seed), "seed")
+    if config.backend == "openai":
+        backend = OpenAIBackend(policy, config.openai, config.seed, cache_dir())
+    else:
+        backend = TemplateBackend(policy, policy_lexicon, shared, config.seed)
+    generated = backend.generate(requests_for(categories, config))
+    rows += _generated_rows([g for g in generated if g.request.kind == "hard_negative"], "hard_negative")
+    rows += _generated_rows([g for g in generated if g.request.kind == "disallowed"], "synthetic")
+    lap("generate")
+    console.print(f"generated {len(rows)} rows ({config.backend} backend)")
+
+    # --- normalise, dedup, split ---
+    generated_count = len(rows)
+    for row in rows:
+        row["text"] = normalise(row["text"])
+        row["id"] = row_id(row["source"], row["text"])
+    rows = [r for r in rows if r["text"]]
+    empties = generated_count - len(rows)
+    rows.sort(
+        key=lambda r: SOURCE_PRIORITY.index(r["source"]) if r["source"] in SOURCE_PRIORITY else len(SOURCE_PRIORITY)
+    )
+    texts = [r["text"] for r in rows]
+    pairs = near_duplicate_pairs(texts, config.leakage_threshold)
+    dropped: set[int] = set()
+    for i, j, score in pairs:
+        if score >= config.dedup_threshold and i not in dropped:
+            dropped.add(j)
+    dropped_by_source = Counter(rows[j]["source"] for j in dropped)
+    keep = [i for i in range(len(rows)) if i not in dropped]
+    remap = {old: new for new, old in enumerate(keep)}
+    rows = [rows[i] for i in keep]
+    kept_pairs = [(remap[i], remap[j], s) for i, j, s in pairs if i in remap and j in remap]
+    assign_splits(rows, clusters(len(rows), kept_pairs), config)
+    lap("dedup_split")
+
+    # --- leakage check: recomputed from scratch on the final rows ---
+    final_pairs = near_duplicate_pairs([r["text"] for r in rows], config.leakage_threshold)
+    cross = [(i, j, s) for i, j, s in final_pairs if rows[i]["split"] != rows[j]["split"]]
+    cross_dedup = sum(1 for *_, s in cross if s >= config.dedup_threshold)
+    if cross:
+        i, j, s = cross[0]
+        raise UserError(
+            f"leakage check failed: {len(cross)} cross-split near-duplicates "
+            f"(e.g. {rows[i]['id']}~{rows[j]['id']}, Jaccard {s:.2f})"
+        )
+    by_split = {s: [r for r in rows if r["split"] == s] for s in SPLITS}
+    lap("leakage_check")
+
+    train_disallowed = Counter(c for r in by_split["train"] for c in r["categories"])
+    short = [c for c in categories if train_disallowed[c] < config.min_train_disallowed_per_category]
+    if short:
+        raise UserError(
+            f"only {train_disallowed[short[0]]} disallowed train rows for {short[0]!r} "
+            f"(min_train_disallowed_per_category={config.min_train_disallowed_per_category}): "
+            "raise disallowed_per_category"
+        )
+
+    # --- write ---
+    for split in SPLITS:
+        write_parquet(out / f"{split}.parquet", by_split[split])
+    style = card.style_baseline(by_split["train"], by_split["test"])
+    plots = card.write_plots(out, rows)
+    lap("write")
+    stats = {
+        "generated": generated_count,
+        "dropped_empty": empties,
+        "dropped_near_duplicates": len(dropped),
+        "dropped_near_duplicates_by_source": dict(sorted(dropped_by_source.items())),
+        "similar_pairs_kept_together": len(kept_pairs),
+        "cross_split_near_duplicates": len(cross),
+        "cross_split_near_duplicates_at_dedup_threshold": cross_dedup,
+        "rows": len(rows),
+    }
+    manifest = {
+        "name": config.name,
+        "policy": policy.name,
+        "categories": categories,
+        "seed": config.seed,
+        "config": config.model_dump(mode="json"),
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "backend": backend.stats(),
+        "dedup": stats,
+        "counts": card.counts(rows),
+        "style_baseline": style,
+        "files": {},
+    }
+    card_text = card.render_card(manifest, rows, plots, config)
+    atomic_write_text(out / "DATA_CARD.md", card_text)
+    manifest["files"] = {
+        p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.suffix in (".parquet", ".png", ".md")
+    }
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    lap("card")
+    timings["total"] = round(time.perf_counter() - started, 3)
+    atomic_write_text(out / "build_log.json", json.dumps({"timings_s": timings}, indent=2) + "\n")
+    manifest["timings_s"] = timings
+    return manifest

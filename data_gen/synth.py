@@ -1,0 +1,302 @@
+"""Synthetic listings: disallowed ones per policy category (single and multi-label), hard negatives, and the seed.
+
+Two backends behind one interface, `Backend.generate(requests) -> list[Generated]`:
+
+- `TemplateBackend` (offline default): the grammar in data_gen/templates.py with the lexicons in configs/data/lexicon/.
+  Categories without a lexicon entry fall back to the policy's own examples, so any policy works.
+- `OpenAIBackend`: any OpenAI-compatible `/chat/completions` endpoint (vLLM, a hosted API), prompted per category with
+  the policy's description and examples; bounded concurrency, retries with backoff, an on-disk response cache, token
+  and cost counts for the manifest. Malformed answers are counted and skipped, never written.
+
+Every request carries a stable key, and each listing is generated from a RNG seeded by (seed, key), so the output does
+not depend on order or concurrency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from tqdm import tqdm
+
+from data_gen.io import atomic_write_text
+from data_gen.templates import (
+    STYLES,
+    CategoryKinds,
+    PolicyLexicon,
+    SeedLexicon,
+    SharedStyle,
+    combine,
+    fallback_kinds,
+    fill,
+    render,
+)
+from moderation.errors import UserError
+from moderation.policy import Policy
+
+RequestKind = Literal["disallowed", "hard_negative"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One listing to generate. `categories`: the violated ids (disallowed) or the one it sits next to."""
+
+    key: str
+    kind: RequestKind
+    categories: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Generated:
+    request: Request
+    text: str
+    rationale: str
+    generator: str
+
+
+class Backend(Protocol):
+    def generate(self, requests: list[Request]) -> list[Generated]: ...
+
+    def stats(self) -> dict: ...
+
+
+def rng_for(seed: int, key: str) -> random.Random:
+    return random.Random(f"{seed}:{key}")
+
+
+class TemplateBackend:
+    """Offline compositional generator."""
+
+    def __init__(self, policy: Policy, lexicon: PolicyLexicon, shared: SharedStyle, seed: int):
+        self.policy, self.lexicon, self.shared, self.seed = policy, lexicon, shared, seed
+        self._kinds: dict[str, CategoryKinds] = {}
+        for category in policy.categories:
+            own = fallback_kinds(category)  # the policy's own examples always take part
+            extra = lexicon.categories.get(category.id)
+            if extra is None:
+                self._kinds[category.id] = own
+            else:
+                self._kinds[category.id] = CategoryKinds(
+                    offers=[*extra.offers, *own.offers[:1]],
+                    hard_negatives=[*extra.hard_negatives, *own.hard_negatives[:1]],
+                )
+        self.covered = sorted(set(lexicon.categories) & set(policy.category_ids))
+
+    def generate(self, requests: list[Request]) -> list[Generated]:
+        return [self._one(r) for r in tqdm(requests, desc="template listings", leave=False)]
+
+    def _one(self, request: Request) -> Generated:
+        rng = rng_for(self.seed, request.key)
+        pool = "offers" if request.kind == "disallowed" else "hard_negatives"
+        specs = []
+        for category_id in request.categories:
+            kinds = getattr(self._kinds[category_id], pool)
+            specs.append(fill(rng.choice(kinds), rng, self.lexicon.slots))
+        spec = specs[0] if len(specs) == 1 else combine(specs[0], specs[1])
+        text, style = render(spec, rng, self.shared)
+        return Generated(request, text, spec.why, f"template/{pool}/{style}")
+
+    def stats(self) -> dict:
+        return {"backend": "template", "lexicon_categories": self.covered}
+
+
+def seed_listings(lexicon: SeedLexicon, shared: SharedStyle, n: int, seed: int) -> list[Generated]:
+    """The allowed seed corpus: `n` ordinary listings, kinds drawn round-robin so every product type is present."""
+    out = []
+    for i in tqdm(range(n), desc="seed listings", leave=False):
+        request = Request(f"seed/{i:05d}", "hard_negative", ())
+        rng = rng_for(seed, request.key)
+        kind = lexicon.kinds[i % len(lexicon.kinds)]
+        spec = fill(kind, rng, lexicon.slots)
+        text, style = render(spec, rng, shared)
+        out.append(Generated(request, text, spec.why, f"template/seed/{kind.kind.replace(' ', '_')}/{style}"))
+    return out
+
+
+# --- OpenAI-compatible backend ---------------------------------------------------------------------------------------
+
+
+class OpenAIConfig(BaseModel):
+    """An OpenAI-compatible chat endpoint. The key is read from the environment variable named in `api_key_env`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="endpoint base URL (…/v1)")
+    model: str = Field("Qwen/Qwen2.5-7B-Instruct", description="model name sent to the endpoint")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (may be unset)")
+    concurrency: int = Field(4, ge=1, le=64, description="parallel requests")
+    max_attempts: int = Field(4, ge=1, description="attempts per request (429/5xx/network errors are retried)")
+    backoff_s: float = Field(1.0, ge=0, description="first retry wait; doubles each attempt")
+    timeout_s: float = Field(60.0, gt=0)
+    temperature: float = Field(1.0, ge=0, le=2)
+    max_tokens: int = Field(400, ge=16)
+    usd_per_1k_prompt_tokens: float = Field(0.0, ge=0, description="for the cost estimate in the manifest")
+    usd_per_1k_completion_tokens: float = Field(0.0, ge=0)
+    cache_dir: str | None = Field(None, description="response cache (default: <project cache>/synth)")
+
+
+SYSTEM_PROMPT = (
+    "You write realistic listings for a digital-products marketplace, to train a content moderator. "
+    "Write like a real seller: vary length, tone and formatting. Reply with a JSON object only: "
+    '{"listing": "<the listing text>", "rationale": "<one sentence citing the specific cue in the listing>"}'
+)
+
+
+class _Retryable(Exception):
+    pass
+
+
+@dataclass
+class _Counters:
+    requests: int = 0
+    cache_hits: int = 0
+    failed: int = 0
+    malformed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class OpenAIBackend:
+    def __init__(self, policy: Policy, config: OpenAIConfig, seed: int, cache_root: Path):
+        self.policy, self.config, self.seed = policy, config, seed
+        self.cache = Path(config.cache_dir) if config.cache_dir else cache_root / "synth"
+        self.counters = _Counters()
+        self._client = httpx.Client(
+            base_url=config.base_url.rstrip("/"),
+            timeout=config.timeout_s,
+            headers={"Authorization": f"Bearer {os.environ.get(config.api_key_env, 'none')}"},
+        )
+
+    def messages(self, request: Request) -> list[dict[str, str]]:
+        rng = rng_for(self.seed, request.key)
+        style = rng.choice(STYLES)
+        length = rng.choice(("one line", "two or three sentences", "a short paragraph and a bullet list", "120 words"))
+        cats = [self.policy.category(c) for c in request.categories]
+        if request.kind == "disallowed":
+            what = " and ".join(f"{c.title} ({c.description})" for c in cats)
+            examples = "; ".join(e for c in cats for e in c.disallowed_examples)
+            task = f"Write one listing that clearly violates: {what}. Examples of violations: {examples}."
+        else:
+            c = cats[0]
+            task = (
+                f"Write one listing that looks close to {c.title} but is allowed: {c.allowed_nearby} "
+                f"Examples: {'; '.join(c.allowed_examples)}. It must not violate: {c.description}"
+            )
+        user = f"{task} Use a '{style}' layout, length: {length}. Invent new specifics; do not copy the examples."
+        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+    def generate(self, requests: list[Request]) -> list[Generated]:
+        with ThreadPoolExecutor(self.config.concurrency) as pool:
+            results = list(tqdm(pool.map(self._one, requests), total=len(requests), desc="llm listings", leave=False))
+        done = [r for r in results if r is not None]
+        if requests and not done:
+            first = self.counters.errors[0] if self.counters.errors else "no usable answer"
+            raise UserError(f"the synth endpoint {self.config.base_url} produced no usable listing ({first})")
+        return done
+
+    def _one(self, request: Request) -> Generated | None:
+        messages = self.messages(request)
+        body = {
+            "model": self.config.model,
+            "messages": messages,
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_tokens,
+            "seed": self.seed,
+        }
+        key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        path = self.cache / f"{key}.json"
+        if path.exists():
+            try:
+                content = json.loads(path.read_text(encoding="utf-8"))["content"]
+            except (OSError, ValueError, KeyError, TypeError):
+                raise UserError(f"corrupt cache file {path}: delete it to fetch again") from None
+            self.counters.cache_hits += 1
+        else:
+            try:
+                content = self._post(body)
+            except (_Retryable, httpx.HTTPError) as error:
+                self.counters.failed += 1
+                self.counters.errors.append(f"{request.key}: {error}")
+                return None
+        parsed = parse_listing_json(content)
+        if parsed is None:
+            self.counters.malformed += 1
+            self.counters.errors.append(f"{request.key}: malformed answer")
+            return None
+        if not path.exists():
+            self.cache.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps({"content": content}))
+        text, rationale = parsed
+        return Generated(request, text, rationale, f"openai/{self.config.model}")
+
+    def _post(self, body: dict) -> str:
+        @retry(
+            retry=retry_if_exception(lambda e: isinstance(e, _Retryable | httpx.TransportError)),
+            stop=stop_after_attempt(self.config.max_attempts),
+            wait=wait_exponential(multiplier=self.config.backoff_s, max=30),
+            reraise=True,
+        )
+        def call() -> str:
+            self.counters.requests += 1
+            response = self._client.post("/chat/completions", json=body)
+            if response.status_code == 429 or response.status_code >= 500:
+                raise _Retryable(f"HTTP {response.status_code}")
+            response.raise_for_status()
+            try:
+                payload = response.json()
+                content = payload["choices"][0]["message"]["content"]
+            except (ValueError, KeyError, IndexError, TypeError):
+                return ""
+            usage = payload.get("usage") or {}
+            self.counters.prompt_tokens += int(usage.get("prompt_tokens", 0))
+            self.counters.completion_tokens += int(usage.get("completion_tokens", 0))
+            return content if isinstance(content, str) else ""
+
+        return call()
+
+    def stats(self) -> dict:
+        c = self.counters
+        cost = (
+            c.prompt_tokens / 1000 * self.config.usd_per_1k_prompt_tokens
+            + c.completion_tokens / 1000 * self.config.usd_per_1k_completion_tokens
+        )
+        return {
+            "backend": "openai",
+            "base_url": self.config.base_url,
+            "model": self.config.model,
+            "http_requests": c.requests,
+            "cache_hits": c.cache_hits,
+            "failed": c.failed,
+            "malformed": c.malformed,
+            "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens,
+            "estimated_cost_usd": round(cost, 6),
+        }
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+
+
+def parse_listing_json(content: str) -> tuple[str, str] | None:
+    """(listing, rationale) from the model's JSON answer (code fences tolerated), or None when malformed."""
+    try:
+        obj = json.loads(_FENCE.sub("", content.strip()))
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    listing, rationale = obj.get("listing"), obj.get("rationale")
+    if not isinstance(listing, str) or not listing.strip() or not isinstance(rationale, str) or not rationale.strip():
+        return None
+    return listing.strip(), rationale.strip()

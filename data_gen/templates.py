@@ -1,0 +1,256 @@
+"""The offline listing grammar: product "kinds" with slots, rendered in many listing styles.
+
+Allowed seed listings, hard negatives and disallowed listings all go through the same `render` with the same style
+and noise distributions, so that layout, emoji, prices, typos and length carry no information about the label: only
+the content does. Kinds live in YAML lexicons (configs/data/lexicon/), not in code:
+
+    titles/pitches/details: text with {slots}; one value per slot is drawn per listing and reused everywhere in it
+    why: the rationale, built from the same slots, so it cites this listing's own content
+    slots: values per slot (a kind's own, else the lexicon file's `slots`)
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from moderation.errors import UserError
+from moderation.policy import Category
+
+_FORMATTER = string.Formatter()
+
+
+class Kind(BaseModel):
+    """One product kind (allowed) or violation kind (disallowed / hard negative)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str = ""
+    titles: list[str] = Field(min_length=1)
+    pitches: list[str] = Field(min_length=1)
+    details: list[str] = Field(default_factory=list)
+    why: str = Field(min_length=1, description="rationale with slots")
+    tags: list[str] = Field(default_factory=list)
+    slots: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class CategoryKinds(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    offers: list[Kind] = Field(min_length=1)
+    hard_negatives: list[Kind] = Field(min_length=1)
+
+
+class SharedStyle(BaseModel):
+    """Style material every listing draws from, whatever its label."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    generic_details: list[str]
+    openers: list[str]
+    closers: list[str]
+    delivery: list[str]
+    emoji: list[str]
+    currencies: list[str]
+    amounts: list[str]
+    price_phrases: list[str]
+    tags_intro: list[str]
+
+
+class SeedLexicon(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    slots: dict[str, list[str]] = Field(default_factory=dict)
+    kinds: list[Kind] = Field(min_length=1)
+
+
+class PolicyLexicon(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    slots: dict[str, list[str]] = Field(default_factory=dict)
+    categories: dict[str, CategoryKinds] = Field(default_factory=dict)
+
+
+def load_yaml_model(path: Path, model: type[BaseModel]) -> BaseModel:
+    """Load a YAML file into a pydantic model; problems become one-line UserErrors naming the file."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise UserError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
+    try:
+        return model.model_validate(raw or {})
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise UserError(f"{path}: {where}: {first['msg']}") from None
+
+
+def slot_names(text: str) -> list[str]:
+    return [name for _, name, _, _ in _FORMATTER.parse(text) if name]
+
+
+@dataclass
+class Spec:
+    """The content of one listing before styling."""
+
+    title: str
+    pitch: str
+    details: list[str]
+    why: str
+    tags: list[str] = field(default_factory=list)
+
+
+def fill(kind: Kind, rng: random.Random, extra_slots: dict[str, list[str]] | None = None) -> Spec:
+    """Draw a title, a pitch and details from `kind`, then fill every slot with one value used throughout."""
+    title = rng.choice(kind.titles)
+    pitch = rng.choice(kind.pitches)
+    details = rng.sample(kind.details, k=rng.randint(min(1, len(kind.details)), min(3, len(kind.details))))
+    parts = [title, pitch, kind.why, *details]
+    values: dict[str, str] = {}
+    for name in sorted({n for part in parts for n in slot_names(part)}):
+        pool = kind.slots.get(name) or (extra_slots or {}).get(name)
+        if not pool:
+            raise UserError(f"lexicon kind {kind.kind or kind.titles[0]!r} uses slot {{{name}}} with no values")
+        values[name] = rng.choice(pool)
+
+    def sub(text: str) -> str:
+        return text.format(**values)
+
+    return Spec(_capitalise(sub(title)), _capitalise(sub(pitch)), [sub(d) for d in details], sub(kind.why), kind.tags)
+
+
+def combine(first: Spec, second: Spec) -> Spec:
+    """A listing that violates two categories: the first framing carries the second offer along."""
+    return Spec(
+        title=f"{first.title} + {second.title[:1].lower()}{second.title[1:]}",
+        pitch=f"{first.pitch} {second.pitch}",
+        details=first.details[:2] + second.details[:2],
+        why=f"{first.why} {second.why}",
+        tags=list(dict.fromkeys(first.tags + second.tags)),
+    )
+
+
+def fallback_kinds(category: Category) -> CategoryKinds:
+    """Kinds built from a policy category's own examples, for categories the lexicon does not cover."""
+    offers = [
+        Kind(
+            titles=[_short_title(example)],
+            pitches=[example],
+            why=f"Offers {_quote(example)}, which is {_lower(category.description)}",
+        )
+        for example in category.disallowed_examples
+    ]
+    near = [
+        Kind(
+            titles=[_short_title(example)],
+            pitches=[example],
+            why=f"{_quote(example)} is nearby content the policy allows ({_lower(category.allowed_nearby)})",
+        )
+        for example in category.allowed_examples
+    ]
+    return CategoryKinds(offers=offers, hard_negatives=near)
+
+
+# --- styling -------------------------------------------------------------------------------------------------------
+
+STYLES = ("plain", "bullets", "markdown", "oneliner", "hype", "casual", "qa", "numbered")
+
+
+def render(spec: Spec, rng: random.Random, shared: SharedStyle) -> tuple[str, str]:
+    """Render `spec` as listing text in a random style with random noise. Returns (text, style name)."""
+    # the number of detail lines is drawn independently of the kind; generic lines make up the difference
+    target = rng.choice((2, 3, 3, 4, 4, 5, 6))
+    details = list(spec.details)[:target]
+    details += rng.sample(shared.generic_details, k=max(0, target - len(details)) + rng.choice((0, 0, 1)))
+    rng.shuffle(details)
+    price = _price(rng, shared) if rng.random() < 0.8 else ""
+    opener = rng.choice(shared.openers)
+    closer = rng.choice(shared.closers)
+    style = rng.choice(STYLES)
+    emoji = rng.choice(shared.emoji)
+    title, pitch = spec.title, spec.pitch
+    if style == "plain":
+        body = " ".join(s for s in (opener, pitch, *(_sentence(d) for d in details), _sentence(price), closer) if s)
+        text = f"{title}\n\n{body}"
+    elif style == "bullets":
+        bullets = "\n".join(f"- {d}" for d in details)
+        text = f"{title} {emoji}\n{pitch}\n\nWhat you get:\n{bullets}\n\n{price}\n{closer}"
+    elif style == "markdown":
+        bullets = "\n".join(f"* {d}" for d in details)
+        text = f"## {title}\n\n{opener} {pitch}\n\n**Included**\n{bullets}\n\n**Price:** {price or 'see options'}"
+    elif style == "oneliner":
+        text = f"{title} - {pitch} {price}"
+    elif style == "hype":
+        checks = "\n".join(f"{rng.choice(shared.emoji)} {d}" for d in details)
+        text = f"{emoji} {title.upper()} {emoji}\n{pitch.rstrip('.')}!!\n{checks}\n👉 {price or 'DM for price'} {emoji}"
+    elif style == "casual":
+        body = ", ".join(d.lower() for d in details)
+        text = f"{title.lower()}\n{opener.lower()} {pitch.lower()} {body}. {price} {closer.lower()}"
+    elif style == "qa":
+        text = (
+            f"{title}\nWhat is it? {pitch}\nWhat's inside? {', '.join(details)}.\n"
+            f"How do I get it? {_capitalise(rng.choice(shared.delivery))}.\n{price}"
+        )
+    else:  # numbered
+        items = "\n".join(f"{i}. {d}" for i, d in enumerate(details, 1))
+        text = f"{title} | {price}\n{pitch}\n{items}\n{closer}"
+    if spec.tags and rng.random() < 0.3:
+        intro = rng.choice(shared.tags_intro)
+        tags = rng.sample(spec.tags, k=min(len(spec.tags), rng.randint(2, 4)))
+        text += "\n" + (" ".join(f"#{t}" for t in tags) if intro == "#" else f"{intro} {', '.join(tags)}")
+    if rng.random() < 0.25:
+        text = _typos(text, rng, n=rng.randint(1, 3))
+    if rng.random() < 0.15:
+        text = text.replace(". ", f". {rng.choice(shared.emoji)} ", 1)
+    return _tidy(text), style
+
+
+def _price(rng: random.Random, shared: SharedStyle) -> str:
+    price = rng.choice(shared.currencies).format(amount=rng.choice(shared.amounts))
+    return rng.choice(shared.price_phrases).format(price=price)
+
+
+def _typos(text: str, rng: random.Random, n: int) -> str:
+    """Swap two adjacent letters in `n` random longer words: the kind of typo real sellers make."""
+    words = text.split(" ")
+    candidates = [i for i, w in enumerate(words) if len(w) > 4 and w.isalpha()]
+    for i in rng.sample(candidates, k=min(n, len(candidates))):
+        w = words[i]
+        j = rng.randrange(1, len(w) - 2)
+        words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
+    return " ".join(words)
+
+
+def _tidy(text: str) -> str:
+    lines = [re.sub(r"[ \t]+", " ", line).strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return f"{text}." if text and text[-1] not in ".!?)" else text
+
+
+def _capitalise(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:].rstrip(".")
+
+
+def _quote(text: str) -> str:
+    return "“" + text.rstrip(".") + "”"
+
+
+def _short_title(text: str, words: int = 6) -> str:
+    head = re.split(r"[:,.!(]", text, maxsplit=1)[0].split()
+    return " ".join(head[:words])
