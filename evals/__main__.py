@@ -1,9 +1,10 @@
-"""Evaluate moderators: `run` one model on one dataset, the `robustness` suite, `compare` finished runs.
+"""Evaluate moderators: `run` one model on one dataset, `robustness`, `compare` finished runs, `suite` of both.
 
     python -m evals run --model smollm2-135m --data dev --out /tmp/e
     python -m evals run --model keyword --data my.jsonl --out /tmp/k
     python -m evals robustness --model runs/cpu-smollm2 --data dev --limit 40 --out /tmp/r
     python -m evals compare /tmp/k /tmp/e --out /tmp/compare
+    python -m evals suite --models keyword smollm2-135m runs/cpu-smollm2 --data dev test --out runs/evals
 
 `run` and `robustness` take `--config FILE.yaml` (keys are EvalConfig fields) and flags that override it.
 """
@@ -53,6 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     robustness = commands.add_parser("robustness", help="accuracy and attack success rate under transforms")
     _add_eval_options(robustness)
     robustness.add_argument("--long-chars", type=int, default=1500, help="length of the long benign listing")
+    suite = commands.add_parser("suite", help="several models on several datasets, compared per dataset")
+    suite.add_argument("--models", nargs="+", required=True, help="models, run folders or 'keyword'")
+    suite.add_argument("--data", nargs="+", required=True, help="split names or files")
+    suite.add_argument("--out", type=Path, required=True)
+    suite.add_argument("--limit", type=int, help="evaluate only the first N rows of each dataset")
+    suite.add_argument("--policy", help="policy for every model (default: each run's own, else marketplace)")
     comparison = commands.add_parser("compare", help="put finished evaluation folders side by side")
     comparison.add_argument("dirs", nargs="+", type=Path)
     comparison.add_argument("--out", type=Path, required=True)
@@ -64,6 +71,12 @@ def main(argv: list[str] | None = None) -> None:
         path = compare(args.dirs, args.out)
         print(path.read_text(encoding="utf-8"))
         print(f"wrote {path}")
+    elif args.command == "suite":
+        from evals.suite import run_suite
+
+        for path in run_suite(args.models, args.data, args.out, limit=args.limit, policy=args.policy):
+            print(path.read_text(encoding="utf-8"))
+            print(f"report: {path}")
     elif args.command == "robustness":
         from evals.robustness import run_robustness
 

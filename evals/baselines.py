@@ -42,7 +42,25 @@ def words(text: str) -> list[str]:
     return [_stem(w) for w in found if w not in _STOPWORDS and len(w) > 2 and not w.replace(",", "").isdigit()]
 
 
-class KeywordModerator:
+class _Batched:
+    """The batching surface of `moderation.generate.Moderator`; subclasses judge one batch in `_moderate_batch`."""
+
+    policy: Policy
+    generation: GenerationConfig
+
+    def moderate(self, listings: Sequence[str]) -> list[Moderation]:
+        return [result for batch in self.moderate_batches(listings) for result in batch]
+
+    def moderate_batches(self, listings: Sequence[str]) -> Iterator[list[Moderation]]:
+        size = self.generation.batch_size
+        for start in range(0, len(listings), size):
+            yield self._moderate_batch(listings[start : start + size])
+
+    def _moderate_batch(self, listings: Sequence[str]) -> list[Moderation]:
+        raise NotImplementedError
+
+
+class KeywordModerator(_Batched):
     """A no-training baseline: each category's cue words come from its description and disallowed examples, minus
     words from its own allowed-nearby text and allowed examples and words shared by most categories. A listing is
     disallowed for a category when at least `min_hits` distinct cue words of that category occur in it.
@@ -68,20 +86,18 @@ class KeywordModerator:
         cited = "; ".join(f"{cid}: {', '.join(hits[cid])}" for cid in flagged)
         return render(DISALLOW, flagged, f"Cue words found ({cited}).")
 
-    def moderate_batches(self, listings: Sequence[str]) -> Iterator[list[Moderation]]:
-        size = self.generation.batch_size
-        for start in range(0, len(listings), size):
-            began = time.perf_counter()
-            completions = [self.judge(text) for text in listings[start : start + size]]
-            latency = (time.perf_counter() - began) / max(1, len(completions))
-            yield [Moderation(c, parse(c, self.policy.category_ids), latency) for c in completions]
+    def _moderate_batch(self, listings: Sequence[str]) -> list[Moderation]:
+        began = time.perf_counter()
+        completions = [self.judge(text) for text in listings]
+        latency = (time.perf_counter() - began) / max(1, len(completions))
+        return [Moderation(c, parse(c, self.policy.category_ids), latency) for c in completions]
 
 
 def _disallowed_text(category) -> str:
     return " ".join([category.title, category.description, *category.disallowed_examples])
 
 
-class EndpointModerator:
+class EndpointModerator(_Batched):
     """Moderates through an OpenAI-compatible chat endpoint with the project's own prompt (greedy by default).
 
     The API key is read from the environment variable named by `api_key_env` (a local server accepts any key).
@@ -124,8 +140,6 @@ class EndpointModerator:
         completion = response.choices[0].message.content or ""
         return Moderation(completion, parse(completion, self.policy.category_ids), time.perf_counter() - began)
 
-    def moderate_batches(self, listings: Sequence[str]) -> Iterator[list[Moderation]]:
-        size = self.generation.batch_size
-        with ThreadPoolExecutor(max_workers=size) as pool:
-            for start in range(0, len(listings), size):
-                yield list(pool.map(self._one, listings[start : start + size]))
+    def _moderate_batch(self, listings: Sequence[str]) -> list[Moderation]:
+        with ThreadPoolExecutor(max_workers=len(listings)) as pool:
+            return list(pool.map(self._one, listings))

@@ -17,6 +17,7 @@ from evals.metrics import BINARY_LABELS, PARSE_FAILURE, predicted_label
 from evals.runner import METRICS, write_json, write_text
 from moderation.errors import UserError
 from moderation.policy import Policy
+from moderation.verdict import ALLOW
 
 LENGTH_BINS = (0, 100, 200, 400, 800, 1600, 10**9)  # listing length in characters
 
@@ -227,8 +228,19 @@ def audit_section(records: Sequence[dict], policy: Policy) -> str:
         from rewards.audit import audit
     except ImportError:
         return "`rewards.audit` is not available in this checkout; no audit was run."
-    rows = [{key: r[key] for key in ("completion", "label", "categories", "text")} for r in records]
-    return "```\n" + audit(rows, policy).render() + "\n```"
+    # The rewards need gold categories from the policy: rows labelled outside it are left out of the audit.
+    known = set(policy.category_ids)
+    rows = [
+        {key: r[key] for key in ("completion", "label", "categories", "text")}
+        for r in records
+        if set(r["categories"]) <= known and (r["label"] == ALLOW or r["categories"])
+    ]
+    if not rows:
+        return "No row has gold categories from the policy; no audit was run."
+    left_out = f"\n{len(records) - len(rows)} rows labelled outside the policy were left out." * (
+        len(rows) < len(records)
+    )
+    return "```\n" + audit(rows, policy).render() + "\n```" + left_out
 
 
 def compare(dirs: Sequence[str | Path], out: str | Path) -> Path:

@@ -29,6 +29,7 @@ from evals.runner import (
     build_moderator,
     check_resume,
     identity_of,
+    label_for,
     manifest,
     predict,
     write_json,
@@ -161,7 +162,7 @@ def run_robustness(config: EvalConfig, long_chars: int = 1500) -> dict:
     rows = [[name, *(v[k] for k in columns)] for name, v in results.items()]
     text = "\n".join(
         [
-            f"# Robustness: {Path(config.model.rstrip('/')).name} on {dataset.path.name}",
+            f"# Robustness: {label_for(config.model)} on {dataset.path.name}",
             "",
             f"{len(dataset.items)} clean items, {len(items)} moderated in all. Attack success rate: share of disallowed"
             " items caught when clean that the transform flips to ALLOW (parse failures are not counted as flips).",

@@ -150,7 +150,7 @@ def run_eval(config: EvalConfig, report: bool = True) -> dict:
     predicted = time.perf_counter()
     metrics = compute_metrics(records, moderator.policy.category_ids, config.n_bootstrap, config.seed)
     metrics["skipped_rows"] = dataset.skipped
-    metrics["label"] = label_for(config)
+    metrics["label"] = label_for(config.model)
     metrics["policy"] = moderator.policy.name
     metrics["config"] = config.model_dump()
     write_json(out / METRICS, metrics)
@@ -171,9 +171,9 @@ def run_eval(config: EvalConfig, report: bool = True) -> dict:
     return metrics
 
 
-def label_for(config: EvalConfig) -> str:
-    """A short name for tables and plots: the run folder's name, the model id's last part, or the baseline."""
-    return Path(config.model.rstrip("/")).name or config.model
+def label_for(model: str) -> str:
+    """A short name for tables, plots and folders: a run folder's name, a model id's last part, or the baseline."""
+    return Path(model.rstrip("/")).name or model
 
 
 def identity_of(config: EvalConfig, dataset: Dataset) -> dict:

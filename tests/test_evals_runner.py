@@ -163,3 +163,44 @@ def test_cli_errors_are_one_line(tmp_path, data_file, capsys, args, message):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_suite_evaluates_every_model_and_compares(tmp_path, data_file):
+    from evals.suite import run_suite
+
+    (report,) = run_suite(["keyword"], [str(data_file)], tmp_path / "suite", n_bootstrap=0)
+    assert report == tmp_path / "suite" / "outside" / "compare.md"
+    assert (tmp_path / "suite" / "outside" / "keyword" / "metrics.json").exists()
+
+
+def test_openai_compatible_endpoint(policy):
+    import httpx
+
+    from evals.baselines import EndpointModerator
+
+    asked = []
+
+    def reply(request):
+        body = json.loads(request.content)
+        asked.append(body)
+        answer = "DISALLOW: iptv" if "IPTV" in body["messages"][-1]["content"] else "ALLOW"
+        message = {"role": "assistant", "content": f"<reasoning>\nx\n</reasoning>\n<answer>\n{answer}\n</answer>"}
+        return httpx.Response(
+            200,
+            json={
+                "id": "c",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                ],
+            },
+        )
+
+    client = httpx.Client(transport=httpx.MockTransport(reply))
+    moderator = EndpointModerator("http://judge.test/v1", "judge-1", policy, http_client=client)
+    results = moderator.moderate([row["text"] for row in ROWS[:3]])
+    assert [r.verdict.decision for r in results] == ["disallow", "allow", "allow"]
+    assert asked[0]["model"] == "judge-1" and asked[0]["temperature"] == 0.0
+    assert asked[0]["messages"][0]["role"] == "system"

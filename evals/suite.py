@@ -1,0 +1,28 @@
+"""Several models on several datasets, then one comparison per dataset: what `make demo` ends with.
+
+    python -m evals suite --models keyword smollm2-135m runs/cpu-smollm2 --data dev test --out runs/evals
+
+Writes <out>/<data>/<model>/ (a full evaluation each, resumable) and <out>/<data>/compare.md side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from evals.report import compare
+from evals.runner import EvalConfig, label_for, run_eval
+
+
+def run_suite(models: Sequence[str], datasets: Sequence[str], out: str | Path, **settings) -> list[Path]:
+    """Evaluate every model on every dataset; return the compare.md path of each dataset."""
+    reports = []
+    for data in datasets:
+        folder = Path(out) / Path(data).stem
+        dirs = []
+        for model in models:
+            config = EvalConfig(model=model, data=data, out=str(folder / label_for(model)), **settings)
+            run_eval(config)
+            dirs.append(Path(config.out))
+        reports.append(compare(dirs, folder))
+    return reports
