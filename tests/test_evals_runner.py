@@ -192,9 +192,7 @@ def test_openai_compatible_endpoint(policy):
                 "object": "chat.completion",
                 "created": 0,
                 "model": body["model"],
-                "choices": [
-                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
-                ],
+                "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
             },
         )
 
