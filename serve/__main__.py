@@ -23,7 +23,7 @@ def config_parser(prog: str, model: type, description: str) -> argparse.Argument
     """An argparse parser with one `--flag` per field of a pydantic config, help text and defaults from the model."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     for name, info in model.model_fields.items():
-        flag = "--" + name.replace("_", "-")
+        flag = "--" + (info.alias or name).replace("_", "-")
         choices = get_args(info.annotation) or None if "Literal" in str(info.annotation) else None
         kind = info.annotation if info.annotation in (int, float) else str
         parser.add_argument(flag, dest=name, type=kind, choices=choices, default=info.default, help=info.description)

@@ -144,6 +144,8 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
         await batcher.start()
         yield
         await batcher.close(drain_timeout_s=config.request_timeout_s)
+        stats = batcher.stats
+        log.info("shut down cleanly: %d listings in %d batches", stats.items, stats.batches)
 
     app = FastAPI(title="grpo-moderation", lifespan=lifespan)
     app.state.batcher = batcher
@@ -171,6 +173,7 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
             "policy": engine.moderator.policy.name,
             "default_mode": config.mode,
             "queued": batcher.queued,
+            "submitted": stats.submitted,
             "batches": stats.batches,
             "listings": stats.items,
             "mean_batch_size": round(stats.mean_batch_size, 3),

@@ -96,6 +96,7 @@ class _Item:
 
 @dataclass
 class BatchStats:
+    submitted: int = 0
     batches: int = 0
     items: int = 0
     busy_s: float = 0.0
@@ -140,6 +141,7 @@ class Batcher:
         futures = [loop.create_future() for _ in texts]
         for text, future in zip(texts, futures, strict=True):
             self._queue.put_nowait(_Item(text, mode, future))
+        self.stats.submitted += len(texts)
         return futures
 
     async def _collect(self) -> list[_Item]:
