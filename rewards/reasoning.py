@@ -23,28 +23,31 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def ngrams(tokens: list[str], n: int) -> frozenset[tuple[str, ...]]:
-    return frozenset(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+def ngrams(tokens: list[str], n: int) -> list[str]:
+    """The word n-grams of `tokens` in order, each joined by spaces (a str caches its hash, a tuple does not)."""
+    return [" ".join(gram) for gram in zip(*(tokens[i:] for i in range(n)), strict=False)]
 
 
 @lru_cache(maxsize=4096)
-def listing_ngrams(listing: str, n: int) -> frozenset[tuple[str, ...]]:
+def listing_ngrams(listing: str, n: int) -> frozenset[str]:
     """The listing's word n-grams, memoised: the completions of one GRPO group share one listing."""
-    return ngrams(words(listing), n)
+    return frozenset(ngrams(words(listing), n))
 
 
-def padding_mask(
-    tokens: list[str], listing_grams: frozenset[tuple[str, ...]], n: int, repeats: bool = True
-) -> list[bool]:
-    """Per word: True when it lies in an n-gram of the listing or (with `repeats`) one seen earlier in `tokens`."""
-    seen: set[tuple[str, ...]] = set()
-    mask = [False] * len(tokens)
-    for i in range(len(tokens) - n + 1):
-        gram = tuple(tokens[i : i + n])
+def padding_words(tokens: list[str], listing_grams: frozenset[str], n: int, repeats: bool = True) -> int:
+    """How many words lie in an n-gram of the listing or (with `repeats`) in an n-gram seen earlier in `tokens`."""
+    grams = ngrams(tokens, n)
+    distinct = set(grams)
+    if listing_grams.isdisjoint(distinct) and (not repeats or len(distinct) == len(grams)):
+        return 0  # the common case, decided in C
+    seen: set[str] = set()
+    padded = covered_until = 0
+    for i, gram in enumerate(grams):
         if gram in listing_grams or (repeats and gram in seen):
-            mask[i : i + n] = [True] * n
+            padded += i + n - max(i, covered_until)
+            covered_until = i + n
         seen.add(gram)
-    return mask
+    return padded
 
 
 def copied_fraction(reasoning: str, listing: str, n: int = 3) -> float:
@@ -52,7 +55,7 @@ def copied_fraction(reasoning: str, listing: str, n: int = 3) -> float:
     tokens = words(reasoning)
     if not tokens:
         return 0.0
-    return sum(padding_mask(tokens, listing_ngrams(listing, n), n, repeats=False)) / len(tokens)
+    return padding_words(tokens, listing_ngrams(listing, n), n, repeats=False) / len(tokens)
 
 
 @register
@@ -83,7 +86,7 @@ class ReasoningLength(Reward):
         if not tokens:
             return 0.0
         listing_grams = listing_ngrams(listing, self.ngram) if isinstance(listing, str) else frozenset()
-        own = len(tokens) - sum(padding_mask(tokens, listing_grams, self.ngram))
+        own = len(tokens) - padding_words(tokens, listing_grams, self.ngram)
         rise = min(1.0, own / self.min_words)
         fall = max(0.0, min(1.0, 2.0 - len(tokens) / self.max_words))
         kept = min(1.0, own / len(tokens) / (1.0 - self.max_padding_share))

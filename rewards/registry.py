@@ -168,7 +168,7 @@ def require_column(reward: str, columns: Mapping[str, Any], column: str, length:
     return list(values)
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=8192)  # one generation batch of completions; a bigger batch still works, parsing more often
 def _cached_parse(text: str, known: frozenset[str] | None) -> Verdict:
     return parse(text, known)
 
