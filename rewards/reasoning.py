@@ -23,24 +23,24 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def ngrams(tokens: list[str], n: int) -> list[str]:
-    """The word n-grams of `tokens` in order, each joined by spaces (a str caches its hash, a tuple does not)."""
-    return [" ".join(gram) for gram in zip(*(tokens[i:] for i in range(n)), strict=False)]
+def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+    """The word n-grams of `tokens`, in order (none when there are fewer than n words)."""
+    return list(zip(*[tokens[i:] for i in range(n)], strict=False))
 
 
 @lru_cache(maxsize=4096)
-def listing_ngrams(listing: str, n: int) -> frozenset[str]:
+def listing_ngrams(listing: str, n: int) -> frozenset[tuple[str, ...]]:
     """The listing's word n-grams, memoised: the completions of one GRPO group share one listing."""
     return frozenset(ngrams(words(listing), n))
 
 
-def padding_words(tokens: list[str], listing_grams: frozenset[str], n: int, repeats: bool = True) -> int:
+def padding_words(tokens: list[str], listing_grams: frozenset[tuple[str, ...]], n: int, repeats: bool = True) -> int:
     """How many words lie in an n-gram of the listing or (with `repeats`) in an n-gram seen earlier in `tokens`."""
     grams = ngrams(tokens, n)
     distinct = set(grams)
     if listing_grams.isdisjoint(distinct) and (not repeats or len(distinct) == len(grams)):
         return 0  # the common case, decided in C
-    seen: set[str] = set()
+    seen: set[tuple[str, ...]] = set()
     padded = covered_until = 0
     for i, gram in enumerate(grams):
         if gram in listing_grams or (repeats and gram in seen):
