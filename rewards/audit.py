@@ -164,7 +164,7 @@ def load_completions(path: str | Path) -> list[dict[str, Any]]:
         return _load_trl_parquet(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
+    except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read {path}: {error}") from None
     rows = []
     for number, line in enumerate(lines, 1):

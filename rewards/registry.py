@@ -48,7 +48,7 @@ class Reward:
         values = [require_column(self.name, columns, column, len(texts)) for column in self.columns]
         return [self.score(text, *row) for text, *row in zip(texts, *values, strict=True)]
 
-    def score(self, text: str, *row: Any) -> float | None:
+    def score(self, text: Any, *row: Any) -> float | None:
         raise NotImplementedError
 
     def __repr__(self) -> str:
