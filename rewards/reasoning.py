@@ -10,6 +10,7 @@ one thing ten times scores low, while quoting the listing as evidence inside rea
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -23,9 +24,9 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+def ngrams(tokens: list[str], n: int) -> Iterator[tuple[str, ...]]:
     """The word n-grams of `tokens`, in order (none when there are fewer than n words)."""
-    return list(zip(*[tokens[i:] for i in range(n)], strict=False))
+    return zip(*[tokens[i:] for i in range(n)], strict=False)
 
 
 @lru_cache(maxsize=4096)
@@ -36,13 +37,12 @@ def listing_ngrams(listing: str, n: int) -> frozenset[tuple[str, ...]]:
 
 def padding_words(tokens: list[str], listing_grams: frozenset[tuple[str, ...]], n: int, repeats: bool = True) -> int:
     """How many words lie in an n-gram of the listing or (with `repeats`) in an n-gram seen earlier in `tokens`."""
-    grams = ngrams(tokens, n)
-    distinct = set(grams)
-    if listing_grams.isdisjoint(distinct) and (not repeats or len(distinct) == len(grams)):
+    distinct = set(ngrams(tokens, n))
+    if listing_grams.isdisjoint(distinct) and (not repeats or len(distinct) == len(tokens) - n + 1):
         return 0  # the common case, decided in C
     seen: set[tuple[str, ...]] = set()
     padded = covered_until = 0
-    for i, gram in enumerate(grams):
+    for i, gram in enumerate(ngrams(tokens, n)):
         if gram in listing_grams or (repeats and gram in seen):
             padded += i + n - max(i, covered_until)
             covered_until = i + n
