@@ -7,7 +7,6 @@ import sys
 
 from rich.console import Console
 
-from data_gen.build import BuildConfig, build
 from data_gen.config import describe_fields, load_config
 from moderation.errors import cli_main
 
@@ -15,6 +14,8 @@ COMMANDS = ("build", "import", "scrape")
 
 
 def _build(argv: list[str]) -> None:
+    from data_gen.build import BuildConfig, build
+
     parser = argparse.ArgumentParser(
         prog="python -m data_gen build",
         description="Build data/<name>/{train,dev,test}.parquet, manifest.json and DATA_CARD.md.",

@@ -32,6 +32,7 @@ from rich.console import Console
 from data_gen import card
 from data_gen.dedup import clusters, near_duplicate_pairs
 from data_gen.io import atomic_write_bytes, atomic_write_text, ensure_writable_dir, sha256_file
+from data_gen.scrape import listing_text
 from data_gen.synth import Generated, OpenAIBackend, OpenAIConfig, Request, TemplateBackend, seed_listings
 from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, load_yaml_model
 from moderation.errors import UserError
@@ -153,16 +154,6 @@ def read_jsonl_rows(path: str | Path, source: str, policy: Policy) -> list[dict]
             make_row(str(text), label, categories, source, record.get("generator", source), record.get("rationale", ""))
         )
     return rows
-
-
-def listing_text(record: dict) -> str:
-    """Scraped listing record (title, description, price, tags) → listing text."""
-    parts = [record.get("title") or "", record.get("description") or ""]
-    if record.get("price"):
-        parts.append(f"Price: {record['price']}")
-    if record.get("tags"):
-        parts.append("Tags: " + ", ".join(record["tags"]))
-    return "\n\n".join(p for p in parts if p)
 
 
 def requests_for(categories: list[str], config: BuildConfig) -> list[Request]:

@@ -14,16 +14,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
-from scipy.sparse import csr_matrix, hstack
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, balanced_accuracy_score
-from sklearn.preprocessing import StandardScaler
 
 from data_gen.io import atomic_write_bytes
 
@@ -77,6 +68,12 @@ def style_features(texts: list[str]) -> np.ndarray:
 
 def style_baseline(train: list[dict], test: list[dict]) -> dict:
     """Accuracy of predicting the label from style features only, next to majority and content baselines."""
+    from scipy.sparse import csr_matrix, hstack
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+    from sklearn.preprocessing import StandardScaler
+
     y_train = [r["label"] for r in train]
     y_test = [r["label"] for r in test]
     if len(set(y_train)) < 2 or not test:
@@ -87,7 +84,7 @@ def style_baseline(train: list[dict], test: list[dict]) -> dict:
 
     def fit_predict(x_train, x_test):
         scaler = StandardScaler(with_mean=False)
-        model = LogisticRegression(max_iter=2000).fit(scaler.fit_transform(x_train), y_train)
+        model = LogisticRegression(solver="liblinear").fit(scaler.fit_transform(x_train), y_train)
         return model.predict(scaler.transform(x_test))
 
     length_pred = fit_predict(form_train[:, :3], form_test[:, :3])
@@ -98,7 +95,7 @@ def style_baseline(train: list[dict], test: list[dict]) -> dict:
     )
     tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     content_pred = (
-        LogisticRegression(max_iter=2000)
+        LogisticRegression(solver="liblinear")
         .fit(tfidf.fit_transform(train_text), y_train)
         .predict(tfidf.transform(test_text))
     )
@@ -137,6 +134,8 @@ def counts(rows: list[dict]) -> dict:
 
 
 def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80, metadata={"Software": None})
     plt.close(fig)
@@ -145,6 +144,11 @@ def _png(fig) -> bytes:
 
 def write_plots(out: Path, rows: list[dict]) -> list[str]:
     """Word-count histograms by label and by source (the two should overlap: length must not give the label away)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     words = np.array([len(r["text"].split()) for r in rows])
     bins = np.linspace(0, max(10, int(np.percentile(words, 99))) + 1, 40)
     names = []

@@ -113,6 +113,16 @@ def fill(kind: Kind, rng: random.Random, extra_slots: dict[str, list[str]] | Non
     title = rng.choice(kind.titles)
     pitch = rng.choice(kind.pitches)
     details = rng.sample(kind.details, k=rng.randint(min(1, len(kind.details)), min(3, len(kind.details))))
+    shown = " ".join([title, pitch, *details])
+    for name in slot_names(kind.why):
+        # the rationale may only cite what the listing shows: bring in a detail or title that carries this slot
+        if name not in slot_names(shown):
+            carriers = [d for d in kind.details if name in slot_names(d)]
+            if carriers:
+                details.append(rng.choice(carriers))
+            elif titles := [t for t in kind.titles if name in slot_names(t)]:
+                title = rng.choice(titles)
+            shown = " ".join([title, pitch, *details])
     parts = [title, pitch, kind.why, *details]
     values: dict[str, str] = {}
     for name in sorted({n for part in parts for n in slot_names(part)}):

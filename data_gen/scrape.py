@@ -1,0 +1,369 @@
+"""Allowed-listings scraper for a marketplace of digital products with public listing pages (Gumroad-like).
+
+    python -m data_gen scrape start_urls='[https://gumroad.com/discover]' max_products=200
+
+A polite crawler: obeys robots.txt (urllib.robotparser), sends a named user agent, waits between requests
+(`rate_limit_per_s`, default 1), retries 429/5xx/network errors with exponential backoff (tenacity; Retry-After is
+honoured), caches fetched pages on disk, and resumes: records already in `out` are never fetched or written again.
+Index pages are read in order and product links in page order, so output order is deterministic. Pages are parsed
+with selectolax; a product page without a title or description is counted and skipped.
+
+Output: one JSON object per line: url, title, description, price, currency, tags, text (the listing as one string).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urldefrag, urljoin, urlsplit
+from urllib.robotparser import RobotFileParser
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+from selectolax.lexbor import LexborHTMLParser as HTMLParser
+from tenacity import retry, retry_if_exception_type, stop_after_attempt
+from tqdm import tqdm
+
+from data_gen.config import describe_fields, load_config
+from data_gen.io import atomic_write_text
+from moderation.errors import UserError
+from moderation.paths import cache_dir
+
+USER_AGENT = "grpo-moderation-scraper/0.1 (research dataset; respects robots.txt)"
+
+
+class ScrapeConfig(BaseModel):
+    """Crawler settings. YAML keys are these field names; CLI `key=value` overrides them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_urls: list[str] = Field(default_factory=lambda: ["https://gumroad.com/discover"], description="index pages")
+    product_pattern: str = Field(r"/l/[^/?#]+$", description="regex a product page URL path matches")
+    allowed_hosts: list[str] | None = Field(None, description="hosts to crawl (default: the start URLs' hosts)")
+    max_products: int = Field(200, ge=1, description="stop after this many product pages in `out`")
+    max_index_pages: int = Field(20, ge=1, description="index pages followed via rel=next links")
+    user_agent: str = Field(USER_AGENT, description="sent with every request and matched against robots.txt")
+    rate_limit_per_s: float = Field(1.0, gt=0, le=50, description="at most this many requests per second")
+    max_attempts: int = Field(4, ge=1, description="attempts per URL on 429/5xx/network errors")
+    backoff_s: float = Field(2.0, ge=0, description="first retry wait in seconds; doubles each attempt")
+    max_retry_after_s: float = Field(60.0, ge=0, description="cap on a server's Retry-After")
+    timeout_s: float = Field(20.0, gt=0)
+    max_redirects: int = Field(5, ge=0)
+    cache_dir: str | None = Field(None, description="page cache (default: <project cache>/scrape)")
+    out: str = Field("data/scraped/listings.jsonl", description="JSONL output; appended to, resumable")
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, wait_s: float = 0.0):
+        super().__init__(message)
+        self.wait_s = wait_s
+
+
+@dataclass
+class Stats:
+    fetched: int = 0
+    from_cache: int = 0
+    robots_disallowed: int = 0
+    failed: int = 0
+    missing_fields: int = 0
+    written: int = 0
+    already_done: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Page:
+    url: str
+    text: str
+
+
+def decode_body(content: bytes, header_charset: str | None) -> str:
+    """Bytes → text: the header's charset, else a <meta charset>, else UTF-8; undecodable bytes are replaced."""
+    encoding = header_charset
+    if not encoding:
+        match = re.search(rb"<meta[^>]+charset=[\"']?([A-Za-z0-9_-]+)", content[:2048], re.IGNORECASE)
+        encoding = match.group(1).decode("ascii") if match else "utf-8"
+    try:
+        return content.decode(encoding, errors="replace")
+    except LookupError:
+        return content.decode("utf-8", errors="replace")
+
+
+def _text(node) -> str:
+    return re.sub(r"[ \t]+", " ", node.text(separator=" ", strip=False)).strip() if node is not None else ""
+
+
+def _meta(tree: HTMLParser, *names: str) -> str:
+    for name in names:
+        node = tree.css_first(f'meta[property="{name}"]') or tree.css_first(f'meta[name="{name}"]')
+        if node is not None and (node.attributes.get("content") or "").strip():
+            return node.attributes["content"].strip()
+    return ""
+
+
+def listing_text(record: dict) -> str:
+    """Scraped listing record (title, description, price, tags) → listing text."""
+    parts = [record.get("title") or "", record.get("description") or ""]
+    if record.get("price"):
+        parts.append(f"Price: {record['price']}")
+    if record.get("tags"):
+        parts.append("Tags: " + ", ".join(record["tags"]))
+    return "\n\n".join(p for p in parts if p)
+
+
+def parse_product(html: str, url: str) -> dict | None:
+    """A product page → record, or None when it lacks a title or a description."""
+    tree = HTMLParser(html)
+    title = _text(tree.css_first("h1")) or _meta(tree, "og:title") or _text(tree.css_first("title"))
+    description_node = tree.css_first('[itemprop="description"]') or tree.css_first(".product-description")
+    if description_node is not None:
+        for block in description_node.css("p, li, br, h2, h3"):
+            block.insert_after("\n")
+        description = "\n".join(
+            line.strip() for line in description_node.text(strip=False).splitlines() if line.strip()
+        )
+    else:
+        description = _meta(tree, "og:description", "description")
+    if not title or not description:
+        return None
+    price_node = tree.css_first('[itemprop="price"]')
+    price = (price_node.attributes.get("content") or _text(price_node)) if price_node is not None else ""
+    price = price or _meta(tree, "product:price:amount") or _text(tree.css_first(".price"))
+    currency_node = tree.css_first('[itemprop="priceCurrency"]')
+    currency = (currency_node.attributes.get("content") or "") if currency_node is not None else ""
+    currency = currency or _meta(tree, "product:price:currency")
+    tags = [_text(a) for a in tree.css('a[rel="tag"], .tags a, .tags li') if _text(a)]
+    canonical = tree.css_first('link[rel="canonical"]')
+    record = {
+        "url": urljoin(url, canonical.attributes.get("href") or "") if canonical is not None else url,
+        "title": title,
+        "description": description,
+        "price": f"{price} {currency}".strip() if price else "",
+        "tags": list(dict.fromkeys(tags)),
+    }
+    record["text"] = listing_text(record)
+    return record
+
+
+def parse_index(html: str, base_url: str, product_pattern: str) -> tuple[list[str], str | None]:
+    """An index page → (product URLs in page order, next index page URL or None)."""
+    tree = HTMLParser(html)
+    pattern = re.compile(product_pattern)
+    products: list[str] = []
+    for a in tree.css("a[href]"):
+        url = urldefrag(urljoin(base_url, a.attributes.get("href") or ""))[0]
+        if pattern.search(urlsplit(url).path) and url not in products:
+            products.append(url)
+    nxt = tree.css_first('a[rel="next"]') or tree.css_first('link[rel="next"]')
+    next_url = urljoin(base_url, nxt.attributes["href"]) if nxt is not None and nxt.attributes.get("href") else None
+    return products, next_url
+
+
+class Crawler:
+    def __init__(self, config: ScrapeConfig, client: httpx.Client | None = None):
+        self.config = config
+        self.cache = Path(config.cache_dir) if config.cache_dir else cache_dir() / "scrape"
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.client = client or httpx.Client(
+            headers={"User-Agent": config.user_agent},
+            timeout=config.timeout_s,
+            follow_redirects=False,
+        )
+        self.stats = Stats()
+        self._robots: dict[str, RobotFileParser] = {}
+        self._last_request = 0.0
+        self._lock = threading.Lock()
+
+    # --- politeness ---
+    def _wait_turn(self) -> None:
+        with self._lock:
+            gap = 1.0 / self.config.rate_limit_per_s - (time.monotonic() - self._last_request)
+            if gap > 0:
+                time.sleep(gap)
+            self._last_request = time.monotonic()
+
+    def allowed(self, url: str) -> bool:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin not in self._robots:
+            parser = RobotFileParser(f"{origin}/robots.txt")
+            page = self._get(f"{origin}/robots.txt", cache=True, missing_ok=True)
+            parser.parse(page.text.splitlines() if page else [])
+            self._robots[origin] = parser
+        return self._robots[origin].can_fetch(self.config.user_agent, url)
+
+    # --- fetching ---
+    def _cache_path(self, url: str) -> Path:
+        return self.cache / f"{hashlib.sha256(url.encode()).hexdigest()}.json"
+
+    def _get(self, url: str, cache: bool = True, missing_ok: bool = False) -> Page | None:
+        """GET with cache and retries; None when the page could not be had (counted in stats)."""
+        path = self._cache_path(url)
+        if cache and path.exists():
+            try:
+                entry = json.loads(path.read_text(encoding="utf-8"))
+                page = Page(entry["url"], decode_body(base64.b64decode(entry["body"]), entry.get("charset")))
+            except (OSError, ValueError, KeyError, TypeError):
+                raise UserError(f"corrupt cache file {path}: delete it to fetch {url} again") from None
+            self.stats.from_cache += 1
+            return page
+        try:
+            response = self._fetch(url)
+        except (_Retryable, httpx.HTTPError) as error:
+            reason = (
+                "redirect loop" if isinstance(error, httpx.TooManyRedirects) else str(error) or type(error).__name__
+            )
+            if not missing_ok:
+                self.stats.failed += 1
+                self.stats.errors.append(f"{url}: {reason}")
+            return None
+        if response.status_code != 200:
+            if not missing_ok:
+                self.stats.failed += 1
+                self.stats.errors.append(f"{url}: HTTP {response.status_code}")
+            return None
+        self.stats.fetched += 1
+        final_url = str(response.url)
+        charset = response.charset_encoding
+        entry = {"url": final_url, "charset": charset, "body": base64.b64encode(response.content).decode("ascii")}
+        atomic_write_text(path, json.dumps(entry))
+        return Page(final_url, decode_body(response.content, charset))
+
+    def _fetch(self, url: str) -> httpx.Response:
+        config = self.config
+
+        def wait(state) -> float:
+            error = state.outcome.exception()
+            backoff = config.backoff_s * 2 ** (state.attempt_number - 1)
+            return max(backoff, getattr(error, "wait_s", 0.0))
+
+        @retry(
+            retry=retry_if_exception_type((_Retryable, httpx.TransportError)),
+            stop=stop_after_attempt(config.max_attempts),
+            wait=wait,
+            reraise=True,
+        )
+        def attempt() -> httpx.Response:
+            response = self._get_following_redirects(url)
+            if response.status_code == 429 or response.status_code >= 500:
+                retry_after = response.headers.get("Retry-After", "")
+                wait_s = min(float(retry_after), config.max_retry_after_s) if retry_after.isdigit() else 0.0
+                raise _Retryable(f"HTTP {response.status_code}", wait_s)
+            return response
+
+        return attempt()
+
+    def _get_following_redirects(self, url: str) -> httpx.Response:
+        """Follow redirects one hop at a time so every hop waits its turn (and is checked against robots.txt)."""
+        seen = {url}
+        for _ in range(self.config.max_redirects + 1):
+            self._wait_turn()
+            response = self.client.get(url)
+            if not response.is_redirect:
+                return response
+            url = urljoin(url, response.headers.get("Location", ""))
+            if url in seen:
+                raise httpx.TooManyRedirects(f"redirect loop at {url}", request=response.request)
+            if not self.allowed(url):
+                raise httpx.TooManyRedirects(f"redirect to robots-disallowed {url}", request=response.request)
+            seen.add(url)
+        raise httpx.TooManyRedirects(f"more than {self.config.max_redirects} redirects", request=response.request)
+
+    # --- crawl ---
+    def crawl(self) -> Stats:
+        out = Path(self.config.out)
+        done = read_done(out)
+        self.stats.already_done = len(done)
+        product_urls = self._discover()
+        if not product_urls and not done:
+            raise UserError(f"no listings found at {', '.join(self.config.start_urls)} (check product_pattern)")
+        todo = [u for u in product_urls if u not in done][: max(0, self.config.max_products - len(done))]
+        with out.open("a", encoding="utf-8") as sink:
+            for url in tqdm(todo, desc="product pages", leave=False):
+                if not self.allowed(url):
+                    self.stats.robots_disallowed += 1
+                    continue
+                page = self._get(url)
+                if page is None:
+                    continue
+                record = parse_product(page.text, page.url)
+                if record is None:
+                    self.stats.missing_fields += 1
+                    continue
+                if record["url"] in done:
+                    continue
+                record["url_fetched"] = url
+                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                sink.flush()
+                done.update({url, record["url"]})
+                self.stats.written += 1
+        return self.stats
+
+    def _discover(self) -> list[str]:
+        hosts = set(self.config.allowed_hosts or (urlsplit(u).netloc for u in self.config.start_urls))
+        products: list[str] = []
+        for start in self.config.start_urls:
+            url: str | None = start
+            seen: set[str] = set()
+            while url and url not in seen and len(seen) < self.config.max_index_pages:
+                seen.add(url)
+                if not self.allowed(url):
+                    self.stats.robots_disallowed += 1
+                    break
+                page = self._get(url)
+                if page is None:
+                    break
+                found, url = parse_index(page.text, page.url, self.config.product_pattern)
+                products += [p for p in found if p not in products and urlsplit(p).netloc in hosts]
+        return products
+
+
+def read_done(out: Path) -> set[str]:
+    """URLs already in the output; a torn last line (a crash mid-write) is cut off so appends stay valid JSONL."""
+    if not out.exists():
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.touch()
+        except OSError as error:
+            raise UserError(f"cannot write {out}: {error.strerror or error}") from None
+        return set()
+    raw = out.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        atomic_write_text(out, raw.decode("utf-8"))
+    done: set[str] = set()
+    for number, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+        try:
+            record = json.loads(line)
+            done.update({record["url"], record.get("url_fetched", record["url"])})
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{out}:{number}: not a scraped record; fix or remove the line") from None
+    return done
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m data_gen scrape",
+        description="Scrape allowed listings (robots.txt, rate limit, retries, cache, resumable) into JSONL.",
+        epilog=describe_fields(ScrapeConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help="YAML file whose keys are config field names")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    config = load_config(ScrapeConfig, args.config, args.overrides)
+    stats = Crawler(config).crawl()
+    print(
+        f"wrote {stats.written} new listings to {config.out} ({stats.already_done} URLs already there); "
+        f"fetched {stats.fetched}, cached {stats.from_cache}, robots-disallowed {stats.robots_disallowed}, "
+        f"failed {stats.failed}, missing fields {stats.missing_fields}"
+    )
+    for error in stats.errors[:10]:
+        print(f"  {error}")
