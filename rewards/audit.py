@@ -10,7 +10,7 @@ the prompt's <listing> block, rows are grouped by (step, prompt), and a reward t
 reported from its logged values when there are any.
 
 Reported per reward: mean, std, count, not-applicable count, and the fraction of groups whose values are all equal
-(zero variance: no GRPO learning signal); the same for the unweighted sum; and suspected hacks:
+(zero variance: no GRPO learning signal); the same for the (weighted) sum; and suspected hacks:
 `copied_listing` (most of the reasoning is listing text), `empty_reasoning_right_verdict`, `category_spam`
 (more than `spam_margin` categories beyond the gold ones).
 """
@@ -29,9 +29,8 @@ from typing import Any
 
 from moderation.errors import UserError, cli_main
 from moderation.policy import Policy, load_policy
-from moderation.verdict import parse
 from rewards.reasoning import copied_fraction, words
-from rewards.registry import REGISTRY, build_rewards, completion_text, required_columns
+from rewards.registry import REGISTRY, build_rewards, completion_text, parsed, required_columns
 
 HACKS = ("copied_listing", "empty_reasoning_right_verdict", "category_spam")
 _LISTING = re.compile(r"<listing>\n?(.*?)\n?</listing>", re.DOTALL)
@@ -85,11 +84,16 @@ def audit(
     policy: Policy,
     names: Iterable[str] | None = None,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    weights: Mapping[str, float] | None = None,
     copy_threshold: float = 0.5,
     spam_margin: int = 2,
     example_rows: int = 5,
 ) -> AuditReport:
-    """Run rewards (default: every registered one) over `records` and summarise them. See the module doc."""
+    """Run rewards (default: every registered one) over `records` and summarise them. See the module doc.
+
+    `params` are `build_rewards` params; `weights` (reward name → weight, default 1.0) weigh the total as a recipe's
+    `reward_weights` do in TRL.
+    """
     if not records:
         raise UserError("no completions to audit")
     names = list(REGISTRY if names is None else names)
@@ -108,8 +112,14 @@ def audit(
             values[name], sources[name] = [_none_if_nan(r["rewards"][name]) for r in records], "logged"
         else:
             skipped[name] = f"needs column(s) {', '.join(missing)}"
+    scale = [(weights or {}).get(name, 1.0) for name in values]
     rows = list(zip(*values.values(), strict=True)) if values else [()] * len(records)
-    total = [None if all(v is None for v in row) else math.fsum(v for v in row if v is not None) for row in rows]
+    total = [
+        None
+        if all(v is None for v in row)
+        else math.fsum(w * v for w, v in zip(scale, row, strict=True) if v is not None)
+        for row in rows
+    ]
     hack_rows = _hacks(records, completions, policy, copy_threshold, spam_margin)
     return AuditReport(
         completions=len(records),
@@ -126,8 +136,9 @@ def _hacks(
     records: Sequence[Mapping[str, Any]], completions: list[Any], policy: Policy, copy_threshold: float, margin: int
 ) -> dict[str, list[int]]:
     found: dict[str, list[int]] = {hack: [] for hack in HACKS}
+    known = frozenset(policy.category_ids)
     for i, (record, completion) in enumerate(zip(records, completions, strict=True)):
-        verdict = parse(completion_text(completion), policy.category_ids)
+        verdict = parsed(completion_text(completion), known)
         listing, label, gold = record.get("text"), record.get("label"), record.get("categories")
         if isinstance(listing, str) and copied_fraction(verdict.reasoning, listing) >= copy_threshold:
             found["copied_listing"].append(i)

@@ -35,6 +35,8 @@ def test_reports_stats_zero_variance_and_hacks(policy):
     assert report.hacks == {"copied_listing": 1, "empty_reasoning_right_verdict": 1, "category_spam": 1}
     assert report.hack_rows == {"copied_listing": [1], "empty_reasoning_right_verdict": [2], "category_spam": [3]}
     assert report.total.count == 6
+    weighted = audit(rows(policy), policy, ["verdict", "format_strict"], weights={"verdict": 2.0, "format_strict": 0.0})
+    assert weighted.total.mean == pytest.approx(2 * verdict.mean)
     text = report.render()
     assert "verdict" in text and "suspected category_spam: 1 (rows 3)" in text
 
