@@ -179,12 +179,15 @@ def parsed(text: Any, known: frozenset[str] | None) -> Verdict:
 
 
 def required_columns(name: str) -> tuple[str, ...]:
-    """The dataset columns a registered reward reads (a function's parameters without defaults, after completions)."""
+    """The dataset columns a registered reward reads: a function's parameters without defaults after completions,
+    except `policy` (bound by `build_rewards`)."""
     entry = REGISTRY[name]
     if isinstance(entry, type):
         return entry.columns
     return tuple(
         p.name
         for p in list(inspect.signature(entry).parameters.values())[1:]
-        if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.name != "policy"
     )

@@ -217,6 +217,19 @@ class TestRegistry:
         finally:
             del rewards.REGISTRY["answer_brevity"]
 
+    def test_a_registered_function_gets_the_policy_and_columns(self, policy):
+        @rewards.register
+        def names_policy_category(completions, label, *, policy, **_):
+            return [float(any(c in str(completion) for c in policy.category_ids)) for completion in completions]
+
+        try:
+            reward = build("names_policy_category", policy)
+            assert rewards.registry.required_columns("names_policy_category") == ("label",)
+            assert reward([GOOD_DISALLOW, GOOD_ALLOW], label=["disallow", "allow"]) == [1.0, 0.0]
+            assert "policy" not in rewards.reward_params("names_policy_category")
+        finally:
+            del rewards.REGISTRY["names_policy_category"]
+
     @pytest.mark.parametrize("name", rewards.DEFAULT_REWARDS)
     def test_picklable_and_ignores_trainer_keywords(self, name, policy):
         reward = pickle.loads(pickle.dumps(build(name, policy)))
