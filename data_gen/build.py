@@ -184,7 +184,9 @@ def assign_splits(rows: list[dict], cluster_of: list[int], config: BuildConfig) 
     strata: dict[tuple, list[int]] = defaultdict(list)
     for cluster, indices in members.items():
         first = rows[indices[0]]
-        strata[(first["label"], tuple(first["categories"]), first["source"], first["near_category"])].append(cluster)
+        # multi-label rows form one stratum: per-pair strata would be too small to reach dev and test
+        cats = tuple(first["categories"]) if len(first["categories"]) < 2 else ("multi",)
+        strata[(first["label"], cats, first["source"], first["near_category"])].append(cluster)
     fractions = {"train": 1 - config.dev_fraction - config.test_fraction, "dev": config.dev_fraction}
     fractions["test"] = config.test_fraction
     for key in sorted(strata):

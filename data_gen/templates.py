@@ -124,12 +124,27 @@ def fill(kind: Kind, rng: random.Random, extra_slots: dict[str, list[str]] | Non
                 title = rng.choice(titles)
             shown = " ".join([title, pitch, *details])
     parts = [title, pitch, kind.why, *details]
-    values: dict[str, str] = {}
-    for name in sorted({n for part in parts for n in slot_names(part)}):
+    names = sorted({n for part in parts for n in slot_names(part)})
+
+    def pool_of(name: str) -> list[str]:
         pool = kind.slots.get(name) or (extra_slots or {}).get(name)
         if not pool:
             raise UserError(f"lexicon kind {kind.kind or kind.titles[0]!r} uses slot {{{name}}} with no values")
-        values[name] = rng.choice(pool)
+        return pool
+
+    # {x} and {x_title} are parallel lists (a topic and its title-cased name): one index serves both
+    values: dict[str, str] = {}
+    index: dict[str, int] = {}
+    for name in names:
+        pool = pool_of(name)
+        family = name.removesuffix("_title")
+        partner = f"{family}_title" if name == family else family
+        if family in index and index[family] < len(pool):
+            values[name] = pool[index[family]]
+            continue
+        limit = min(len(pool), len(pool_of(partner))) if partner in names else len(pool)
+        index[family] = rng.randrange(limit)
+        values[name] = pool[index[family]]
 
     def sub(text: str) -> str:
         return text.format(**values)
