@@ -83,6 +83,10 @@ class Recipe(BaseModel):
     max_steps: int = Field(40, ge=1, description="GRPO optimizer steps")
     per_device_train_batch_size: int = Field(8, ge=1, description="completions per device per step")
     gradient_accumulation_steps: int = Field(1, ge=1, description="gradient accumulation steps")
+    rollout: Literal["shared_prefix", "trl"] = Field(
+        "shared_prefix", description="shared_prefix: prefill each prompt once per group; trl: TRL's own generate"
+    )
+    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     sft: SFTSettings = Field(default_factory=SFTSettings)
 
@@ -357,7 +361,9 @@ def run_grpo(recipe: Recipe, start_path: Path | str, rows: list[dict], tokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     import rewards
+    from training.rollout import SharedPrefixRollout
 
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental in TRL 1.x
     checkpoints = recipe.run_dir / "checkpoints"
     args = GRPOConfig(
         output_dir=str(checkpoints),
@@ -378,6 +384,7 @@ def run_grpo(recipe: Recipe, start_path: Path | str, rows: list[dict], tokenizer
         run_name=recipe.name,
         seed=recipe.seed,
         log_completions=False,
+        gradient_checkpointing=recipe.gradient_checkpointing,
         **device_kwargs(),
     )
     dataset = Dataset.from_list([{k: v for k, v in r.items() if k != "completion"} for r in rows])
@@ -390,6 +397,7 @@ def run_grpo(recipe: Recipe, start_path: Path | str, rows: list[dict], tokenizer
         processing_class=tokenizer,
         peft_config=lora_config(recipe),
         callbacks=[tracker],
+        rollout_func=SharedPrefixRollout() if recipe.rollout == "shared_prefix" else None,
     )
     tracker.trainer = trainer
     last = get_last_checkpoint(str(checkpoints)) if recipe.resume and checkpoints.is_dir() else None

@@ -74,8 +74,7 @@ def prepare_embedded(name: str = DEFAULT_MODEL) -> Path:
     del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(quantized.state_dict())
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = spec.pad_token
+    tokenizer.pad_token = spec.pad_token  # never the end-of-turn token, or collators would mask the model's stop
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,7 @@ def test_embedded_model_prepares_and_moderates(policy):
     assert result.returncode == 0 and "smollm2-135m" in result.stdout
     model, tokenizer = models.load_model("smollm2-135m")
     assert model.num_parameters() > 100_000_000
+    assert tokenizer.pad_token == "<|endoftext|>" != tokenizer.eos_token
     moderator = Moderator(model, tokenizer, policy, generation=GenerationConfig(max_new_tokens=48))
     [result] = moderator.moderate(["Premium IPTV 12 months, 18,000 channels, M3U link"])
     assert result.completion.strip()

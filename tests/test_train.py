@@ -125,8 +125,8 @@ def test_sft_then_grpo_end_to_end(tiny_model_dir, dataset_dir, tmp_path):
         train_grpo.main(recipe)
 
 
-def test_killed_run_resumes_to_the_same_step_count(tiny_model_dir, dataset_dir, tmp_path):
-    overrides = tiny_overrides(tiny_model_dir, dataset_dir, tmp_path, max_steps=12, **{"sft.enabled": "false"})
+def test_killed_run_resumes_to_the_same_step_count(tiny_model_dir, dataset_dir, tmp_path, capsys):
+    overrides = tiny_overrides(tiny_model_dir, dataset_dir, tmp_path, max_steps=5, **{"sft.enabled": "false"})
     process = subprocess.Popen(
         [sys.executable, "train_grpo.py", "--recipe", str(RECIPE), *overrides],
         cwd=REPO,
@@ -142,9 +142,12 @@ def test_killed_run_resumes_to_the_same_step_count(tiny_model_dir, dataset_dir, 
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (tmp_path / "tiny" / "merged").exists()
+    saved = sorted((tmp_path / "tiny" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    latest = [p for p in saved if (p / "trainer_state.json").exists()][-1]
 
     recipe = train_grpo.load_recipe(RECIPE, [*overrides, "resume=true"])
     train_grpo.main(recipe)
-    state = json.loads((tmp_path / "tiny" / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())
-    assert state["global_step"] == 12
+    assert f"resuming GRPO from {latest}" in capsys.readouterr().out
+    state = json.loads((tmp_path / "tiny" / "checkpoints" / "checkpoint-5" / "trainer_state.json").read_text())
+    assert state["global_step"] == 5
     assert (tmp_path / "tiny" / "merged" / "READY").exists()

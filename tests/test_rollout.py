@@ -1,0 +1,35 @@
+"""The shared-prefix rollout must produce exactly what plain generation of the repeated prompts produces."""
+
+from types import SimpleNamespace
+
+import torch
+from transformers import GenerationConfig
+
+from moderation.models import load_model
+from moderation.prompt import build_messages
+from training.rollout import SharedPrefixRollout
+
+
+def test_shared_prefix_matches_plain_generation(tiny_model_dir, policy):
+    model, tokenizer = load_model(tiny_model_dir)
+    config = GenerationConfig(
+        max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
+    )
+    listings = ["short listing", "a rather longer listing about presets and templates for designers"]
+    prompts = [build_messages(policy, text) for text in listings for _ in range(3)]  # groups of 3, as TRL sends them
+    trainer = SimpleNamespace(model=model.train(), processing_class=tokenizer, generation_config=config)
+
+    result = SharedPrefixRollout()(prompts, trainer)
+
+    assert model.training, "the rollout must restore train mode"
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    assert result["prompt_ids"] == [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    model.eval()
+    for prompt_ids, completion in zip(result["prompt_ids"], result["completion_ids"], strict=True):
+        with torch.no_grad():
+            plain = model.generate(input_ids=torch.tensor([prompt_ids]), generation_config=config)
+        expected = plain[0, len(prompt_ids) :].tolist()
+        if tokenizer.eos_token_id in expected:
+            expected = expected[: expected.index(tokenizer.eos_token_id) + 1]
+        assert completion == expected
+    assert len(result["completion_ids"]) == 6 and result["logprobs"] is None

@@ -1,0 +1,1 @@
+"""Training helpers for train_grpo.py: faster CPU rollouts and run tracking."""

@@ -1,0 +1,70 @@
+"""Rollouts that prefill each prompt once per GRPO group instead of once per completion.
+
+TRL's generate path receives every prompt `num_generations` times (its sampler repeats them) and prefills each copy.
+On CPU, the prefill of a ~300-token moderation prompt costs more than decoding a 64-token answer, so we run the
+prompt through the model once, copy its KV cache for the group, and sample the completions from the copies. The
+sampling distribution is unchanged: same model, same generation config, same tokens in context.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+
+class SharedPrefixRollout:
+    """A TRL `rollout_func`: `(prompts, trainer) -> {"prompt_ids", "completion_ids", "logprobs"}`."""
+
+    __name__ = "shared_prefix_rollout"
+
+    def __call__(self, prompts: list, trainer) -> dict:
+        tokenizer = trainer.processing_class
+        texts = [
+            p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+            for p in prompts
+        ]
+        unique = list(dict.fromkeys(texts))
+        index = torch.tensor([unique.index(t) for t in texts])
+        encoded = tokenizer(unique, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
+        ids, mask = encoded["input_ids"], encoded["attention_mask"]
+        model = trainer.model
+        device = next(model.parameters()).device
+        ids, mask, index = ids.to(device), mask.to(device), index.to(device)
+
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                cache = DynamicCache(config=model.config)
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                # Prefill all but the last prompt token (generate() needs one uncached token to start from);
+                # only the cache is wanted, so skip the vocabulary projection for all but one position.
+                model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                      past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+                cache.batch_select_indices(index)
+                output = model.generate(
+                    input_ids=ids[index],
+                    attention_mask=mask[index],
+                    past_key_values=cache,
+                    generation_config=trainer.generation_config,
+                )
+        finally:
+            model.train(was_training)
+
+        completions = output[:, ids.shape[1] :].tolist()
+        prompt_ids = [row[m.bool()].tolist() for row, m in zip(ids[index], mask[index], strict=True)]
+        return {
+            "prompt_ids": prompt_ids,
+            "completion_ids": [_until_eos(c, trainer.generation_config) for c in completions],
+            "logprobs": None,
+        }
+
+
+def _until_eos(tokens: list[int], config) -> list[int]:
+    """Cut a completion after its first end token (kept, as TRL's own path does); the rest is padding."""
+    eos = config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos])
+    for position, token in enumerate(tokens):
+        if token in stops:
+            return tokens[: position + 1]
+    return tokens
