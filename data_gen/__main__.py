@@ -7,7 +7,7 @@ import sys
 
 from rich.console import Console
 
-from data_gen.config import describe_fields, load_config
+from moderation.config import describe_fields, load_config
 from moderation.errors import cli_main
 
 COMMANDS = ("build", "import", "scrape")
@@ -19,7 +19,7 @@ def _build(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m data_gen build",
         description="Build data/<name>/{train,dev,test}.parquet, manifest.json and DATA_CARD.md.",
-        epilog=describe_fields(BuildConfig),
+        epilog="\n".join(["config fields (YAML keys or key=value; nested with dots):", *describe_fields(BuildConfig)]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML file whose keys are config field names")

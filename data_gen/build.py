@@ -31,6 +31,7 @@ from rich.console import Console
 
 from data_gen import card
 from data_gen.dedup import clusters, near_duplicate_pairs
+from data_gen.importer import read_records
 from data_gen.io import atomic_write_bytes, atomic_write_text, ensure_writable_dir, sha256_file
 from data_gen.scrape import listing_text
 from data_gen.synth import Generated, OpenAIBackend, OpenAIConfig, Request, TemplateBackend, seed_listings
@@ -79,8 +80,8 @@ class BuildConfig(BaseModel):
     imported: list[str] = Field(default_factory=list, description="JSONL files written by `python -m data_gen import`")
     dedup_threshold: float = Field(0.7, gt=0, le=1, description="word-3-gram Jaccard at which the later row is dropped")
     leakage_threshold: float = Field(0.5, gt=0, le=1, description="rows this similar always share a split")
-    dev_fraction: float = Field(0.1, gt=0, lt=0.5)
-    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    dev_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of rows in dev (by stratum)")
+    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of rows in test (by stratum)")
     min_train_disallowed_per_category: int = Field(150, ge=0, description="fail the build below this (0: no check)")
 
     @model_validator(mode="after")
@@ -128,28 +129,19 @@ def _generated_rows(items: list[Generated], source: str) -> list[dict]:
 def read_jsonl_rows(path: str | Path, source: str, policy: Policy) -> list[dict]:
     """Rows from a scrape/import JSONL file: `text` plus optional label/categories/generator/rationale."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{source} file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read {path}: {error}") from None
     rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for number, record in enumerate(read_records(path), 1):
         try:
-            record = json.loads(line)
             text = record["text"] if "text" in record else listing_text(record)
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{path}:{number}: not a JSON object with a text field") from None
+        except (KeyError, TypeError):
+            raise UserError(f"{path}: record {number} has no text field") from None
         categories = list(record.get("categories") or [])
         unknown = sorted(set(categories) - set(policy.category_ids))
         if unknown:
-            raise UserError(f"{path}:{number}: unknown category {unknown[0]!r} for policy {policy.name!r}")
+            raise UserError(f"{path}: record {number}: unknown category {unknown[0]!r} for policy {policy.name!r}")
         label = record.get("label", "disallow" if categories else "allow")
         if label not in ("allow", "disallow") or (label == "disallow") != bool(categories):
-            raise UserError(f"{path}:{number}: label {label!r} does not match categories {categories}")
+            raise UserError(f"{path}: record {number}: label {label!r} does not match categories {categories}")
         rows.append(
             make_row(str(text), label, categories, source, record.get("generator", source), record.get("rationale", ""))
         )

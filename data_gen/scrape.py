@@ -31,8 +31,8 @@ from selectolax.lexbor import LexborHTMLParser as HTMLParser
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 from tqdm import tqdm
 
-from data_gen.config import describe_fields, load_config
 from data_gen.io import atomic_write_text
+from moderation.config import describe_fields, load_config
 from moderation.errors import UserError
 from moderation.paths import cache_dir
 
@@ -54,8 +54,8 @@ class ScrapeConfig(BaseModel):
     max_attempts: int = Field(4, ge=1, description="attempts per URL on 429/5xx/network errors")
     backoff_s: float = Field(2.0, ge=0, description="first retry wait in seconds; doubles each attempt")
     max_retry_after_s: float = Field(60.0, ge=0, description="cap on a server's Retry-After")
-    timeout_s: float = Field(20.0, gt=0)
-    max_redirects: int = Field(5, ge=0)
+    timeout_s: float = Field(20.0, gt=0, description="per-request timeout")
+    max_redirects: int = Field(5, ge=0, description="redirect hops followed (loops fail at once)")
     cache_dir: str | None = Field(None, description="page cache (default: <project cache>/scrape)")
     out: str = Field("data/scraped/listings.jsonl", description="JSONL output; appended to, resumable")
 
@@ -352,7 +352,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m data_gen scrape",
         description="Scrape allowed listings (robots.txt, rate limit, retries, cache, resumable) into JSONL.",
-        epilog=describe_fields(ScrapeConfig),
+        epilog="\n".join(["config fields (YAML keys or key=value):", *describe_fields(ScrapeConfig)]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML file whose keys are config field names")

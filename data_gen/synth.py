@@ -137,11 +137,11 @@ class OpenAIConfig(BaseModel):
     concurrency: int = Field(4, ge=1, le=64, description="parallel requests")
     max_attempts: int = Field(4, ge=1, description="attempts per request (429/5xx/network errors are retried)")
     backoff_s: float = Field(1.0, ge=0, description="first retry wait; doubles each attempt")
-    timeout_s: float = Field(60.0, gt=0)
-    temperature: float = Field(1.0, ge=0, le=2)
-    max_tokens: int = Field(400, ge=16)
+    timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
+    temperature: float = Field(1.0, ge=0, le=2, description="sampling temperature")
+    max_tokens: int = Field(400, ge=16, description="completion budget per listing")
     usd_per_1k_prompt_tokens: float = Field(0.0, ge=0, description="for the cost estimate in the manifest")
-    usd_per_1k_completion_tokens: float = Field(0.0, ge=0)
+    usd_per_1k_completion_tokens: float = Field(0.0, ge=0, description="for the cost estimate")
     cache_dir: str | None = Field(None, description="response cache (default: <project cache>/synth)")
 
 

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_gen.build import SCHEMA, BuildConfig, build, normalise
-from data_gen.config import load_config, parse_overrides
 from data_gen.dedup import clusters, near_duplicate_pairs
 from data_gen.importer import main as import_main
 from data_gen.synth import Request, TemplateBackend
 from data_gen.templates import PolicyLexicon, SharedStyle, load_yaml_model
+from moderation.config import load_config, parse_overrides
 from moderation.errors import UserError
 from moderation.paths import CONFIGS
 from moderation.policy import load_policy
@@ -159,7 +159,7 @@ class TestBadInput:
         assert "unknown category 'nope'" in result.stderr
 
     def test_bad_override(self):
-        with pytest.raises(UserError, match="expected key=value"):
+        with pytest.raises(UserError, match="not key=value"):
             parse_overrides(["seed"])
         with pytest.raises(UserError, match="no_such_field"):
             load_config(BuildConfig, None, ["no_such_field=1"])
@@ -169,6 +169,8 @@ class TestConfig:
     def test_yaml_then_overrides(self):
         config = load_config(BuildConfig, CONFIGS / "data" / "default.yaml", ["seed=7", "categories=[spam, adult]"])
         assert config.seed == 7 and config.categories == ["spam", "adult"] and config.name == "default"
+        nested = load_config(BuildConfig, None, ["backend=openai", "openai.base_url=http://127.0.0.1:9/v1"])
+        assert nested.openai.base_url == "http://127.0.0.1:9/v1"
 
     def test_help_documents_fields(self):
         result = subprocess.run([sys.executable, "-m", "data_gen", "build", "--help"], capture_output=True, text=True)
