@@ -106,7 +106,8 @@ def predict(moderator, items: Sequence[Item], path: Path, desc: str = "moderatin
             os.fsync(handle.fileno())
             start += len(batch)
             bar.update(len(batch))
-    return [done[item.id] for item in items]
+    # Gold fields come from the data as it is now, so a relabelled row is scored with its new label.
+    return [{**done[item.id], **_gold(item)} for item in items]
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -119,14 +120,14 @@ def _drop_torn_tail(path: Path) -> None:
             handle.truncate(data.rfind(b"\n") + 1)
 
 
+def _gold(item: Item) -> dict:
+    return {"id": item.id, "label": item.label, "categories": list(item.categories), **item.meta, "text": item.text}
+
+
 def _record(item: Item, result) -> dict:
     verdict = result.verdict
     return {
-        "id": item.id,
-        "label": item.label,
-        "categories": list(item.categories),
-        **item.meta,
-        "text": item.text,
+        **_gold(item),
         "completion": result.completion,
         "decision": verdict.decision,
         "predicted_categories": list(verdict.categories),

@@ -4,8 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from sklearn.metrics import f1_score
 
-from evals.metrics import compute_metrics
+from evals.metrics import bootstrap_f1, compute_metrics
 
 CASES = json.loads((Path(__file__).parent / "cases" / "evals_metrics.json").read_text())
 CATEGORY_IDS = ("harassment", "adult", "spam", "non_fiat_currency", "gambling", "iptv", "phishing")
@@ -49,10 +50,20 @@ class TestBootstrap:
     rows = CASES[0]["rows"] * 5
 
     def test_interval_brackets_the_point_estimate_and_is_reproducible(self):
-        first = compute_metrics(records(self.rows), CATEGORY_IDS, n_bootstrap=300, seed=1)
+        first = compute_metrics(records(self.rows), CATEGORY_IDS, n_bootstrap=200, seed=1)
         low, high = first["f1_ci95"]
         assert 0 <= low <= first["f1"] <= high <= 1
-        assert compute_metrics(records(self.rows), CATEGORY_IDS, n_bootstrap=300, seed=1)["f1_ci95"] == [low, high]
+        assert compute_metrics(records(self.rows), CATEGORY_IDS, n_bootstrap=200, seed=1)["f1_ci95"] == [low, high]
+
+    def test_resampled_f1_matches_sklearn_on_the_unresampled_data(self):
+        y_true = [r[0] for r in self.rows]
+        y_pred = [r[2] or "parse_failure" for r in self.rows]
+        expected = f1_score(y_true, y_pred, labels=["disallow"], average="macro", zero_division=0)
+        # With every resample equal to the data itself, the interval collapses onto sklearn's F1.
+        assert bootstrap_f1(y_true[:1] * 3, y_pred[:1] * 3, 5, 0) == [1.0, 1.0]
+        assert compute_metrics(records(self.rows), CATEGORY_IDS, n_bootstrap=0)["f1"] == pytest.approx(expected)
+        low, high = bootstrap_f1(y_true, y_pred, 2000, 0)
+        assert low < expected < high
 
     def test_disabled_gives_none(self):
         assert compute_metrics(records(self.rows), CATEGORY_IDS, n_bootstrap=0)["f1_ci95"] is None

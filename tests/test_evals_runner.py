@@ -135,7 +135,8 @@ def test_attack_success_rate_counts_flips_of_caught_items():
 def test_compare_puts_runs_side_by_side(tmp_path, data_file):
     for hits in (1, 2):
         out = str(tmp_path / f"k{hits}")
-        run_eval(EvalConfig(model="keyword", data=str(data_file), out=out, keyword_min_hits=hits, n_bootstrap=0))
+        config = EvalConfig(model="keyword", data=str(data_file), out=out, keyword_min_hits=hits, n_bootstrap=0)
+        run_eval(config, report=False)
     path = compare([tmp_path / "k1", tmp_path / "k2"], tmp_path / "cmp")
     text = path.read_text()
     assert "keyword (k2)" in text and (tmp_path / "cmp" / "per_category_f1.png").exists()
