@@ -65,17 +65,14 @@ class Verdict:
         return self.decision is not None
 
 
-_REASONING = re.compile(r"<reasoning>(.*?)</reasoning>", re.IGNORECASE | re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
-_ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
+_TAGS = re.compile(r"<(/?)(reasoning|answer)>", re.IGNORECASE)
 _ANSWER_BODY = re.compile(r"^(DISALLOW|ALLOW)\s*(?::(.*))?$", re.IGNORECASE | re.DOTALL)
 _CATEGORY_SPLIT = re.compile(r"[,;]|\s+and\s+")
-_TAG = re.compile(r"</?(?:reasoning|answer)>", re.IGNORECASE)
 
 
 def normalize_category(raw: str) -> str:
     """Map a category as a model might write it ("Weapon components", "non-fiat") to an id form."""
-    return re.sub(r"[\s\-]+", "_", raw.strip().strip(".`'\"*").lower())
+    return "_".join(raw.strip().strip(".`'\"*").lower().replace("-", " ").split())
 
 
 def render(decision: Decision, categories: Iterable[str] = (), reasoning: str = "") -> str:
@@ -87,7 +84,7 @@ def render(decision: Decision, categories: Iterable[str] = (), reasoning: str = 
         raise ValueError("an ALLOW verdict cannot name categories")
     if decision == DISALLOW and not categories:
         raise ValueError("a DISALLOW verdict must name at least one category")
-    if _TAG.search(reasoning):
+    if _TAGS.search(reasoning):
         raise ValueError("reasoning must not contain <reasoning> or <answer> tags")
     answer = "ALLOW" if decision == ALLOW else "DISALLOW: " + ", ".join(categories)
     return f"<reasoning>\n{reasoning.strip()}\n</reasoning>\n<answer>\n{answer}\n</answer>"
@@ -107,15 +104,20 @@ def parse(text: object, known_categories: Iterable[str] | None = None) -> Verdic
     if not isinstance(text, str) or not text.strip():
         return Verdict(None, status=Status.EMPTY)
 
-    answers = _ANSWER.findall(text)
-    if not answers:
-        status = Status.UNCLOSED_ANSWER if _ANSWER_OPEN.search(text) else Status.MISSING_ANSWER
-        return Verdict(None, reasoning=_first_reasoning(text), status=status)
-    if len(answers) > 1 or len(_ANSWER_OPEN.findall(text)) > 1:
-        return Verdict(None, reasoning=_first_reasoning(text), status=Status.MULTIPLE_ANSWERS)
+    tags = [(m.start(), m.end(), m.group(1) == "/", m.group(2).lower()) for m in _TAGS.finditer(text)]
+    reasoning_blocks = _blocks(tags, "reasoning")
+    reasoning = text[reasoning_blocks[0][1] : reasoning_blocks[0][2]].strip() if reasoning_blocks else ""
+    answer_opens = [tag for tag in tags if tag[3] == "answer" and not tag[2]]
+    if not answer_opens:
+        return Verdict(None, reasoning=reasoning, status=Status.MISSING_ANSWER)
+    if len(answer_opens) > 1:
+        return Verdict(None, reasoning=reasoning, status=Status.MULTIPLE_ANSWERS)
+    answer_blocks = _blocks(tags, "answer")
+    if not answer_blocks:
+        return Verdict(None, reasoning=reasoning, status=Status.UNCLOSED_ANSWER)
+    answer = answer_blocks[0]
 
-    match = _ANSWER_BODY.match(answers[0].strip())
-    reasoning = _first_reasoning(text)
+    match = _ANSWER_BODY.match(text[answer[1] : answer[2]].strip())
     if match is None:
         return Verdict(None, reasoning=reasoning, status=Status.BAD_ANSWER)
 
@@ -124,7 +126,7 @@ def parse(text: object, known_categories: Iterable[str] | None = None) -> Verdic
     if keyword == ALLOW:
         if names:
             return Verdict(None, reasoning=reasoning, status=Status.ALLOW_WITH_CATEGORIES)
-        return Verdict(ALLOW, (), reasoning, _layout_status(text))
+        return Verdict(ALLOW, (), reasoning, _layout_status(text, reasoning_blocks, answer))
     known = None if known_categories is None else set(known_categories)
     categories = tuple(n for n in names if known is None or n in known)
     unknown = tuple(n for n in names if known is not None and n not in known)
@@ -133,13 +135,25 @@ def parse(text: object, known_categories: Iterable[str] | None = None) -> Verdic
     elif not categories:
         status = Status.DISALLOW_WITHOUT_CATEGORIES
     else:
-        status = _layout_status(text)
+        status = _layout_status(text, reasoning_blocks, answer)
     return Verdict(DISALLOW, categories, reasoning, status, unknown)
 
 
-def _first_reasoning(text: str) -> str:
-    match = _REASONING.search(text)
-    return match.group(1).strip() if match else ""
+Block = tuple[int, int, int, int]  # outer start, inner start, inner end, outer end
+
+
+def _blocks(tags: list[tuple[int, int, bool, str]], name: str) -> list[Block]:
+    """Non-overlapping <name>...</name> spans, each from an opening tag to the first closing tag after it."""
+    blocks, opened = [], None
+    for start, end, closing, tag in tags:
+        if tag != name:
+            continue
+        if opened is None and not closing:
+            opened = (start, end)
+        elif opened is not None and closing:
+            blocks.append((opened[0], opened[1], start, end))
+            opened = None
+    return blocks
 
 
 def _split_categories(tail: str | None) -> tuple[str, ...]:
@@ -149,19 +163,16 @@ def _split_categories(tail: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in names if n))  # dedupe, keep order
 
 
-def _layout_status(text: str) -> Status:
+def _layout_status(text: str, reasoning_blocks: list[Block], answer: Block) -> Status:
     """Check the parts around a valid answer: reasoning present, non-empty, first, and nothing outside the tags."""
-    reasoning_blocks = list(_REASONING.finditer(text))
     if len(reasoning_blocks) != 1:
         return Status.MISSING_REASONING
     reasoning = reasoning_blocks[0]
-    if not reasoning.group(1).strip():
+    if not text[reasoning[1] : reasoning[2]].strip():
         return Status.EMPTY_REASONING
-    answer = _ANSWER.search(text)
-    assert answer is not None  # parse() only calls this after finding exactly one answer
-    if answer.start() < reasoning.start():
+    if answer[0] < reasoning[0]:
         return Status.WRONG_ORDER
-    outside = text[: reasoning.start()] + text[reasoning.end() : answer.start()] + text[answer.end() :]
+    outside = text[: reasoning[0]] + text[reasoning[3] : answer[0]] + text[answer[3] :]
     if outside.strip():
         return Status.TEXT_OUTSIDE_TAGS
     return Status.OK
