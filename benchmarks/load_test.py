@@ -80,11 +80,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(model: str, mode: str, max_batch_size: int, log: Path):
+def server(model: str, mode: str, max_batch_size: int, threads: int, log: Path):
     """A `python -m serve` subprocess on a free loopback port; yields its URL once /health answers."""
     port = free_port()
     command = [sys.executable, "-m", "serve", "--model", model, "--mode", mode, "--port", str(port)]
-    command += ["--max-batch-size", str(max_batch_size), "--request-timeout-s", "120"]
+    command += ["--max-batch-size", str(max_batch_size), "--request-timeout-s", "120", "--threads", str(threads)]
     with log.open("w") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", default="1,4,16", help="comma list; the highest is also run one-at-a-time")
     parser.add_argument("--requests", type=int, default=48, help="requests per cell at most")
     parser.add_argument("--max-seconds", type=float, default=40.0, help="stop issuing requests in a cell after this")
+    parser.add_argument("--threads", type=int, default=0, help="server's torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "load_test")
     args = parser.parse_args(argv)
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     for batching, max_batch_size in ((True, 16), (False, 1)):
         name = "dynamic batching" if batching else "one request at a time"
         with console.status(f"starting the server ({name})"):
-            context = server(args.model, args.mode, max_batch_size, args.out / f"server-batch{max_batch_size}.log")
+            log = args.out / f"server-batch{max_batch_size}.log"
+            context = server(args.model, args.mode, max_batch_size, args.threads, log)
             url = context.__enter__()
         try:
             asyncio.run(run_cell(url, listings[buckets[0]][:4], 2, 60))  # warm-up, not measured

@@ -13,10 +13,8 @@ import sys
 from typing import get_args
 
 from moderation.errors import cli_main
-from moderation.generate import GenerationConfig
-from moderation.runs import load_moderator
 from serve.app import ServeConfig, create_app
-from serve.engine import Engine
+from serve.engine import load_engine
 
 
 def config_parser(prog: str, model: type, description: str) -> argparse.ArgumentParser:
@@ -28,13 +26,6 @@ def config_parser(prog: str, model: type, description: str) -> argparse.Argument
         kind = info.annotation if info.annotation in (int, float) else str
         parser.add_argument(flag, dest=name, type=kind, choices=choices, default=info.default, help=info.description)
     return parser
-
-
-def load_engine(config) -> Engine:
-    """Load the model once (a bad model or policy ends here with one line) and build the engine."""
-    generation = GenerationConfig(max_new_tokens=config.max_new_tokens, batch_size=config.max_batch_size)
-    moderator = load_moderator(config.model, policy=config.policy, generation=generation)
-    return Engine(moderator, config.flag_threshold, config.category_threshold)
 
 
 @cli_main

@@ -19,32 +19,23 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.engine import Batcher, Closing, Engine, Mode, Overloaded
+from serve.engine import Batcher, Closing, Engine, EngineConfig, Mode, Overloaded
 
 log = logging.getLogger("serve")
 
 
-class ServeConfig(BaseModel):
-    """Everything the server needs besides the loaded model; `python -m serve --help` shows each as a flag."""
+class ServeConfig(EngineConfig):
+    """Everything the server needs; `python -m serve --help` shows each field as a flag."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field("smollm2-135m", description="HF id, local folder, embedded name or trained run folder")
-    policy: str | None = Field(None, description="policy name or YAML path (default: the run's, else marketplace)")
     model_name: str | None = Field(None, description="id reported in responses and /v1/models (default: --model)")
     host: str = Field("127.0.0.1", description="bind address")
     port: int = Field(8000, ge=0, le=65535)
-    mode: Mode = Field("fast", description="default mode when a request names none")
-    max_batch_size: int = Field(16, ge=1, description="listings per model call; 1 disables dynamic batching")
     max_wait_ms: float = Field(5.0, ge=0, description="how long a batch keeps collecting after its first listing")
     max_queue: int = Field(256, ge=1, description="listings waiting at most; beyond that requests get 429")
     max_inputs: int = Field(32, ge=1, description="listings per request at most (413 beyond)")
     max_input_chars: int = Field(20_000, ge=1, description="characters per listing at most (413 beyond)")
     max_body_bytes: int = Field(1_048_576, ge=1, description="request body size at most (413 beyond)")
     request_timeout_s: float = Field(60.0, gt=0, description="a request waiting longer gets 503")
-    max_new_tokens: int = Field(128, ge=1, description="reasoning mode: generation budget")
-    flag_threshold: float = Field(0.5, ge=0, le=1, description="fast mode: flag when P(DISALLOW) is at least this")
-    category_threshold: float = Field(0.3, ge=0, le=1, description="fast mode: name other categories above this share")
 
     @property
     def served_name(self) -> str:

@@ -17,7 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from moderation.generate import Moderator
+from pydantic import BaseModel, ConfigDict, Field
+
+from moderation.generate import GenerationConfig, Moderator
+from moderation.runs import load_moderator
 from moderation.verdict import DISALLOW
 from serve.scoring import FastScorer
 
@@ -77,6 +80,32 @@ class Engine:
             scores = {c: float(hit) for c, hit in categories.items()}
             results.append(Result(flagged, categories, scores, verdict.reasoning, str(verdict.status)))
         return results
+
+
+class EngineConfig(BaseModel):
+    """The model settings shared by the server and the predict CLI (each adds its own fields)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: str = Field("smollm2-135m", description="HF id, local folder, embedded name or trained run folder")
+    policy: str | None = Field(None, description="policy name or YAML path (default: the run's, else marketplace)")
+    mode: Mode = Field("fast", description="fast (one forward pass) or reasoning (generate and parse); default mode")
+    max_batch_size: int = Field(16, ge=1, description="listings per model call; 1 disables dynamic batching")
+    max_new_tokens: int = Field(128, ge=1, description="reasoning mode: generation budget")
+    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default; 1 can win on a busy machine)")
+    flag_threshold: float = Field(0.5, ge=0, le=1, description="fast mode: flag when P(DISALLOW) is at least this")
+    category_threshold: float = Field(0.3, ge=0, le=1, description="fast mode: name other categories above this share")
+
+
+def load_engine(config: EngineConfig) -> Engine:
+    """Load the model once (a bad model or policy ends here with one line) and build the engine."""
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    generation = GenerationConfig(max_new_tokens=config.max_new_tokens, batch_size=config.max_batch_size)
+    moderator = load_moderator(config.model, policy=config.policy, generation=generation)
+    return Engine(moderator, config.flag_threshold, config.category_threshold)
 
 
 class Overloaded(Exception):

@@ -16,27 +16,18 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from tqdm import tqdm
 
 from moderation.errors import UserError, cli_main
-from serve.engine import Mode
+from serve.engine import EngineConfig, load_engine
 
 SHOWN_BAD_ROWS = 20
 
 
-class PredictConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    model: str = Field("smollm2-135m", description="HF id, local folder, embedded name or trained run folder")
-    policy: str | None = Field(None, description="policy name or YAML path (default: the run's, else marketplace)")
+class PredictConfig(EngineConfig):
     input: Path = Field(Path("listings.jsonl"), alias="in", description="JSONL of {text, id?}")
     out: Path = Field(Path("verdicts.jsonl"), description="JSONL of results; appended to and resumed from")
-    mode: Mode = Field("fast", description="fast (one forward pass) or reasoning (generate and parse)")
-    max_batch_size: int = Field(16, ge=1, description="listings per model call")
-    max_new_tokens: int = Field(128, ge=1, description="reasoning mode: generation budget")
-    flag_threshold: float = Field(0.5, ge=0, le=1, description="fast mode: flag when P(DISALLOW) is at least this")
-    category_threshold: float = Field(0.3, ge=0, le=1, description="fast mode: name other categories above this share")
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, str | None, object]]:
@@ -83,7 +74,7 @@ def done_ids(out: Path) -> set[str]:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    from serve.__main__ import config_parser, load_engine
+    from serve.__main__ import config_parser
 
     args = config_parser("python -m serve predict", PredictConfig, __doc__.split("\n\n")[0]).parse_args(argv)
     config = PredictConfig(**vars(args))
