@@ -37,7 +37,7 @@ from data_gen.scrape import listing_text
 from data_gen.synth import Generated, OpenAIBackend, OpenAIConfig, Request, TemplateBackend, seed_listings
 from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, load_yaml_model
 from moderation.errors import UserError
-from moderation.paths import CONFIGS, REPO_ROOT, cache_dir
+from moderation.paths import REPO_ROOT, cache_dir
 from moderation.policy import Policy, load_policy
 
 SPLITS = ("train", "dev", "test")
@@ -75,7 +75,9 @@ class BuildConfig(BaseModel):
     hard_negatives_per_category: int = Field(80, ge=0, description="allowed look-alikes per category")
     backend: Literal["template", "openai"] = Field("template", description="synthetic generator backend")
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig, description="endpoint settings for backend=openai")
-    lexicon_dir: str = Field(str(CONFIGS / "data" / "lexicon"), description="shared.yaml, seed.yaml, <policy>.yaml")
+    lexicon_dir: str = Field(
+        "configs/data/lexicon", description="shared.yaml, seed.yaml, <policy>.yaml (repo-relative ok)"
+    )
     scraped: list[str] = Field(default_factory=list, description="JSONL files written by `python -m data_gen scrape`")
     imported: list[str] = Field(default_factory=list, description="JSONL files written by `python -m data_gen import`")
     dedup_threshold: float = Field(0.7, gt=0, le=1, description="word-3-gram Jaccard at which the later row is dropped")
@@ -246,6 +248,8 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
 
     # --- generate ---
     lexicon_dir = Path(config.lexicon_dir)
+    if not lexicon_dir.is_absolute() and not lexicon_dir.exists():
+        lexicon_dir = REPO_ROOT / lexicon_dir
     shared = load_yaml_model(lexicon_dir / "shared.yaml", SharedStyle)
     seed_lexicon = load_yaml_model(lexicon_dir / "seed.yaml", SeedLexicon)
     policy_lexicon_path = lexicon_dir / f"{policy.name}.yaml"

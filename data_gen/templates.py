@@ -24,6 +24,7 @@ from moderation.errors import UserError
 from moderation.policy import Category
 
 _FORMATTER = string.Formatter()
+_A_BEFORE_VOWEL = re.compile(r"\b([Aa]) ([aeiouAEIOU](?!ni|se|sa|ser))")  # "a online" → "an online" (rationales only)
 
 
 class Kind(BaseModel):
@@ -149,7 +150,8 @@ def fill(kind: Kind, rng: random.Random, extra_slots: dict[str, list[str]] | Non
     def sub(text: str) -> str:
         return text.format(**values)
 
-    return Spec(_capitalise(sub(title)), _capitalise(sub(pitch)), [sub(d) for d in details], sub(kind.why), kind.tags)
+    why = _A_BEFORE_VOWEL.sub(r"\1n \2", sub(kind.why))
+    return Spec(_capitalise(sub(title)), _capitalise(sub(pitch)), [sub(d) for d in details], why, kind.tags)
 
 
 def combine(first: Spec, second: Spec) -> Spec:
