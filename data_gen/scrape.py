@@ -2,13 +2,13 @@
 
     python -m data_gen scrape start_urls='[https://gumroad.com/discover]' max_products=200
 
-A polite crawler: obeys robots.txt (urllib.robotparser), sends a named user agent, waits between requests
-(`rate_limit_per_s`, default 1), retries 429/5xx/network errors with exponential backoff (tenacity; Retry-After is
-honoured), caches fetched pages on disk, and resumes: records already in `out` are never fetched or written again.
-Index pages are read in order and product links in page order, so output order is deterministic. Pages are parsed
-with selectolax; a product page without a title or description is counted and skipped.
+A polite crawler: obeys robots.txt (urllib.robotparser, Crawl-delay included), sends a named user agent, waits
+between requests (`rate_limit_per_s`, default 1), retries 429/5xx/network errors with exponential backoff (tenacity;
+Retry-After is honoured), caches fetched pages on disk, and resumes: records already in `out` are never fetched or
+written again. Index pages are read in order and product links in page order, so output order is deterministic.
+Pages are parsed with selectolax; a product page without a title or description is counted and skipped.
 
-Output: one JSON object per line: url, title, description, price, currency, tags, text (the listing as one string).
+Output: one JSON object per line: url, url_fetched, title, description, price, tags, text (the whole listing).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class ScrapeConfig(BaseModel):
     max_attempts: int = Field(4, ge=1, description="attempts per URL on 429/5xx/network errors")
     backoff_s: float = Field(2.0, ge=0, description="first retry wait in seconds; doubles each attempt")
     max_retry_after_s: float = Field(60.0, ge=0, description="cap on a server's Retry-After")
+    max_crawl_delay_s: float = Field(30.0, ge=0, description="cap on robots.txt Crawl-delay (which is honoured)")
     timeout_s: float = Field(20.0, gt=0, description="per-request timeout")
     max_redirects: int = Field(5, ge=0, description="redirect hops followed (loops fail at once)")
     cache_dir: str | None = Field(None, description="page cache (default: <project cache>/scrape)")
@@ -179,12 +180,14 @@ class Crawler:
         self.stats = Stats()
         self._robots: dict[str, RobotFileParser] = {}
         self._last_request = 0.0
+        self._crawl_delay = 0.0  # a robots.txt Crawl-delay slows us further, never speeds us up
         self._lock = threading.Lock()
 
     # --- politeness ---
     def _wait_turn(self) -> None:
         with self._lock:
-            gap = 1.0 / self.config.rate_limit_per_s - (time.monotonic() - self._last_request)
+            interval = max(1.0 / self.config.rate_limit_per_s, self._crawl_delay)
+            gap = interval - (time.monotonic() - self._last_request)
             if gap > 0:
                 time.sleep(gap)
             self._last_request = time.monotonic()
@@ -197,6 +200,9 @@ class Crawler:
             page = self._get(f"{origin}/robots.txt", cache=True, missing_ok=True)
             parser.parse(page.text.splitlines() if page else [])
             self._robots[origin] = parser
+            delay = parser.crawl_delay(self.config.user_agent)
+            if delay:
+                self._crawl_delay = max(self._crawl_delay, min(float(delay), self.config.max_crawl_delay_s))
         return self._robots[origin].can_fetch(self.config.user_agent, url)
 
     # --- fetching ---

@@ -69,14 +69,14 @@ def html(name: str, content_type: str = "text/html; charset=utf-8") -> Reply:
     return 200, {"Content-Type": content_type}, (SITE / name).read_bytes()
 
 
-def site_app(index: str = "discover.html"):
+def site_app(index: str = "discover.html", robots: bytes | None = None):
     """The fixture marketplace: robots, two index pages, products, a 429-then-OK page, 500s, a redirect loop."""
     hits: dict[str, int] = {}
 
     def app(method: str, path: str, body: bytes, headers: dict) -> Reply:
         hits[path] = hits.get(path, 0) + 1
         if path == "/robots.txt":
-            return 200, {"Content-Type": "text/plain"}, (SITE / "robots.txt").read_bytes()
+            return 200, {"Content-Type": "text/plain"}, robots or (SITE / "robots.txt").read_bytes()
         if path == "/discover":
             return html(index)
         if path == "/discover?page=2":
@@ -181,6 +181,33 @@ class TestCrawler:
         assert third.written == 0
         # third run: robots, index pages and parsed products come from the cache or `out`; only failures are retried
         assert set(fourth_new) == {"/l/flaky", "/l/loop", "/l/loop-b"}
+
+    def test_robots_crawl_delay_is_honoured(self, tmp_path):
+        with serve(site_app(robots=b"User-agent: *\nCrawl-delay: 1\n")) as (base, log):
+            Crawler(
+                crawler_config(base, tmp_path, max_products=1, start_urls=[f"{base}/l/x", f"{base}/discover"])
+            ).crawl()
+        gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(log)]
+        assert len(gaps) >= 2 and min(gaps) >= 0.8
+
+    def test_scraped_listings_feed_a_build(self, tmp_path):
+        from data_gen.build import BuildConfig, build
+
+        with serve(site_app()) as (base, _):
+            config = crawler_config(base, tmp_path)
+            Crawler(config).crawl()
+        manifest = build(
+            BuildConfig(
+                out_dir=str(tmp_path),
+                scraped=[config.out],
+                categories=["spam"],
+                seed_listings=20,
+                disallowed_per_category=10,
+                hard_negatives_per_category=3,
+                min_train_disallowed_per_category=0,
+            )
+        )
+        assert sum(manifest["counts"][s]["source"].get("scraped", 0) for s in ("train", "dev", "test")) == 5
 
     def test_corrupt_cache_is_one_clear_error(self, tmp_path):
         with serve(site_app()) as (base, _):
