@@ -4,28 +4,37 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TypeVar
 
+from pydantic import BaseModel
 from rich.console import Console
 
 from moderation.config import describe_fields, load_config
 from moderation.errors import cli_main
 
 COMMANDS = ("build", "import", "scrape")
+M = TypeVar("M", bound=BaseModel)
 
 
-def _build(argv: list[str]) -> None:
-    from data_gen.build import BuildConfig, build
-
+def _config(model: type[M], command: str, description: str, argv: list[str]) -> M:
+    """`[--config FILE] [key=value ...]` → one validated config object; --help lists every field."""
     parser = argparse.ArgumentParser(
-        prog="python -m data_gen build",
-        description="Build data/<name>/{train,dev,test}.parquet, manifest.json and DATA_CARD.md.",
-        epilog="\n".join(["config fields (YAML keys or key=value; nested with dots):", *describe_fields(BuildConfig)]),
+        prog=f"python -m data_gen {command}",
+        description=description,
+        epilog="\n".join(["config fields (YAML keys, or key=value; nested with dots):", *describe_fields(model)]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML file whose keys are config field names")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a config field")
     args = parser.parse_args(argv)
-    config = load_config(BuildConfig, args.config, args.overrides)
+    return load_config(model, args.config, args.overrides)
+
+
+def _build(argv: list[str]) -> None:
+    from data_gen.build import BuildConfig, build
+
+    description = "Build data/<name>/{train,dev,test}.parquet, manifest.json and DATA_CARD.md."
+    config = _config(BuildConfig, "build", description, argv)
     console = Console(stderr=True)
     manifest = build(config, console)
     print(f"wrote {config.out_dir}/{config.name}/ in {manifest['timings_s']['total']:.1f}s")
@@ -42,6 +51,21 @@ def _build(argv: list[str]) -> None:
     print(f"  cross-split near-duplicates: {manifest['dedup']['cross_split_near_duplicates']}")
 
 
+def _scrape(argv: list[str]) -> None:
+    from data_gen.scrape import Crawler, ScrapeConfig
+
+    description = "Scrape allowed listings (robots.txt, rate limit, retries, cache, resumable) into JSONL."
+    config = _config(ScrapeConfig, "scrape", description, argv)
+    stats = Crawler(config).crawl()
+    print(
+        f"wrote {stats.written} new listings to {config.out} ({stats.already_done} URLs already there); "
+        f"fetched {stats.fetched}, cached {stats.from_cache}, robots-disallowed {stats.robots_disallowed}, "
+        f"failed {stats.failed}, missing fields {stats.missing_fields}"
+    )
+    for error in stats.errors[:10]:
+        print(f"  {error}")
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -53,9 +77,7 @@ def main(argv: list[str] | None = None) -> None:
 
         import_main(argv)
     else:
-        from data_gen.scrape import main as scrape_main
-
-        scrape_main(argv)
+        _scrape(argv)
 
 
 if __name__ == "__main__":

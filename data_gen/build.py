@@ -35,7 +35,8 @@ from data_gen.importer import read_records
 from data_gen.io import atomic_write_bytes, atomic_write_text, ensure_writable_dir, sha256_file
 from data_gen.scrape import listing_text
 from data_gen.synth import Generated, OpenAIBackend, OpenAIConfig, Request, TemplateBackend, seed_listings
-from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, load_yaml_model
+from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle
+from moderation.config import load_config
 from moderation.errors import UserError
 from moderation.paths import REPO_ROOT, cache_dir
 from moderation.policy import Policy, load_policy
@@ -250,11 +251,11 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
     lexicon_dir = Path(config.lexicon_dir)
     if not lexicon_dir.is_absolute() and not lexicon_dir.exists():
         lexicon_dir = REPO_ROOT / lexicon_dir
-    shared = load_yaml_model(lexicon_dir / "shared.yaml", SharedStyle)
-    seed_lexicon = load_yaml_model(lexicon_dir / "seed.yaml", SeedLexicon)
+    shared = load_config(SharedStyle, lexicon_dir / "shared.yaml")
+    seed_lexicon = load_config(SeedLexicon, lexicon_dir / "seed.yaml")
     policy_lexicon_path = lexicon_dir / f"{policy.name}.yaml"
     policy_lexicon = (
-        load_yaml_model(policy_lexicon_path, PolicyLexicon) if policy_lexicon_path.exists() else PolicyLexicon()
+        load_config(PolicyLexicon, policy_lexicon_path) if policy_lexicon_path.exists() else PolicyLexicon()
     )
     rows: list[dict] = []
     for path in config.imported:

@@ -13,7 +13,6 @@ Output: one JSON object per line: url, url_fetched, title, description, price, t
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -32,7 +31,6 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt
 from tqdm import tqdm
 
 from data_gen.io import atomic_write_text
-from moderation.config import describe_fields, load_config
 from moderation.errors import UserError
 from moderation.paths import cache_dir
 
@@ -289,7 +287,8 @@ class Crawler:
         self.stats.already_done = len(done)
         product_urls = self._discover()
         if not product_urls and not done:
-            raise UserError(f"no listings found at {', '.join(self.config.start_urls)} (check product_pattern)")
+            why = f"first failure: {self.stats.errors[0]}" if self.stats.errors else "check product_pattern"
+            raise UserError(f"no listings found at {', '.join(self.config.start_urls)} ({why})")
         todo = [u for u in product_urls if u not in done][: max(0, self.config.max_products - len(done))]
         with out.open("a", encoding="utf-8") as sink:
             for url in tqdm(todo, desc="product pages", leave=False):
@@ -352,24 +351,3 @@ def read_done(out: Path) -> set[str]:
         except (ValueError, KeyError, TypeError):
             raise UserError(f"{out}:{number}: not a scraped record; fix or remove the line") from None
     return done
-
-
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m data_gen scrape",
-        description="Scrape allowed listings (robots.txt, rate limit, retries, cache, resumable) into JSONL.",
-        epilog="\n".join(["config fields (YAML keys or key=value):", *describe_fields(ScrapeConfig)]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", help="YAML file whose keys are config field names")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
-    config = load_config(ScrapeConfig, args.config, args.overrides)
-    stats = Crawler(config).crawl()
-    print(
-        f"wrote {stats.written} new listings to {config.out} ({stats.already_done} URLs already there); "
-        f"fetched {stats.fetched}, cached {stats.from_cache}, robots-disallowed {stats.robots_disallowed}, "
-        f"failed {stats.failed}, missing fields {stats.missing_fields}"
-    )
-    for error in stats.errors[:10]:
-        print(f"  {error}")

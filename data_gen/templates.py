@@ -15,10 +15,8 @@ import random
 import re
 import string
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from moderation.errors import UserError
 from moderation.policy import Category
@@ -76,22 +74,6 @@ class PolicyLexicon(BaseModel):
 
     slots: dict[str, list[str]] = Field(default_factory=dict)
     categories: dict[str, CategoryKinds] = Field(default_factory=dict)
-
-
-def load_yaml_model(path: Path, model: type[BaseModel]) -> BaseModel:
-    """Load a YAML file into a pydantic model; problems become one-line UserErrors naming the file."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise UserError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
-    try:
-        return model.model_validate(raw or {})
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise UserError(f"{path}: {where}: {first['msg']}") from None
 
 
 def slot_names(text: str) -> list[str]:
@@ -167,23 +149,23 @@ def combine(first: Spec, second: Spec) -> Spec:
 
 def fallback_kinds(category: Category) -> CategoryKinds:
     """Kinds built from a policy category's own examples, for categories the lexicon does not cover."""
-    offers = [
-        Kind(
-            titles=[_short_title(example)],
-            pitches=[example],
-            why=f"Offers {_quote(example)}, which is {_lower(category.description)}",
-        )
-        for example in category.disallowed_examples
-    ]
-    near = [
-        Kind(
-            titles=[_short_title(example)],
-            pitches=[example],
-            why=f"{_quote(example)} is nearby content the policy allows ({_lower(category.allowed_nearby)})",
-        )
-        for example in category.allowed_examples
-    ]
+    offers = _example_kinds(category.disallowed_examples, f"Offers {{}}, which is {_lower(category.description)}")
+    near = _example_kinds(
+        category.allowed_examples, f"{{}} is nearby content the policy allows: {_lower(category.allowed_nearby)}"
+    )
     return CategoryKinds(offers=offers, hard_negatives=near)
+
+
+def _example_kinds(examples: list[str], why: str) -> list[Kind]:
+    """One kind per example: the example is the pitch, and the rationale quotes it (braces escaped for `fill`)."""
+    return [
+        Kind(titles=[_escape(_short_title(e))], pitches=[_escape(e)], why=_escape(why.format(_quote(e))))
+        for e in examples
+    ]
+
+
+def _escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 # --- styling -------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from data_gen.build import SCHEMA, BuildConfig, build, normalise
 from data_gen.dedup import clusters, near_duplicate_pairs
 from data_gen.importer import main as import_main
 from data_gen.synth import Request, TemplateBackend
-from data_gen.templates import PolicyLexicon, SharedStyle, load_yaml_model
+from data_gen.templates import PolicyLexicon, SharedStyle
 from moderation.config import load_config, parse_overrides
 from moderation.errors import UserError
 from moderation.paths import CONFIGS
@@ -180,8 +180,8 @@ class TestConfig:
 class TestTemplates:
     @pytest.fixture(scope="class")
     def backend(self, policy):
-        shared = load_yaml_model(LEXICON / "shared.yaml", SharedStyle)
-        lexicon = load_yaml_model(LEXICON / "marketplace.yaml", PolicyLexicon)
+        shared = load_config(SharedStyle, LEXICON / "shared.yaml")
+        lexicon = load_config(PolicyLexicon, LEXICON / "marketplace.yaml")
         return TemplateBackend(policy, lexicon, shared, seed=0)
 
     def test_every_category_and_pair_renders(self, backend, policy):
