@@ -1,7 +1,7 @@
 """Moderators that are not a local causal LM: a keyword baseline and any OpenAI-compatible chat endpoint.
 
-Both have the `moderation.generate.Moderator` surface the runner uses (`policy`, `moderate_batches`), and their
-completions go through the same `moderation.verdict.parse` as a model's.
+Both subclass `moderation.generate.Moderator` for its batching (`moderate`, `moderate_batches`) and replace only how
+one batch is judged; their completions go through the same `moderation.verdict.parse` as a model's.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from moderation.errors import UserError
-from moderation.generate import GenerationConfig, Moderation
+from moderation.generate import GenerationConfig, Moderation, Moderator
 from moderation.policy import Policy
 from moderation.prompt import PromptConfig, build_messages
 from moderation.verdict import ALLOW, DISALLOW, parse, render
@@ -42,25 +42,7 @@ def words(text: str) -> list[str]:
     return [_stem(w) for w in found if w not in _STOPWORDS and len(w) > 2 and not w.replace(",", "").isdigit()]
 
 
-class _Batched:
-    """The batching surface of `moderation.generate.Moderator`; subclasses judge one batch in `_moderate_batch`."""
-
-    policy: Policy
-    generation: GenerationConfig
-
-    def moderate(self, listings: Sequence[str]) -> list[Moderation]:
-        return [result for batch in self.moderate_batches(listings) for result in batch]
-
-    def moderate_batches(self, listings: Sequence[str]) -> Iterator[list[Moderation]]:
-        size = self.generation.batch_size
-        for start in range(0, len(listings), size):
-            yield self._moderate_batch(listings[start : start + size])
-
-    def _moderate_batch(self, listings: Sequence[str]) -> list[Moderation]:
-        raise NotImplementedError
-
-
-class KeywordModerator(_Batched):
+class KeywordModerator(Moderator):
     """A no-training baseline: each category's cue words come from its description and disallowed examples, minus
     words from its own allowed-nearby text and allowed examples and words shared by most categories. A listing is
     disallowed for a category when at least `min_hits` distinct cue words of that category occur in it.
@@ -97,7 +79,7 @@ def _disallowed_text(category) -> str:
     return " ".join([category.title, category.description, *category.disallowed_examples])
 
 
-class EndpointModerator(_Batched):
+class EndpointModerator(Moderator):
     """Moderates through an OpenAI-compatible chat endpoint with the project's own prompt (greedy by default).
 
     The API key is read from the environment variable named by `api_key_env` (a local server accepts any key).

@@ -16,6 +16,7 @@ separately by the metrics. A bad row (no text, unknown label, undecodable bytes)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -132,9 +133,9 @@ def load_dataset(
     seen: set[str] = set()
     for number, row in enumerate(_read_rows(path), start=1):
         try:
-            item = _to_item(row, number, label_map)
+            item = _to_item(row, label_map)
             if item.id in seen:
-                raise _BadRow(f"duplicate id {item.id!r}")
+                raise _BadRow(f"duplicate id {item.id!r}" if label_map.id_column in row else "duplicate text")
         except _BadRow as bad:
             if strict:
                 raise UserError(f"{path}: row {number}: {bad} (drop --strict to skip bad rows)") from None
@@ -189,7 +190,7 @@ def _read_rows(path: Path):
         yield from csv.DictReader(io.StringIO(content))
 
 
-def _to_item(row: dict | _BadRow, number: int, label_map: LabelMap) -> Item:
+def _to_item(row: dict | _BadRow, label_map: LabelMap) -> Item:
     if isinstance(row, _BadRow):
         raise row
     text = row.get(label_map.text_column)
@@ -206,7 +207,9 @@ def _to_item(row: dict | _BadRow, number: int, label_map: LabelMap) -> Item:
     if label == ALLOW and categories:
         raise _BadRow("allowed row with categories")
     raw_id = row.get(label_map.id_column)
-    item_id = str(raw_id) if raw_id not in (None, "") else f"row{number}"
+    # Without an id column the text's hash is the id: stable when rows are added or reordered, so resuming never
+    # pairs a saved completion with another listing.
+    item_id = str(raw_id) if raw_id not in (None, "") else "t" + hashlib.sha1(text.encode()).hexdigest()[:12]
     meta = {key: row[key] for key in ("source", "generator", "split") if isinstance(row.get(key), str)}
     return Item(item_id, text, label, categories, meta)
 

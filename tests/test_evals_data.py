@@ -47,7 +47,7 @@ def test_outside_jsonl_with_bool_and_word_labels(tmp_path):
     assert [i.label for i in items] == ["disallow", "allow", "allow", "disallow"]
     assert items[0].categories == ("spam", "weapon_components")
     assert items[3].categories == ("gambling",)
-    assert [i.id for i in items] == ["row1", "row2", "row3", "row4"]
+    assert len({i.id for i in items}) == 4 and all(i.id.startswith("t") for i in items)  # text hashes
 
 
 def test_csv(tmp_path):
@@ -91,8 +91,14 @@ class TestBadInput:
         lines = [good, b'{"label": "allow"}', b'{"text": "x", "label": "maybe"}', b"\xff\xfe not utf8", b"{oops", good]
         path.write_bytes(b"\n".join(lines) + b"\n")
         dataset = load_dataset(path)
-        assert [i.id for i in dataset.items] == ["row1", "row6"]
-        assert dataset.skipped == {"no text": 1, "label outside the mapping": 1, "not UTF-8": 1, "not a JSON line": 1}
+        assert [i.text for i in dataset.items] == ["fine"]
+        assert dataset.skipped == {
+            "no text": 1,
+            "label outside the mapping": 1,
+            "not UTF-8": 1,
+            "not a JSON line": 1,
+            "duplicate text": 1,
+        }
 
     def test_duplicate_ids_are_bad_rows(self, tmp_path):
         path = write_jsonl(tmp_path / "x.jsonl", [{"id": 7, "text": "a", "label": "allow"}] * 2)
@@ -134,3 +140,10 @@ class TestBadInput:
         mapping.write_text("labels: {x: maybe}\n")
         with pytest.raises(UserError, match=r"labels\.x"):
             load_label_map(mapping)
+
+
+def test_ids_without_an_id_column_survive_reordering(tmp_path):
+    rows = [{"text": "a", "label": "allow"}, {"text": "b", "label": "disallow", "categories": ["spam"]}]
+    first = {i.text: i.id for i in load_dataset(write_jsonl(tmp_path / "1.jsonl", rows)).items}
+    second = {i.text: i.id for i in load_dataset(write_jsonl(tmp_path / "2.jsonl", rows[::-1])).items}
+    assert first == second
