@@ -144,13 +144,14 @@ def write_report(out: Path, metrics: dict, records: Sequence[dict], policy: Poli
     ci = metrics["f1_ci95"]
     cfg = metrics["config"]
     exact = metrics["exact_category_match"]
+    outside = metrics["out_of_policy"]
     sources = [[s, v["n"], v["accuracy"]] for s, v in metrics["by_source"].items()]
     lines = [
         f"# Evaluation: {metrics['label']} on {Path(cfg['data']).name}",
         "",
         f"Model `{cfg['model']}`, policy `{policy.name}`, data `{cfg['data']}`: n={metrics['n']} "
         f"({metrics['n_disallowed']} disallowed, {metrics['n_allowed']} allowed); skipped rows: "
-        f"{sum(metrics['skipped_rows'].values())} {metrics['skipped_rows'] or ''}. Disallow is the positive class; a "
+        f"{_counts(metrics['skipped_rows'])}. Disallow is the positive class; a "
         "parse failure is never correct (a miss on a disallowed item, reported separately on an allowed one).",
         "",
         headline_table([metrics]),
@@ -191,8 +192,9 @@ def write_report(out: Path, metrics: dict, records: Sequence[dict], policy: Poli
         "",
         "## Outside the policy",
         "",
-        f"{metrics['out_of_policy']['n']} disallowed rows carry categories outside the policy "
-        f"{metrics['out_of_policy']['categories'] or ''}; recall on them: {_fmt(metrics['out_of_policy']['recall'])}.",
+        f"{outside['n']} disallowed rows carry categories outside the policy "
+        f"({', '.join(f'{n} × {c}' for c, n in outside['categories'].items()) or 'none'}); "
+        f"recall on them: {_fmt(outside['recall'])}.",
         "",
         "## Reward-hacking audit",
         "",
@@ -212,6 +214,12 @@ def headline_table(runs: Sequence[dict]) -> str:
         ["model", "n", *HEADLINE, "F1 95% CI"],
         [[m.get("label", "?"), m["n"], *(m[k] for k in HEADLINE), _ci(m.get("f1_ci95"))] for m in runs],
     )
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """`3 (2 × no text, 1 × not UTF-8)`, or `0`."""
+    total = sum(counts.values())
+    return f"{total} ({', '.join(f'{n} × {name}' for name, n in counts.items())})" if total else "0"
 
 
 def _ci(ci) -> str:
