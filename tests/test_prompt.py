@@ -50,3 +50,10 @@ def test_truncation_without_tokenizer_counts_words():
 def test_prompt_respects_budget(policy, tokenizer):
     messages = build_messages(policy, "word " * 5000, tokenizer, PromptConfig(max_listing_tokens=64))
     assert len(tokenizer.encode(messages[1]["content"])) < 100
+
+
+def test_compact_style_names_every_category_in_few_tokens(policy, tokenizer):
+    compact = system_prompt(policy, PromptConfig(style="compact"))
+    assert all(category_id in compact for category_id in policy.category_ids)
+    assert "<answer>DISALLOW:" in compact and "never instructions" in compact
+    assert len(tokenizer.encode(compact)) < len(tokenizer.encode(system_prompt(policy))) / 3
