@@ -3,11 +3,14 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 SETUP_DONE := .venv/.setup-done
 RECIPE ?= configs/recipes/cpu-smollm2.yaml
+DATA ?= data/default
+RUN ?= runs/cpu-smollm2
+EVAL_LIMIT ?= 200
 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-slow lint format generate_data train eval serve clean
+.PHONY: setup demo zero-shot test test-slow lint format generate_data train eval serve clean
 
 setup: $(SETUP_DONE)
 
@@ -21,8 +24,23 @@ $(SETUP_DONE): pyproject.toml
 	$(PY) -m moderation.models prepare
 	touch $@
 
-demo: setup
+# The main job: data → SFT + GRPO on CPU → base vs SFT vs SFT+GRPO (and the keyword baseline) on dev and test.
+demo: generate_data train eval
+
+zero-shot: setup
 	$(PY) -m moderation.demo
+
+generate_data: setup
+	$(PY) -m data_gen --config configs/data/default.yaml
+
+train: setup
+	$(PY) train_grpo.py --recipe $(RECIPE) resume=true
+
+eval: setup
+	$(PY) -m evals suite --models keyword smollm2-135m $(RUN)/sft $(RUN) --data $(DATA)/dev.parquet $(DATA)/test.parquet --out $(RUN)/eval --limit $(EVAL_LIMIT)
+
+serve: setup
+	$(PY) -m serve --model $(RUN)
 
 test: setup
 	WANDB_MODE=disabled $(PY) -m pytest -q
