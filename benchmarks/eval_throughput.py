@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from evals.data import load_dataset
 from evals.runner import EvalConfig, build_moderator
+from evals.suite import FIXTURE_LISTINGS
 from moderation.errors import cli_main
-
-FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "evals" / "outside_listings.jsonl"
 
 
 def items_per_s(moderator, texts: list[str]) -> float:
@@ -31,7 +29,7 @@ def items_per_s(moderator, texts: list[str]) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--data", default=str(FIXTURE), help="split name or file of listings")
+    parser.add_argument("--data", default=str(FIXTURE_LISTINGS), help="split name or file of listings")
     parser.add_argument("--n", type=int, default=16, help="listings timed on each side")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)

@@ -12,6 +12,10 @@ from pathlib import Path
 
 from evals.report import compare
 from evals.runner import EvalConfig, label_for, run_eval
+from moderation.paths import REPO_ROOT
+
+# Hand-written listings from outside the generated data (text, label, categories): a quick, fixed smoke set.
+FIXTURE_LISTINGS = REPO_ROOT / "tests" / "fixtures" / "evals" / "outside_listings.jsonl"
 
 
 def run_suite(models: Sequence[str], datasets: Sequence[str], out: str | Path, **settings) -> list[Path]:

@@ -203,3 +203,17 @@ def test_openai_compatible_endpoint(policy):
     assert [r.verdict.decision for r in results] == ["disallow", "allow", "allow"]
     assert asked[0]["model"] == "judge-1" and asked[0]["temperature"] == 0.0
     assert asked[0]["messages"][0]["role"] == "system"
+
+
+@pytest.mark.slow
+def test_embedded_model_on_an_outside_file(tmp_path):
+    """The must-show path with the real 135M model, kept to 4 listings."""
+    from evals.suite import FIXTURE_LISTINGS
+
+    out = tmp_path / "e"
+    metrics = run_eval(
+        EvalConfig(model="smollm2-135m", data=str(FIXTURE_LISTINGS), out=str(out), limit=4, max_new_tokens=32)
+    )
+    assert metrics["n"] == 4 and 0 <= metrics["parse_failure_rate"] <= 1
+    for name in OUTPUTS:
+        assert (out / name).exists(), name
