@@ -216,6 +216,12 @@ def headline_table(runs: Sequence[dict]) -> str:
     )
 
 
+def _f1_if_present(metrics: dict, category: str) -> float | None:
+    """F1 of a category the run's data holds; None (shown as –) where it has no gold example."""
+    scores = metrics["per_category"].get(category, {})
+    return scores["f1"] if scores.get("support") else None
+
+
 def _counts(counts: dict[str, int]) -> str:
     """`3 (2 × no text, 1 × not UTF-8)`, or `0`."""
     total = sum(counts.values())
@@ -277,9 +283,11 @@ def compare(dirs: Sequence[str | Path], out: str | Path) -> Path:
         "",
         "## Per-category F1",
         "",
+        "Categories with gold examples in at least one run; – where a run's data has none.",
+        "",
         markdown_table(
             ["category", *(m["label"] for m in runs)],
-            [[c, *(m["per_category"].get(c, {}).get("f1") for m in runs)] for c in categories],
+            [row for row in ([c, *(_f1_if_present(m, c) for m in runs)] for c in categories) if row[1:] != [None] * len(runs)],
         ),
         "",
         "![per-category F1](per_category_f1.png)",
