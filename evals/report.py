@@ -273,6 +273,8 @@ def compare(dirs: Sequence[str | Path], out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plot_category_f1(runs, out / "per_category_f1.png")
     categories = list(dict.fromkeys(c for m in runs for c in m["per_category"]))
+    category_rows = [[c, *(_f1_if_present(m, c) for m in runs)] for c in categories]
+    category_rows = [row for row in category_rows if any(v is not None for v in row[1:])]
     data_sets = sorted({Path(m["config"]["data"]).name for m in runs if "config" in m})
     lines = [
         "# Comparison",
@@ -287,7 +289,7 @@ def compare(dirs: Sequence[str | Path], out: str | Path) -> Path:
         "",
         markdown_table(
             ["category", *(m["label"] for m in runs)],
-            [row for row in ([c, *(_f1_if_present(m, c) for m in runs)] for c in categories) if row[1:] != [None] * len(runs)],
+            category_rows,
         ),
         "",
         "![per-category F1](per_category_f1.png)",
