@@ -6,11 +6,12 @@ RECIPE ?= configs/recipes/cpu-smollm2.yaml
 DATA ?= data/default
 RUN ?= runs/cpu-smollm2
 EVAL_LIMIT ?= 200
+MODEL ?= $(RUN)
 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo zero-shot test test-slow lint format generate_data train eval serve clean
+.PHONY: setup demo zero-shot test test-slow lint format generate_data train eval serve load-test clean
 
 setup: $(SETUP_DONE)
 
@@ -40,7 +41,10 @@ eval: setup
 	$(PY) -m evals suite --models keyword smollm2-135m $(RUN)/sft $(RUN) --data $(DATA)/dev.parquet $(DATA)/test.parquet --out $(RUN)/eval --limit $(EVAL_LIMIT)
 
 serve: setup
-	$(PY) -m serve --model $(RUN)
+	$(PY) -m serve --model $(MODEL)
+
+load-test: setup
+	$(PY) benchmarks/load_test.py --model smollm2-135m
 
 test: setup
 	WANDB_MODE=disabled $(PY) -m pytest -q
