@@ -31,13 +31,24 @@ from moderation.errors import UserError
 from moderation.generate import GenerationConfig
 from moderation.paths import REPO_ROOT
 from moderation.policy import load_policy
-from moderation.runs import load_moderator
+from moderation.runs import MANIFEST as RUN_MANIFEST
+from moderation.runs import MERGED, RunInfo, load_moderator, read_run
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 MANIFEST = "manifest.json"
 # Settings that change predictions: resuming into a folder made with other values would mix two evaluations.
-IDENTITY = ("model", "endpoint", "policy", "data", "label_map", "max_new_tokens", "temperature", "keyword_min_hits")
+IDENTITY = (
+    "model",
+    "endpoint",
+    "policy",
+    "prompt_from",
+    "data",
+    "label_map",
+    "max_new_tokens",
+    "temperature",
+    "keyword_min_hits",
+)
 
 
 class EvalConfig(BaseModel):
@@ -51,6 +62,9 @@ class EvalConfig(BaseModel):
     policy: str | None = Field(None, description="policy name or YAML; default: the run's policy, else marketplace")
     endpoint: str | None = Field(None, description="base URL of an OpenAI-compatible API; `model` is its model name")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint's API key")
+    prompt_from: str | None = Field(
+        None, description="run folder whose policy and prompt settings every model gets (fair base-vs-trained runs)"
+    )
     label_map: str | None = Field(None, description="YAML/JSON LabelMap for files from other taxonomies")
     strict: bool = Field(False, description="a bad row is an error instead of being skipped and counted")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N usable rows")
@@ -66,12 +80,28 @@ class EvalConfig(BaseModel):
 def build_moderator(config: EvalConfig):
     """The moderator the config names: the keyword baseline, an endpoint, or a local model / run folder."""
     generation = GenerationConfig(config.max_new_tokens, config.batch_size, config.temperature)
+    model, run = locate_model(config.model)
+    if config.prompt_from:
+        run = read_run(config.prompt_from)
+        if run is None:
+            raise UserError(f"--prompt-from {config.prompt_from}: not a run folder (no {RUN_MANIFEST})")
+    policy = config.policy or (run.policy if run else None)
+    prompt = run.prompt if run else None
     if config.model == KEYWORD:
-        return KeywordModerator(load_policy(config.policy or "marketplace"), config.keyword_min_hits)
+        return KeywordModerator(load_policy(policy or "marketplace"), config.keyword_min_hits)
     if config.endpoint:
-        policy = load_policy(config.policy or "marketplace")
-        return EndpointModerator(config.endpoint, config.model, policy, None, generation, config.api_key_env)
-    return load_moderator(config.model, config.policy, generation=generation, device=config.device)
+        policy = load_policy(policy or "marketplace")
+        return EndpointModerator(config.endpoint, config.model, policy, prompt, generation, config.api_key_env)
+    return load_moderator(model, policy, prompt, generation=generation, device=config.device)
+
+
+def locate_model(model: str) -> tuple[str, RunInfo | None]:
+    """A stage inside a run (runs/<name>/sft: merged/ without a manifest of its own) loads as its merged model with
+    the run's policy and prompt; anything else passes through unchanged to `load_moderator`."""
+    path = Path(model)
+    if not (path / RUN_MANIFEST).is_file() and (path / MERGED).is_dir() and (path.parent / RUN_MANIFEST).is_file():
+        return str(path / MERGED), read_run(path.parent)
+    return model, None
 
 
 def read_predictions(path: Path) -> dict[str, dict]:

@@ -13,13 +13,22 @@ from pathlib import Path
 from evals.report import compare
 from evals.runner import EvalConfig, label_for, run_eval
 from moderation.paths import REPO_ROOT
+from moderation.runs import MANIFEST
 
 # Hand-written listings from outside the generated data (text, label, categories): a quick, fixed smoke set.
 FIXTURE_LISTINGS = REPO_ROOT / "tests" / "fixtures" / "evals" / "outside_listings.jsonl"
 
 
 def run_suite(models: Sequence[str], datasets: Sequence[str], out: str | Path, **settings) -> list[Path]:
-    """Evaluate every model on every dataset; return the compare.md path of each dataset."""
+    """Evaluate every model on every dataset; return the compare.md path of each dataset.
+
+    Unless `prompt_from` says otherwise, when exactly one model is a run folder, every model gets that run's policy and
+    prompt settings, so the base model is judged on the prompt the trained one learned.
+    """
+    runs = [m for m in models if is_run(m)]
+    settings.setdefault("prompt_from", runs[0] if len(runs) == 1 else None)
+    if settings["prompt_from"]:
+        print(f"policy and prompt settings for every model: {settings['prompt_from']}")
     reports = []
     for data in datasets:
         folder = Path(out) / Path(data).stem
@@ -30,3 +39,7 @@ def run_suite(models: Sequence[str], datasets: Sequence[str], out: str | Path, *
             dirs.append(Path(config.out))
         reports.append(compare(dirs, folder))
     return reports
+
+
+def is_run(model: str) -> bool:
+    return (Path(model) / MANIFEST).is_file()

@@ -217,3 +217,21 @@ def test_embedded_model_on_an_outside_file(tmp_path):
     assert metrics["n"] == 4 and 0 <= metrics["parse_failure_rate"] <= 1
     for name in OUTPUTS:
         assert (out / name).exists(), name
+
+
+def test_run_stage_folders_and_prompt_from(tmp_path, tiny_model_dir):
+    import shutil
+
+    from evals.runner import build_moderator
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "merged")
+    shutil.copytree(tiny_model_dir, run / "sft" / "merged")  # train_grpo.py's warm-start stage: no manifest of its own
+    (run / "manifest.json").write_text(json.dumps({"policy": "kids-crafts", "prompt": {"max_listing_tokens": 64}}))
+
+    stage = build_moderator(EvalConfig(model=str(run / "sft"), data="-", out="-"))
+    assert stage.policy.name == "kids-crafts" and stage.prompt_config.max_listing_tokens == 64
+    base = build_moderator(EvalConfig(model=str(tiny_model_dir), data="-", out="-", prompt_from=str(run)))
+    assert base.policy.name == "kids-crafts" and base.prompt_config.max_listing_tokens == 64
+    with pytest.raises(UserError, match="not a run folder"):
+        build_moderator(EvalConfig(model="keyword", data="-", out="-", prompt_from=str(tiny_model_dir)))
