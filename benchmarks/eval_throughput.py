@@ -34,19 +34,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--prompt-style", choices=["full", "compact"], help="override the prompt style on both sides")
     args = parser.parse_args(argv)
 
     texts = [item.text for item in load_dataset(args.data, limit=args.n).items]
     common = {"model": args.model, "data": args.data, "out": "-", "max_new_tokens": args.max_new_tokens}
     batched = build_moderator(EvalConfig(**common, batch_size=args.batch_size, device=args.device))
-    # Same weights, one listing per generate() call: only the batch size differs.
+    if args.prompt_style:
+        batched.prompt_config = batched.prompt_config.model_copy(update={"style": args.prompt_style})
+    # Same weights and prompt, one listing per generate() call: only the batch size differs.
     single = type(batched)(batched.model, batched.tokenizer, batched.policy, batched.prompt_config)
     single.generation = type(batched.generation)(args.max_new_tokens, 1, batched.generation.temperature)
 
     items_per_s(batched, texts[:2])  # warm-up
     baseline = items_per_s(single, texts)
     ours = items_per_s(batched, texts)
-    print(f"model {args.model}, {len(texts)} listings, max_new_tokens {args.max_new_tokens}, device {args.device}")
+    prompt_tokens = len(batched.tokenizer(batched.prompt(texts[0]))["input_ids"])
+    print(
+        f"model {args.model}, {len(texts)} listings, max_new_tokens {args.max_new_tokens}, device {args.device}, "
+        f"prompt style {batched.prompt_config.style} (~{prompt_tokens} prompt tokens)"
+    )
     print(f"baseline (batch 1):  {baseline:.3f} items/s")
     print(f"ours (batch {args.batch_size}):     {ours:.3f} items/s")
     print(f"ratio: {ours / baseline:.2f}x")
