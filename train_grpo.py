@@ -41,6 +41,15 @@ class LoraSettings(BaseModel):
     alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r)")
     dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
     target_modules: str | list[str] = Field("all-linear", description="modules to adapt ('all-linear' or names)")
+    top_layers: int | None = Field(
+        None, ge=1, description="adapt only the top N decoder layers: backprop stops there (~2x faster on CPU)"
+    )
+
+    @model_validator(mode="after")
+    def _layers_need_names(self) -> LoraSettings:
+        if self.top_layers is not None and isinstance(self.target_modules, str):
+            raise ValueError("lora.top_layers needs lora.target_modules as a list of module names")
+        return self
 
 
 class SFTSettings(BaseModel):
@@ -295,14 +304,16 @@ def device_kwargs() -> dict:
     return {"bf16": gpu and torch.cuda.is_bf16_supported(), "use_cpu": not gpu}
 
 
-def lora_config(recipe: Recipe):
+def lora_config(recipe: Recipe, num_layers: int):
     from peft import LoraConfig
 
+    top = recipe.lora.top_layers
     return LoraConfig(
         r=recipe.lora.r,
         lora_alpha=recipe.lora.alpha,
         lora_dropout=recipe.lora.dropout,
         target_modules=recipe.lora.target_modules,
+        layers_to_transform=list(range(max(0, num_layers - top), num_layers)) if top else None,
         task_type="CAUSAL_LM",
     )
 
@@ -345,7 +356,7 @@ def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(recipe),
+        peft_config=lora_config(recipe, model.config.num_hidden_layers),
         callbacks=[tracker],
     )
     trainer.train()
@@ -395,7 +406,7 @@ def run_grpo(recipe: Recipe, start_path: Path | str, rows: list[dict], tokenizer
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(recipe),
+        peft_config=lora_config(recipe, model.config.num_hidden_layers),
         callbacks=[tracker],
         rollout_func=SharedPrefixRollout() if recipe.rollout == "shared_prefix" else None,
     )

@@ -82,13 +82,14 @@ def run_variant(variant: str, model_name: str, steps: int, warmup: int, queue) -
         extra = {} if torch.cuda.is_available() else {"use_cpu": True}
     torch.manual_seed(recipe.seed)
     timer = StepTimer()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
     trainer = GRPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(path, dtype="float32"),
+        model=model,
         reward_funcs=rewards.build_rewards(recipe.reward_funcs, policy, recipe.reward_params),
         args=GRPOConfig(**shared, **extra),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=train_grpo.lora_config(recipe),
+        peft_config=train_grpo.lora_config(recipe, model.config.num_hidden_layers),
         callbacks=[timer],
         rollout_func=SharedPrefixRollout() if ours else None,
     )
