@@ -11,7 +11,7 @@ MODEL ?= $(RUN)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo zero-shot test test-slow lint format generate_data train eval serve load-test clean
+.PHONY: setup demo zero-shot test test-slow lint format generate_data train eval robustness serve load-test clean
 
 setup: $(SETUP_DONE)
 
@@ -39,6 +39,9 @@ train: setup
 
 eval: setup
 	$(PY) -m evals suite --models keyword smollm2-135m $(RUN)/sft $(RUN) --data $(DATA)/dev.parquet $(DATA)/test.parquet --out $(RUN)/eval --limit $(EVAL_LIMIT)
+
+robustness: setup
+	$(PY) -m evals robustness --model $(RUN) --data $(DATA)/dev.parquet --limit $(EVAL_LIMIT) --out $(RUN)/robustness
 
 serve: setup
 	$(PY) -m serve --model $(MODEL)
