@@ -192,9 +192,11 @@ def to_prompt_rows(rows: list[dict], policy: Policy, tokenizer, recipe: Recipe) 
 # ── tracking ────────────────────────────────────────────────────────────────────────────────────────────────────
 
 
-def make_tracker(recipe: Recipe, log_dir: Path):
+def make_tracker(recipe: Recipe, log_dir: Path, rows: list[dict]):
     """A TrainerCallback writing metrics.jsonl and completions.jsonl, and warning when groups carry no signal."""
     from transformers import TrainerCallback
+
+    rows_by_prompt = {row["prompt"][-1]["content"]: row for row in rows}
 
     class Tracker(TrainerCallback):
         def __init__(self):
@@ -222,13 +224,20 @@ def make_tracker(recipe: Recipe, log_dir: Path):
                 print(f"WARNING: {learning_signal_advice(logs, recipe)}", file=sys.stderr)
 
         def _save_completions(self, step: int) -> None:
+            """Append the latest generation batch, with the columns `rewards.audit` needs to re-score it."""
             logged = getattr(self.trainer, "_logs", None)  # TRL keeps the latest generation batch here
             if not logged or not logged.get("completion"):
                 return
-            for i, completion in enumerate(logged["completion"]):
-                rewards_ = {name: values[i] for name, values in logged["rewards"].items() if i < len(values)}
-                content = completion[-1]["content"] if isinstance(completion, list) else completion
-                _append_jsonl(log_dir / "completions.jsonl", {"step": step, "completion": content, "rewards": rewards_})
+            for i, (prompt, completion) in enumerate(zip(logged["prompt"], logged["completion"], strict=True)):
+                row = rows_by_prompt.get(_last_content(prompt), {})
+                record = {
+                    "step": step,
+                    "group": f"{step}:{i // recipe.num_generations}",
+                    "completion": _last_content(completion),
+                    "rewards": {name: values[i] for name, values in logged["rewards"].items() if i < len(values)},
+                    **{key: row.get(key) for key in ("text", "label", "categories")},
+                }
+                _append_jsonl(log_dir / "completions.jsonl", record)
 
     return Tracker()
 
@@ -245,6 +254,11 @@ def learning_signal_advice(logs: dict, recipe: Recipe) -> str:
         cause = f"the task is too easy or too hard for the model (mean reward {reward:.2f}); check the reward mix"
     patience = recipe.zero_std_patience
     return f"most groups have zero reward variance for {patience} logs: no learning signal. Likely: {cause}."
+
+
+def _last_content(message: str | list[dict]) -> str:
+    """The text of a plain prompt/completion, or of the last message of a conversational one."""
+    return message[-1]["content"] if isinstance(message, list) else message
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
@@ -495,7 +509,7 @@ def main(recipe: Recipe) -> Path:
     timings["data"] = time.perf_counter() - start
 
     # SFT warm-start
-    tracker = make_tracker(recipe, recipe.run_dir)
+    tracker = make_tracker(recipe, recipe.run_dir, rows)
     start_path: Path | str = base_path
     if recipe.sft.enabled:
         stage = time.perf_counter()

@@ -120,7 +120,14 @@ def test_sft_then_grpo_end_to_end(tiny_model_dir, dataset_dir, tmp_path):
     assert manifest["policy"] == "marketplace" and manifest["counts"]["train_prompts"] == len(ROWS)
     stages = [json.loads(line)["stage"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert "sft" in stages and "grpo" in stages
-    assert (run_dir / "completions.jsonl").read_text().strip()
+    completions = [json.loads(line) for line in (run_dir / "completions.jsonl").read_text().splitlines()]
+    assert completions and all(c["label"] in ("allow", "disallow") and c["text"] for c in completions)
+    assert {c["group"] for c in completions} == {"1:0", "1:1", "2:0", "2:1"}
+    audit = subprocess.run(
+        [sys.executable, "-m", "rewards.audit", str(run_dir / "completions.jsonl")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert audit.returncode == 0, audit.stderr
     with pytest.raises(UserError, match="already exists"):
         train_grpo.main(recipe)
 
