@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from data_gen.io import atomic_write_text
 from moderation.errors import UserError
+from moderation.jsonl import drop_torn_tail
 from moderation.paths import cache_dir
 
 USER_AGENT = "grpo-moderation-scraper/0.1 (research dataset; respects robots.txt)"
@@ -339,10 +340,7 @@ def read_done(out: Path) -> set[str]:
         except OSError as error:
             raise UserError(f"cannot write {out}: {error.strerror or error}") from None
         return set()
-    raw = out.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        atomic_write_text(out, raw.decode("utf-8"))
+    raw = drop_torn_tail(out)
     done: set[str] = set()
     for number, line in enumerate(raw.decode("utf-8").splitlines(), 1):
         try:

@@ -29,6 +29,7 @@ from evals.data import Dataset, Item, load_dataset, load_label_map
 from evals.metrics import compute_metrics
 from moderation.errors import UserError
 from moderation.generate import GenerationConfig
+from moderation.jsonl import drop_torn_tail
 from moderation.paths import REPO_ROOT
 from moderation.policy import load_policy
 from moderation.runs import MANIFEST as RUN_MANIFEST
@@ -121,7 +122,7 @@ def read_predictions(path: Path) -> dict[str, dict]:
 def predict(moderator, items: Sequence[Item], path: Path, desc: str = "moderating") -> list[dict]:
     """Moderate the items not yet in `path`, appending one JSON line per item after each batch; return all records
     for `items`, in their order."""
-    _drop_torn_tail(path)
+    drop_torn_tail(path)
     done = read_predictions(path)
     todo = [item for item in items if item.id not in done]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,16 +139,6 @@ def predict(moderator, items: Sequence[Item], path: Path, desc: str = "moderatin
             bar.update(len(batch))
     # Gold fields come from the data as it is now, so a relabelled row is scored with its new label.
     return [{**done[item.id], **_gold(item)} for item in items]
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a last line left without its newline by a crash, so the next append starts on a line of its own."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)
 
 
 def _gold(item: Item) -> dict:

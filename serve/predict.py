@@ -20,6 +20,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from moderation.errors import UserError, cli_main
+from moderation.jsonl import drop_torn_tail
 from serve.engine import EngineConfig, load_engine
 
 SHOWN_BAD_ROWS = 20
@@ -57,14 +58,8 @@ def read_rows(path: Path) -> Iterator[tuple[int, str | None, object]]:
 
 def done_ids(out: Path) -> set[str]:
     """Ids already written to `out`; a torn last line (crash mid-write) is cut off so appending stays valid JSONL."""
-    if not out.exists():
-        return set()
-    data = out.read_bytes()
-    keep = data[: data.rfind(b"\n") + 1]
-    if len(keep) != len(data):
-        out.write_bytes(keep)
     ids = set()
-    for line in keep.splitlines():
+    for line in drop_torn_tail(out).splitlines():
         try:
             ids.add(str(json.loads(line)["id"]))
         except (json.JSONDecodeError, KeyError, TypeError):
