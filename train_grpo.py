@@ -5,6 +5,10 @@ Local (CPU or one GPU), with the embedded SmolLM2-135M by default:
     python train_grpo.py --recipe configs/recipes/cpu-smollm2.yaml resume=true     # continue after a kill
     python train_grpo.py --help                                                     # every recipe field
 
+On a Modal GPU (Unsloth 4-bit + vLLM rollouts; see training/modal_app.py):
+    python train_grpo.py --recipe configs/recipes/modal-llama8b.yaml --dry-run     # validate, print the Modal setup
+    modal run train_grpo.py --recipe configs/recipes/modal-llama8b.yaml [--overrides "max_steps=20"]
+
 Everything a run produces lands in runs/<name>/ (see moderation/runs.py): merged/ and adapter/ for evals and
 serving, sft/merged/ (the warm-start alone, for before/after comparisons), checkpoints/, metrics.jsonl,
 completions.jsonl, rewards.png and manifest.json.
@@ -13,10 +17,12 @@ completions.jsonl, rewards.png and manifest.json.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -32,6 +38,7 @@ from moderation.policy import Policy, load_policy
 from moderation.prompt import PromptConfig, build_messages, prompt_length
 from moderation.runs import ADAPTER, MANIFEST, MERGED
 from moderation.verdict import DISALLOW, render
+from training.modal_app import ModalSettings, app, describe, launch
 
 
 class LoraSettings(BaseModel):
@@ -50,6 +57,10 @@ class LoraSettings(BaseModel):
         if self.top_layers is not None and isinstance(self.target_modules, str):
             raise ValueError("lora.top_layers needs lora.target_modules as a list of module names")
         return self
+
+    def layers(self, num_layers: int) -> list[int] | None:
+        """The decoder layer indices to adapt (None: all of them)."""
+        return list(range(max(0, num_layers - self.top_layers), num_layers)) if self.top_layers else None
 
 
 class SFTSettings(BaseModel):
@@ -95,9 +106,19 @@ class Recipe(BaseModel):
     rollout: Literal["shared_prefix", "trl"] = Field(
         "shared_prefix", description="shared_prefix: prefill each prompt once per group; trl: TRL's own generate"
     )
+    use_vllm: bool = Field(False, description="generate rollouts with vLLM through TRL (GPU; needs rollout=trl)")
+    vllm_mode: Literal["colocate", "server"] = Field(
+        "colocate", description="colocate: vLLM shares the training GPU; server: a separate `trl vllm-serve`"
+    )
+    vllm_server_host: str = Field("0.0.0.0", description="vllm_mode=server: host of the `trl vllm-serve` process")
+    vllm_server_port: int = Field(8000, ge=1, le=65535, description="vllm_mode=server: its port")
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0, lt=1, description="vllm_mode=colocate: share of GPU memory vLLM may take"
+    )
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     sft: SFTSettings = Field(default_factory=SFTSettings)
+    modal: ModalSettings = Field(default_factory=ModalSettings, description="`modal run` resources (unused locally)")
 
     save_steps: int = Field(5, ge=1, description="checkpoint every N GRPO steps (resume loses at most this many)")
     logging_steps: int = Field(1, ge=1, description="log metrics every N steps")
@@ -124,6 +145,10 @@ class Recipe(BaseModel):
             raise ValueError(f"{len(self.reward_weights)} reward_weights for {len(self.reward_funcs)} reward_funcs")
         if self.resume and self.overwrite:
             raise ValueError("resume=true and overwrite=true contradict each other")
+        if (self.use_vllm or self.backend == "unsloth") and self.rollout != "trl":
+            raise ValueError("use_vllm=true and backend=unsloth generate through TRL: set rollout=trl")
+        if self.backend == "unsloth" and (self.sft.enabled or self.vllm_mode == "server"):
+            raise ValueError("backend=unsloth runs GRPO with colocated vLLM: set sft.enabled=false, vllm_mode=colocate")
         return self
 
     @property
@@ -139,9 +164,17 @@ def load_recipe(path: str | Path | None, overrides: list[str]) -> Recipe:
     rewards.build_rewards(recipe.reward_funcs, load_policy(recipe.policy), recipe.reward_params)
     if not (recipe.dataset / "train.parquet").is_file():
         raise UserError(f"no {recipe.dataset / 'train.parquet'}: run `make generate_data` or set dataset=...")
-    if recipe.backend == "unsloth":
-        raise UserError("backend=unsloth needs a CUDA GPU and the `gpu` extra: run it with `modal run train_grpo.py`")
     return recipe
+
+
+def require_runtime(recipe: Recipe) -> None:
+    """Fail with one line, before anything is written, when this machine cannot run what the recipe asks for."""
+    if recipe.backend == "unsloth":
+        from training import unsloth_backend
+
+        unsloth_backend.prepare(recipe.use_vllm)
+    elif recipe.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise UserError("use_vllm=true needs vllm (the `gpu` extra) on a CUDA GPU: set use_vllm=false or use Modal")
 
 
 # ── data ────────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -321,13 +354,12 @@ def device_kwargs() -> dict:
 def lora_config(recipe: Recipe, num_layers: int):
     from peft import LoraConfig
 
-    top = recipe.lora.top_layers
     return LoraConfig(
         r=recipe.lora.r,
         lora_alpha=recipe.lora.alpha,
         lora_dropout=recipe.lora.dropout,
         target_modules=recipe.lora.target_modules,
-        layers_to_transform=list(range(max(0, num_layers - top), num_layers)) if top else None,
+        layers_to_transform=recipe.lora.layers(num_layers),
         task_type="CAUSAL_LM",
     )
 
@@ -379,7 +411,9 @@ def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker
     return merged
 
 
-def run_grpo(recipe: Recipe, start_path: Path | str, rows: list[dict], tokenizer, tracker, policy: Policy):
+def run_grpo(
+    recipe: Recipe, start_path: Path | str, rows: list[dict], tokenizer, tracker, policy: Policy, callbacks=()
+):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from transformers.trainer_utils import get_last_checkpoint
@@ -410,18 +444,30 @@ def run_grpo(recipe: Recipe, start_path: Path | str, rows: list[dict], tokenizer
         seed=recipe.seed,
         log_completions=False,
         gradient_checkpointing=recipe.gradient_checkpointing,
+        use_vllm=recipe.use_vllm,
+        vllm_mode=recipe.vllm_mode,
+        vllm_server_host=recipe.vllm_server_host,
+        vllm_server_port=recipe.vllm_server_port,
+        vllm_gpu_memory_utilization=recipe.vllm_gpu_memory_utilization,
         **device_kwargs(),
     )
     dataset = Dataset.from_list([{k: v for k, v in r.items() if k != "completion"} for r in rows])
-    model = AutoModelForCausalLM.from_pretrained(str(start_path), dtype="float32")
+    if recipe.backend == "unsloth":
+        from training.unsloth_backend import load_model
+
+        model, tokenizer = load_model(recipe, str(start_path))  # LoRA already attached
+        peft_config = None
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(start_path), dtype="float32")
+        peft_config = lora_config(recipe, model.config.num_hidden_layers)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=rewards.build_rewards(recipe.reward_funcs, policy, recipe.reward_params),
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(recipe, model.config.num_hidden_layers),
-        callbacks=[tracker],
+        peft_config=peft_config,
+        callbacks=[tracker, *callbacks],
         rollout_func=SharedPrefixRollout() if recipe.rollout == "shared_prefix" else None,
     )
     tracker.trainer = trainer
@@ -438,9 +484,12 @@ def save_merged(peft_model, tokenizer, target: Path) -> None:
     """Merge LoRA into the base weights and save atomically (a READY marker is written last)."""
     staging = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    merged = peft_model.merge_and_unload() if hasattr(peft_model, "merge_and_unload") else peft_model
-    merged.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    if hasattr(peft_model, "save_pretrained_merged"):  # Unsloth: dequantizes the 4-bit base, merges in 16 bit
+        peft_model.save_pretrained_merged(str(staging), tokenizer, save_method="merged_16bit")
+    else:
+        merged = peft_model.merge_and_unload() if hasattr(peft_model, "merge_and_unload") else peft_model
+        merged.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
     (staging / "READY").write_text("complete\n")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -485,7 +534,9 @@ def prepare_run_dir(recipe: Recipe) -> None:
 # ── main ────────────────────────────────────────────────────────────────────────────────────────────────────────
 
 
-def main(recipe: Recipe) -> Path:
+def main(recipe: Recipe, callbacks=()) -> Path:
+    """Train one recipe; `callbacks` are extra TrainerCallbacks for GRPO (Modal adds a volume commit per checkpoint)."""
+    require_runtime(recipe)
     import torch
 
     from moderation.models import load_tokenizer, resolve_model
@@ -518,7 +569,7 @@ def main(recipe: Recipe) -> Path:
 
     # GRPO
     stage = time.perf_counter()
-    metrics = run_grpo(recipe, start_path, rows, tokenizer, tracker, policy)
+    metrics = run_grpo(recipe, start_path, rows, tokenizer, tracker, policy, callbacks)
     timings["grpo"] = time.perf_counter() - stage
 
     # save
@@ -540,8 +591,20 @@ def cli(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--recipe", type=Path, help="recipe YAML (e.g. configs/recipes/cpu-smollm2.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe fields")
+    parser.add_argument("--dry-run", action="store_true", help="validate, print the Modal launch setup, and exit")
     args = parser.parse_args(argv)
-    main(load_recipe(args.recipe, args.overrides))
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.dry_run:
+        print(describe(recipe))
+        return
+    main(recipe)
+
+
+@app.local_entrypoint()
+@cli_main
+def modal_main(recipe: str, overrides: str = "", dry_run: bool = False) -> None:
+    """`modal run train_grpo.py --recipe X`: validate the recipe here, then train it on a Modal GPU."""
+    launch(load_recipe(recipe, shlex.split(overrides)), dry_run=dry_run)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,11 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         if loaded is not None and not isinstance(loaded, dict):
             raise UserError(f"{path}: a config must be a YAML mapping of field names to values")
         data = loaded or {}
-    data = _merge(data, parse_overrides(overrides or []))
+    return validate_config(cls, _merge(data, parse_overrides(overrides or [])), where)
+
+
+def validate_config(cls: type[C], data: dict, where: str = "command line") -> C:
+    """`cls` from plain values; the first problem becomes one UserError line naming `where` and the field."""
     try:
         return cls.model_validate(data)
     except ValidationError as error:

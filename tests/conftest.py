@@ -1,4 +1,4 @@
-"""Shared fixtures: offline settings, the real SmolLM2 tokenizer, and tiny random models built in-process."""
+"""Shared fixtures: offline settings, the real SmolLM2 tokenizer, tiny random models built in-process, tiny data."""
 
 from __future__ import annotations
 
@@ -49,3 +49,57 @@ def tiny_model_dir(tmp_path_factory, tokenizer):
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+TINY_ROWS = [
+    ("Lightroom preset pack, 24 warm film looks for weddings.", "allow", []),
+    ("Premium IPTV 12 months, 18,000 channels, M3U link.", "disallow", ["iptv"]),
+    ("Poker night art print, vintage playing cards, A3 PDF.", "allow", []),
+    ("Fixed-match betting tips, 100% sure wins every weekend.", "disallow", ["gambling"]),
+    ("The Bitcoin Story, an illustrated history ebook.", "allow", []),
+    ("Bank login clone kit, captures passwords and 2FA codes.", "disallow", ["phishing"]),
+    ("Buy 0.05 BTC at a discount, paid by PayPal.", "disallow", ["non_fiat_currency", "spam"]),
+    ("Notion budget template for freelancers.", "allow", []),
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_dir(tmp_path_factory):
+    """A dataset folder with an 8-row train.parquet (both labels, single- and multi-category)."""
+    import pandas as pd
+
+    path = tmp_path_factory.mktemp("data")
+    frame = pd.DataFrame(
+        [
+            {"id": f"r{i}", "text": t, "label": label, "categories": cats, "source": "test", "split": "train"}
+            for i, (t, label, cats) in enumerate(TINY_ROWS)
+        ]
+    )
+    frame.to_parquet(path / "train.parquet")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tiny_model_dir, tiny_dataset_dir):
+    """`tiny_recipe(output_root, **extra)`: key=value overrides that shrink any recipe to the tiny model and data."""
+
+    def overrides(output_root, **extra) -> list[str]:
+        values = {
+            "model": str(tiny_model_dir),
+            "dataset": str(tiny_dataset_dir),
+            "output_root": str(output_root),
+            "name": "tiny",
+            "num_generations": 2,
+            "per_device_train_batch_size": 4,
+            "max_completion_length": 8,
+            "max_steps": 2,
+            "save_steps": 1,
+            "log_completions_steps": 1,
+            "sft.max_steps": 2,
+            "sft.batch_size": 2,
+            "wandb": "disabled",
+            **extra,
+        }
+        return [f"{k}={v}" for k, v in values.items()]
+
+    return overrides

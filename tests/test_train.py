@@ -16,57 +16,12 @@ from moderation.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
-ROWS = [
-    ("Lightroom preset pack, 24 warm film looks for weddings.", "allow", []),
-    ("Premium IPTV 12 months, 18,000 channels, M3U link.", "disallow", ["iptv"]),
-    ("Poker night art print, vintage playing cards, A3 PDF.", "allow", []),
-    ("Fixed-match betting tips, 100% sure wins every weekend.", "disallow", ["gambling"]),
-    ("The Bitcoin Story, an illustrated history ebook.", "allow", []),
-    ("Bank login clone kit, captures passwords and 2FA codes.", "disallow", ["phishing"]),
-    ("Buy 0.05 BTC at a discount, paid by PayPal.", "disallow", ["non_fiat_currency", "spam"]),
-    ("Notion budget template for freelancers.", "allow", []),
-]
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data")
-    frame = pd.DataFrame(
-        [
-            {"id": f"r{i}", "text": t, "label": label, "categories": cats, "source": "test", "split": "train"}
-            for i, (t, label, cats) in enumerate(ROWS)
-        ]
-    )
-    frame.to_parquet(path / "train.parquet")
-    return path
-
-
-def tiny_overrides(model_dir, dataset_dir, output_root, **extra) -> list[str]:
-    values = {
-        "model": str(model_dir),
-        "dataset": str(dataset_dir),
-        "output_root": str(output_root),
-        "name": "tiny",
-        "num_generations": 2,
-        "per_device_train_batch_size": 4,
-        "max_completion_length": 8,
-        "max_steps": 2,
-        "save_steps": 1,
-        "log_completions_steps": 1,
-        "sft.max_steps": 2,
-        "sft.batch_size": 2,
-        "wandb": "disabled",
-        **extra,
-    }
-    return [f"{k}={v}" for k, v in values.items()]
-
-
 RECIPE = REPO / "configs" / "recipes" / "cpu-smollm2.yaml"
 
 
 class TestRecipeValidation:
-    def test_cpu_recipe_is_valid(self, dataset_dir):
-        recipe = train_grpo.load_recipe(RECIPE, [f"dataset={dataset_dir}"])
+    def test_cpu_recipe_is_valid(self, tiny_dataset_dir):
+        recipe = train_grpo.load_recipe(RECIPE, [f"dataset={tiny_dataset_dir}"])
         assert recipe.run_dir == Path("runs/cpu-smollm2")
 
     @pytest.mark.parametrize(
@@ -78,12 +33,14 @@ class TestRecipeValidation:
             (["dataset=/no/such/dir"], "make generate_data"),
             (["max_step=3"], "max_step: Extra inputs are not permitted"),
             (["resume=true", "overwrite=true"], "contradict"),
-            (["backend=unsloth"], "needs a CUDA GPU"),
+            (["backend=unsloth"], "set rollout=trl"),
+            (["use_vllm=true"], "set rollout=trl"),
+            (["backend=unsloth", "rollout=trl"], "set sft.enabled=false"),
         ],
     )
-    def test_invalid_recipes_fail_at_load(self, dataset_dir, overrides, message):
+    def test_invalid_recipes_fail_at_load(self, tiny_dataset_dir, overrides, message):
         with pytest.raises(UserError, match=message.replace("[", r"\[")):
-            train_grpo.load_recipe(RECIPE, [f"dataset={dataset_dir}", *overrides])
+            train_grpo.load_recipe(RECIPE, [f"dataset={tiny_dataset_dir}", *overrides])
 
     def test_cli_error_is_one_line(self):
         result = subprocess.run(
@@ -111,13 +68,15 @@ def test_gold_reasoning_uses_rationale_or_policy(policy):
     assert train_grpo.gold_reasoning({**row, "rationale": "Sells M3U links."}, policy) == "Sells M3U links."
 
 
-def test_sft_then_grpo_end_to_end(tiny_model_dir, dataset_dir, tmp_path):
-    recipe = train_grpo.load_recipe(RECIPE, tiny_overrides(tiny_model_dir, dataset_dir, tmp_path))
+def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path):
+    recipe = train_grpo.load_recipe(RECIPE, tiny_recipe(tmp_path))
     run_dir = train_grpo.main(recipe)
     for part in ("merged/model.safetensors", "adapter/adapter_config.json", "sft/merged/READY", "rewards.png"):
         assert (run_dir / part).exists(), part
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["policy"] == "marketplace" and manifest["counts"]["train_prompts"] == len(ROWS)
+    assert manifest["policy"] == "marketplace" and manifest["counts"]["train_prompts"] == len(
+        pd.read_parquet(tiny_dataset_dir / "train.parquet")
+    )
     stages = [json.loads(line)["stage"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert "sft" in stages and "grpo" in stages
     completions = [json.loads(line) for line in (run_dir / "completions.jsonl").read_text().splitlines()]
@@ -132,8 +91,8 @@ def test_sft_then_grpo_end_to_end(tiny_model_dir, dataset_dir, tmp_path):
         train_grpo.main(recipe)
 
 
-def test_killed_run_resumes_to_the_same_step_count(tiny_model_dir, dataset_dir, tmp_path, capsys):
-    overrides = tiny_overrides(tiny_model_dir, dataset_dir, tmp_path, max_steps=5, **{"sft.enabled": "false"})
+def test_killed_run_resumes_to_the_same_step_count(tiny_recipe, tmp_path, capsys):
+    overrides = tiny_recipe(tmp_path, max_steps=5, **{"sft.enabled": "false"})
     process = subprocess.Popen(
         [sys.executable, "train_grpo.py", "--recipe", str(RECIPE), *overrides],
         cwd=REPO,

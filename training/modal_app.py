@@ -1,0 +1,192 @@
+"""`modal run train_grpo.py`: the recipe, validated on this machine, trains in a Modal GPU container.
+
+The container gets the GPU image built from the project's own pins (`project.dependencies` plus the `gpu` extra in
+pyproject.toml, read, never restated), the repo's Python packages and configs, and three volumes split by purpose:
+the HF cache (model weights, downloaded once), the dataset (uploaded from this machine before each launch, so the
+container trains on exactly the files `load_recipe` checked here) and the runs (committed after every checkpoint).
+GPU, timeout, retries, volume and secret names come from the recipe's `modal:` section; hyperparameters are never
+restated here. A retry restarts the function, which resumes from the last committed checkpoint.
+
+Secrets are optional: the named ones that exist in the workspace are attached at launch (`wandb` → WANDB_API_KEY,
+`huggingface` → HF_TOKEN); without `wandb` the run logs offline, without `huggingface` only ungated models load.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path, PurePosixPath
+
+import modal
+from modal.exception import NotFoundError
+from pydantic import BaseModel, ConfigDict, Field
+
+from moderation.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PYTHON_VERSION = "3.11"  # the version the pinned sets are resolved and tested for
+PACKAGES = ("moderation", "rewards", "training", "train_grpo")  # what train_grpo.main imports
+HF_CACHE_MOUNT = "/cache"
+DATA_MOUNT = "/data"
+RUNS_MOUNT = "/runs"
+
+
+class ModalSettings(BaseModel):
+    """Where `modal run train_grpo.py` runs a recipe; local runs ignore it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpu: str = Field("H100", description="Modal GPU type (L4, A10G, L40S, A100-80GB, H100, H200, ...)")
+    timeout_s: int = Field(4 * 3600, ge=60, le=24 * 3600, description="wall-clock limit of one attempt, seconds")
+    retries: int = Field(2, ge=0, le=10, description="restarts after a failure; each resumes from the last checkpoint")
+    hf_cache_volume: str = Field("grpo-moderation-hf-cache", description="Volume for model weights (HF cache)")
+    data_volume: str = Field("grpo-moderation-data", description="Volume the dataset is uploaded to before a launch")
+    runs_volume: str = Field("grpo-moderation-runs", description="Volume for runs/<name> (committed per checkpoint)")
+    secrets: list[str] = Field(
+        default_factory=lambda: ["wandb", "huggingface"],
+        description="Modal Secrets attached when they exist; missing ones are skipped (wandb then logs offline)",
+    )
+
+
+def pins(*extras: str, pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
+    """The core dependencies plus the named extras, exactly as pinned in pyproject.toml."""
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    optional = project["optional-dependencies"]
+    return [*project["dependencies"], *(pin for extra in extras for pin in optional[extra])]
+
+
+def gpu_environment(*extras: str) -> modal.Image:
+    """Pinned packages (`gpu` plus `extras`) with caches on the HF volume; local files are added last, by the caller."""
+    return (
+        modal.Image.debian_slim(python_version=PYTHON_VERSION)
+        .pip_install(*pins("gpu", *extras))
+        .env({"HF_HOME": f"{HF_CACHE_MOUNT}/huggingface", "GRPO_MODERATION_CACHE": f"{HF_CACHE_MOUNT}/grpo-moderation"})
+    )
+
+
+def training_image() -> modal.Image:
+    """The GPU environment plus what train_grpo.main needs from the repo (mounted at container start)."""
+    return (
+        gpu_environment()
+        .add_local_file(REPO_ROOT / "pyproject.toml", "/root/pyproject.toml")  # pins() runs in the container too
+        .add_local_dir(REPO_ROOT / "configs", "/root/configs")  # moderation.paths finds policies beside the packages
+        .add_local_python_source(*PACKAGES)
+    )
+
+
+def volume_names(settings: ModalSettings) -> dict[str, str]:
+    """Mount path → volume name, one volume per purpose."""
+    return {
+        HF_CACHE_MOUNT: settings.hf_cache_volume,
+        DATA_MOUNT: settings.data_volume,
+        RUNS_MOUNT: settings.runs_volume,
+    }
+
+
+def volumes(settings: ModalSettings) -> dict[str, modal.Volume]:
+    return {
+        mount: modal.Volume.from_name(name, create_if_missing=True) for mount, name in volume_names(settings).items()
+    }
+
+
+def function_options(settings: ModalSettings, secrets: list[modal.Secret]) -> dict:
+    """The Modal function options a recipe asks for: used by the decorator (defaults) and by `with_options` (recipe)."""
+    return {
+        "gpu": settings.gpu,
+        "timeout": settings.timeout_s,
+        "retries": modal.Retries(max_retries=settings.retries, initial_delay=10.0, backoff_coefficient=2.0),
+        "volumes": volumes(settings),
+        "secrets": secrets,
+    }
+
+
+app = modal.App("grpo-moderation")
+image = training_image()
+
+
+@app.function(image=image, **function_options(ModalSettings(), secrets=[]))
+def train(recipe_json: str) -> str:
+    """The container side: train the forwarded recipe, committing the runs volume after every checkpoint."""
+    import train_grpo
+
+    recipe = train_grpo.Recipe.model_validate_json(recipe_json)
+    in_container = not modal.is_local()  # `.local()` runs (the tests) have no volume to commit
+    callbacks = [commit_callback(volumes(recipe.modal)[RUNS_MOUNT])] if in_container else []
+    return str(train_grpo.main(recipe, callbacks=callbacks))
+
+
+def commit_callback(volume):
+    """A TrainerCallback that commits `volume` after each checkpoint, so a retried container resumes from it."""
+    from transformers import TrainerCallback
+
+    class CommitOnSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            volume.commit()
+
+    return CommitOnSave()
+
+
+# ── the local side ──────────────────────────────────────────────────────────────────────────────────────────────
+
+
+def remote_recipe(recipe):
+    """The recipe as the container sees it: dataset and runs on their volumes, and always resumable (retries)."""
+    if recipe.overwrite:
+        raise UserError(
+            f"overwrite=true is not used on Modal (every attempt resumes): delete the old run with "
+            f"`modal volume rm {recipe.modal.runs_volume} {recipe.name} -r`"
+        )
+    update = {
+        "dataset": str(PurePosixPath(DATA_MOUNT) / recipe.dataset.name),
+        "output_root": RUNS_MOUNT,
+        "resume": True,
+    }
+    return type(recipe).model_validate({**recipe.model_dump(mode="json"), **update})
+
+
+def describe(recipe) -> str:
+    """What a launch would do, for `--dry-run`: resources, volumes, secrets, image pins, the forwarded recipe."""
+    settings, remote = recipe.modal, remote_recipe(recipe)
+    lines = [
+        f"app: {app.name}, function: train, recipe: {recipe.name} (backend {recipe.backend}, model {recipe.model})",
+        f"gpu: {settings.gpu}, timeout: {settings.timeout_s} s per attempt, retries: {settings.retries} (each resumes)",
+        *(f"volume: {name} -> {mount}" for mount, name in volume_names(settings).items()),
+        f"secrets (optional, attached when they exist): {', '.join(settings.secrets) or 'none'}",
+        f"upload: {recipe.dataset}/ -> {settings.data_volume}:/{recipe.dataset.name}/",
+        f"remote recipe: dataset={remote.dataset} output_root={remote.output_root} resume=true",
+        f"image: python {PYTHON_VERSION}, pip: {' '.join(pins('gpu'))}",
+    ]
+    return "\n".join(lines)
+
+
+def upload_dataset(recipe) -> None:
+    """Put the local dataset folder on the data volume (replacing an older copy of the same name)."""
+    volume = modal.Volume.from_name(recipe.modal.data_volume, create_if_missing=True)
+    with volume.batch_upload(force=True) as batch:
+        batch.put_directory(str(recipe.dataset), f"/{recipe.dataset.name}")
+
+
+def available_secrets(names: list[str]) -> list[modal.Secret]:
+    """The named secrets that exist in the workspace; a missing one is reported and skipped."""
+    found = []
+    for name in names:
+        secret = modal.Secret.from_name(name)
+        try:
+            secret.hydrate()
+        except NotFoundError:
+            print(f"no Modal secret {name!r}: continuing without it")
+            continue
+        found.append(secret)
+    return found
+
+
+def launch(recipe, dry_run: bool = False) -> None:
+    """Print the configuration, then (unless `dry_run`) upload the data and train remotely; blocks until done."""
+    print(describe(recipe))
+    if dry_run:
+        return
+    remote = remote_recipe(recipe)
+    upload_dataset(recipe)
+    options = function_options(recipe.modal, available_secrets(recipe.modal.secrets))
+    run_dir = train.with_options(**options).remote(remote.model_dump_json())
+    print(f"done: {run_dir} on volume {recipe.modal.runs_volume}")
+    print(f"fetch it: modal volume get {recipe.modal.runs_volume} {recipe.name} runs/")
