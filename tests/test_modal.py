@@ -192,3 +192,12 @@ def test_remote_body_trains_locally(tiny_recipe, tmp_path):
     run_dir = Path(modal_app.train.local(recipe.model_dump_json()))
     assert run_dir == tmp_path / "tiny"
     assert (run_dir / "merged" / "READY").exists() and (run_dir / "checkpoints" / "checkpoint-1").is_dir()
+
+
+def test_rollout_benchmark_without_vllm_is_one_line():
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    result = subprocess.run(
+        [sys.executable, "benchmarks/rollout.py"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "needs vllm" in result.stderr

@@ -55,12 +55,12 @@ class SharedPrefixRollout:
         prompt_ids = [row[m.bool()].tolist() for row, m in zip(ids[index], mask[index], strict=True)]
         return {
             "prompt_ids": prompt_ids,
-            "completion_ids": [_until_eos(c, trainer.generation_config) for c in completions],
+            "completion_ids": [until_eos(c, trainer.generation_config) for c in completions],
             "logprobs": None,
         }
 
 
-def _until_eos(tokens: list[int], config) -> list[int]:
+def until_eos(tokens: list[int], config) -> list[int]:
     """Cut a completion after its first end token (kept, as TRL's own path does); the rest is padding."""
     eos = config.eos_token_id
     stops = set(eos if isinstance(eos, list) else [eos])
