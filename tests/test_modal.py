@@ -1,6 +1,7 @@
 """The Modal path offline: GPU recipe validation on CPU, the app's construction, and the remote body run locally."""
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -186,11 +187,13 @@ class TestModalApp:
         assert capsys.readouterr().err.startswith("error: ")
 
 
-def test_remote_body_trains_locally(tiny_recipe, tmp_path):
+def test_remote_body_trains_locally(tiny_recipe, tmp_path, monkeypatch):
     """`train.local()` runs the container's function body here: the tiny model, GRPO only, on CPU."""
+    monkeypatch.setenv("WANDB_DIR", "set-by-the-body")
+    monkeypatch.delenv("WANDB_DIR")  # absent while the body runs, restored after the test
     recipe = train_grpo.load_recipe(CPU_RECIPE, tiny_recipe(tmp_path, max_steps=1, **{"sft.enabled": "false"}))
     run_dir = Path(modal_app.train.local(recipe.model_dump_json()))
-    assert run_dir == tmp_path / "tiny"
+    assert run_dir == tmp_path / "tiny" and os.environ["WANDB_DIR"] == str(run_dir)
     assert (run_dir / "merged" / "READY").exists() and (run_dir / "checkpoints" / "checkpoint-1").is_dir()
 
 

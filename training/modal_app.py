@@ -13,6 +13,7 @@ Secrets are optional: the named ones that exist in the workspace are attached at
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path, PurePosixPath
 
@@ -109,6 +110,8 @@ def train(recipe_json: str) -> str:
     import train_grpo
 
     recipe = train_grpo.Recipe.model_validate_json(recipe_json)
+    train_grpo.require_runtime(recipe)  # before the callback imports transformers: Unsloth must patch it first
+    os.environ.setdefault("WANDB_DIR", str(recipe.run_dir))  # offline wandb logs persist on the runs volume
     in_container = not modal.is_local()  # `.local()` runs (the tests) have no volume to commit
     callbacks = [commit_callback(volumes(recipe.modal)[RUNS_MOUNT])] if in_container else []
     return str(train_grpo.main(recipe, callbacks=callbacks))
