@@ -5,7 +5,8 @@ SETUP_DONE := .venv/.setup-done
 RECIPE ?= configs/recipes/cpu-smollm2.yaml
 DATA ?= data/default
 RUN ?= runs/cpu-smollm2
-EVAL_LIMIT ?= 200
+EVAL_LIMIT ?= 100
+EVAL_DATA ?= $(DATA)/dev.parquet
 MODEL ?= $(RUN)
 
 export HF_HUB_OFFLINE ?= 1
@@ -25,7 +26,8 @@ $(SETUP_DONE): pyproject.toml
 	$(PY) -m moderation.models prepare
 	touch $@
 
-# The main job: data → SFT + GRPO on CPU → base vs SFT vs SFT+GRPO (and the keyword baseline) on dev and test.
+# The main job: data → SFT + GRPO on CPU → base vs SFT vs SFT+GRPO (and the keyword baseline) on the first
+# 100 dev rows (EVAL_LIMIT). Full held-out numbers: make eval EVAL_DATA="data/default/dev.parquet data/default/test.parquet" EVAL_LIMIT=100000
 demo: generate_data train eval
 
 zero-shot: setup
@@ -38,7 +40,7 @@ train: setup
 	$(PY) train_grpo.py --recipe $(RECIPE) resume=true
 
 eval: setup
-	$(PY) -m evals suite --models keyword smollm2-135m $(RUN)/sft $(RUN) --data $(DATA)/dev.parquet $(DATA)/test.parquet --out $(RUN)/eval --limit $(EVAL_LIMIT)
+	$(PY) -m evals suite --models keyword smollm2-135m $(RUN)/sft $(RUN) --data $(EVAL_DATA) --out $(RUN)/eval --limit $(EVAL_LIMIT)
 
 robustness: setup
 	$(PY) -m evals robustness --model $(RUN) --data $(DATA)/dev.parquet --limit $(EVAL_LIMIT) --out $(RUN)/robustness
