@@ -229,7 +229,9 @@ def make_tracker(recipe: Recipe, log_dir: Path, rows: list[dict]):
     """A TrainerCallback writing metrics.jsonl and completions.jsonl, and warning when groups carry no signal."""
     from transformers import TrainerCallback
 
-    rows_by_prompt = {row["prompt"][-1]["content"]: row for row in rows}
+    from rewards.registry import completion_text
+
+    rows_by_prompt = {completion_text(row["prompt"]): row for row in rows}
 
     class Tracker(TrainerCallback):
         def __init__(self):
@@ -262,11 +264,11 @@ def make_tracker(recipe: Recipe, log_dir: Path, rows: list[dict]):
             if not logged or not logged.get("completion"):
                 return
             for i, (prompt, completion) in enumerate(zip(logged["prompt"], logged["completion"], strict=True)):
-                row = rows_by_prompt.get(_last_content(prompt), {})
+                row = rows_by_prompt.get(completion_text(prompt), {})
                 record = {
                     "step": step,
                     "group": f"{step}:{i // recipe.num_generations}",
-                    "completion": _last_content(completion),
+                    "completion": completion_text(completion),
                     "rewards": {name: values[i] for name, values in logged["rewards"].items() if i < len(values)},
                     **{key: row.get(key) for key in ("text", "label", "categories")},
                 }
@@ -287,11 +289,6 @@ def learning_signal_advice(logs: dict, recipe: Recipe) -> str:
         cause = f"the task is too easy or too hard for the model (mean reward {reward:.2f}); check the reward mix"
     patience = recipe.zero_std_patience
     return f"most groups have zero reward variance for {patience} logs: no learning signal. Likely: {cause}."
-
-
-def _last_content(message: str | list[dict]) -> str:
-    """The text of a plain prompt/completion, or of the last message of a conversational one."""
-    return message[-1]["content"] if isinstance(message, list) else message
 
 
 def _append_jsonl(path: Path, record: dict) -> None:

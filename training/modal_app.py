@@ -163,8 +163,7 @@ def describe(recipe) -> str:
 
 def upload_dataset(recipe) -> None:
     """Put the local dataset folder on the data volume (replacing an older copy of the same name)."""
-    volume = modal.Volume.from_name(recipe.modal.data_volume, create_if_missing=True)
-    with volume.batch_upload(force=True) as batch:
+    with volumes(recipe.modal)[DATA_MOUNT].batch_upload(force=True) as batch:
         batch.put_directory(str(recipe.dataset), f"/{recipe.dataset.name}")
 
 
