@@ -2,10 +2,13 @@
 
     python -m data_gen build --config configs/data/default.yaml seed=1 size_scale=0.5
 
-Steps: generate → normalise and drop empties → near-duplicate dedup (exact Jaccard, `dedup_threshold`) → cluster what is
-still similar (`leakage_threshold`) so a cluster never straddles splits → stratified split by label, categories and
-source → leakage check (0 cross-split near-duplicates, or the build fails) → parquet + manifest.json + DATA_CARD.md +
-PNGs, each written atomically. Same config and seed → byte-identical files (timings go to build_log.json).
+Steps: mark a share of the requests (dev_fraction + test_fraction of each group) as held out → generate (held-out
+requests draw from held-out phrase pools that train requests never see, so dev/test measure unseen wording) →
+normalise and drop empties → near-duplicate dedup (exact Jaccard, `dedup_threshold`) → drop held-out rows still similar
+(`leakage_threshold`) to a train row → cluster what is still similar so a cluster never straddles splits → train rows to
+train, held-out rows to dev/test stratified by label, categories and source → leakage check (0 cross-split
+near-duplicates, or the build fails) → parquet + manifest.json + DATA_CARD.md + PNGs, each written atomically. Same
+config and seed → byte-identical files (timings go to build_log.json).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from data_gen.dedup import clusters, near_duplicate_pairs
 from data_gen.importer import read_records
 from data_gen.io import atomic_write_bytes, atomic_write_text, ensure_writable_dir, sha256_file
 from data_gen.scrape import listing_text
-from data_gen.synth import Generated, OpenAIBackend, OpenAIConfig, Request, TemplateBackend, seed_listings
+from data_gen.synth import Generated, OpenAIBackend, OpenAIConfig, Request, TemplateBackend, hold_out, seed_listings
 from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle
 from moderation.config import load_config
 from moderation.errors import UserError
@@ -85,6 +88,12 @@ class BuildConfig(BaseModel):
     leakage_threshold: float = Field(0.5, gt=0, le=1, description="rows this similar always share a split")
     dev_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of rows in dev (by stratum)")
     test_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of rows in test (by stratum)")
+    held_out_phrases: float = Field(
+        0.3,
+        ge=0,
+        lt=1,
+        description="share of each phrase list (titles, pitches, details, slot values) kept for dev/test",
+    )
     min_train_disallowed_per_category: int = Field(150, ge=0, description="fail the build below this (0: no check)")
 
     @model_validator(mode="after")
@@ -105,7 +114,17 @@ def row_id(source: str, text: str) -> str:
     return hashlib.sha1(f"{source}\n{text}".encode()).hexdigest()[:16]
 
 
-def make_row(text: str, label: str, categories: list[str], source: str, generator: str, rationale: str, near: str = ""):
+def make_row(
+    text: str,
+    label: str,
+    categories: list[str],
+    source: str,
+    generator: str,
+    rationale: str,
+    near: str = "",
+    held_out: bool | None = None,
+):
+    """One dataset row; `held_out` (not written) says it goes to dev/test, None: decided later by hash of its text."""
     return {
         "text": text,
         "label": label,
@@ -114,6 +133,7 @@ def make_row(text: str, label: str, categories: list[str], source: str, generato
         "generator": generator,
         "rationale": rationale,
         "near_category": near,
+        "held_out": held_out,
     }
 
 
@@ -123,9 +143,8 @@ def _generated_rows(items: list[Generated], source: str) -> list[dict]:
         disallowed = g.request.kind == "disallowed"
         near = "" if disallowed or not g.request.categories else g.request.categories[0]
         cats = list(g.request.categories) if disallowed else []
-        rows.append(
-            make_row(g.text, "disallow" if disallowed else "allow", cats, source, g.generator, g.rationale, near)
-        )
+        label = "disallow" if disallowed else "allow"
+        rows.append(make_row(g.text, label, cats, source, g.generator, g.rationale, near, g.request.held_out))
     return rows
 
 
@@ -172,26 +191,30 @@ def requests_for(categories: list[str], config: BuildConfig) -> list[Request]:
 
 
 def assign_splits(rows: list[dict], cluster_of: list[int], config: BuildConfig) -> None:
-    """Stratified split by (label, categories, source, near_category); whole similarity clusters move together."""
+    """Train rows go to train; held-out rows to dev or test, stratified by (label, categories, source, near_category),
+    whole similarity clusters together. The caller makes sure no cluster mixes train and held-out rows."""
     members: dict[int, list[int]] = defaultdict(list)
     for index, cluster in enumerate(cluster_of):
         members[cluster].append(index)
     strata: dict[tuple, list[int]] = defaultdict(list)
     for cluster, indices in members.items():
         first = rows[indices[0]]
+        if not first["held_out"]:
+            for index in indices:
+                rows[index]["split"] = "train"
+            continue
         # multi-label rows form one stratum: per-pair strata would be too small to reach dev and test
         cats = tuple(first["categories"]) if len(first["categories"]) < 2 else ("multi",)
         strata[(first["label"], cats, first["source"], first["near_category"])].append(cluster)
-    fractions = {"train": 1 - config.dev_fraction - config.test_fraction, "dev": config.dev_fraction}
-    fractions["test"] = config.test_fraction
+    fractions = {"dev": config.dev_fraction, "test": config.test_fraction}
     for key in sorted(strata):
         group = sorted(strata[key])
         random.Random(f"{config.seed}:split:{key}").shuffle(group)
         total = sum(len(members[c]) for c in group)
-        filled = dict.fromkeys(SPLITS, 0)
+        filled = dict.fromkeys(fractions, 0)
         for cluster in group:
             # the split furthest below its target share takes the next cluster
-            split = max(SPLITS, key=lambda s: (fractions[s] * total - filled[s], -SPLITS.index(s)))
+            split = max(fractions, key=lambda s: (fractions[s] * total - filled[s], s == "dev"))
             filled[split] += len(members[cluster])
             for index in members[cluster]:
                 rows[index]["split"] = split
@@ -262,12 +285,15 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
         rows += read_jsonl_rows(path, "imported", policy)
     for path in config.scraped:
         rows += [r | {"label": "allow", "categories": []} for r in read_jsonl_rows(path, "scraped", policy)]
-    rows += _generated_rows(seed_listings(seed_lexicon, shared, config.seed_listings, config.seed), "seed")
+    eval_fraction = config.dev_fraction + config.test_fraction
+    seeds = [Request(f"seed/{i:05d}", "seed", ()) for i in range(config.seed_listings)]
+    seeds = hold_out(seeds, eval_fraction, config.seed)
+    rows += _generated_rows(seed_listings(seed_lexicon, shared, seeds, config.seed, config.held_out_phrases), "seed")
     if config.backend == "openai":
         backend = OpenAIBackend(policy, config.openai, config.seed, cache_dir())
     else:
-        backend = TemplateBackend(policy, policy_lexicon, shared, config.seed)
-    generated = backend.generate(requests_for(categories, config))
+        backend = TemplateBackend(policy, policy_lexicon, shared, config.seed, config.held_out_phrases)
+    generated = backend.generate(hold_out(requests_for(categories, config), eval_fraction, config.seed))
     rows += _generated_rows([g for g in generated if g.request.kind == "hard_negative"], "hard_negative")
     rows += _generated_rows([g for g in generated if g.request.kind == "disallowed"], "synthetic")
     lap("generate")
@@ -278,6 +304,8 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
     for row in rows:
         row["text"] = normalise(row["text"])
         row["id"] = row_id(row["source"], row["text"])
+        if row["held_out"] is None:  # scraped / imported rows: held out by hash of their id
+            row["held_out"] = hashlib.sha1(f"{config.seed}:{row['id']}".encode()).digest()[0] < 256 * eval_fraction
     rows = [r for r in rows if r["text"]]
     empties = generated_count - len(rows)
     rows.sort(
@@ -290,6 +318,13 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
         if score >= config.dedup_threshold and i not in dropped:
             dropped.add(j)
     dropped_by_source = Counter(rows[j]["source"] for j in dropped)
+    # a held-out row similar to a train row would carry train wording into dev/test: drop it
+    similar_to_train = {
+        i if rows[i]["held_out"] else j
+        for i, j, _ in pairs
+        if rows[i]["held_out"] != rows[j]["held_out"] and not {i, j} & dropped
+    }
+    dropped |= similar_to_train
     keep = [i for i in range(len(rows)) if i not in dropped]
     remap = {old: new for new, old in enumerate(keep)}
     rows = [rows[i] for i in keep]
@@ -328,7 +363,8 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
     stats = {
         "generated": generated_count,
         "dropped_empty": empties,
-        "dropped_near_duplicates": len(dropped),
+        "dropped_near_duplicates": len(dropped) - len(similar_to_train),
+        "dropped_held_out_similar_to_train": len(similar_to_train),
         "dropped_near_duplicates_by_source": dict(sorted(dropped_by_source.items())),
         "similar_pairs_kept_together": len(kept_pairs),
         "cross_split_near_duplicates": len(cross),

@@ -9,7 +9,8 @@ Two backends behind one interface, `Backend.generate(requests) -> list[Generated
   and cost counts for the manifest. Malformed answers are counted and skipped, never written.
 
 Every request carries a stable key, and each listing is generated from a RNG seeded by (seed, key), so the output does
-not depend on order or concurrency.
+not depend on order or concurrency. A `held_out` request is meant for dev/test: the template backend then draws only
+from the held-out phrase pools (see `Kind.side`), which train requests never use.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import random
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -39,12 +40,13 @@ from data_gen.templates import (
     combine,
     fallback_kinds,
     fill,
+    pick_slots,
     render,
 )
 from moderation.errors import UserError
 from moderation.policy import Policy
 
-RequestKind = Literal["disallowed", "hard_negative"]
+RequestKind = Literal["disallowed", "hard_negative", "seed"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,19 @@ class Request:
     key: str
     kind: RequestKind
     categories: tuple[str, ...]
+    held_out: bool = False
+
+
+def hold_out(requests: list[Request], fraction: float, seed: int) -> list[Request]:
+    """Mark round(fraction × n) requests of each (kind, categories) group as held out for dev/test, chosen by hash."""
+    groups: dict[tuple, list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault((request.kind, request.categories), []).append(index)
+    chosen: set[int] = set()
+    for indices in groups.values():
+        ranked = sorted(indices, key=lambda i: hashlib.sha1(f"{seed}:{requests[i].key}".encode()).digest())
+        chosen.update(ranked[: round(fraction * len(indices))])
+    return [replace(r, held_out=i in chosen) for i, r in enumerate(requests)]
 
 
 @dataclass(frozen=True)
@@ -75,21 +90,32 @@ def rng_for(seed: int, key: str) -> random.Random:
 
 
 class TemplateBackend:
-    """Offline compositional generator."""
+    """Offline compositional generator. `held_out_phrases`: share of each phrase pool kept for held-out requests."""
 
-    def __init__(self, policy: Policy, lexicon: PolicyLexicon, shared: SharedStyle, seed: int):
+    def __init__(
+        self, policy: Policy, lexicon: PolicyLexicon, shared: SharedStyle, seed: int, held_out_phrases: float = 0.0
+    ):
         self.policy, self.lexicon, self.shared, self.seed = policy, lexicon, shared, seed
-        self._kinds: dict[str, CategoryKinds] = {}
+        self.held_out_phrases = held_out_phrases
+        self.kinds: dict[str, CategoryKinds] = {}
         for category in policy.categories:
             own = fallback_kinds(category)  # the policy's own examples always take part
             extra = lexicon.categories.get(category.id)
             if extra is None:
-                self._kinds[category.id] = own
+                self.kinds[category.id] = own
             else:
-                self._kinds[category.id] = CategoryKinds(
+                self.kinds[category.id] = CategoryKinds(
                     offers=[*extra.offers, *own.offers[:1]],
                     hard_negatives=[*extra.hard_negatives, *own.hard_negatives[:1]],
                 )
+        # (held_out) → the phrase pools of that side, per category, and the lexicon-wide slots
+        self._sides = {
+            h: (
+                {c: k.side(h, seed, held_out_phrases) for c, k in self.kinds.items()},
+                pick_slots(lexicon.slots, h, seed, held_out_phrases),
+            )
+            for h in (False, True)
+        }
         self.covered = sorted(set(lexicon.categories) & set(policy.category_ids))
 
     def generate(self, requests: list[Request]) -> list[Generated]:
@@ -98,26 +124,33 @@ class TemplateBackend:
     def _one(self, request: Request) -> Generated:
         rng = rng_for(self.seed, request.key)
         pool = "offers" if request.kind == "disallowed" else "hard_negatives"
+        side, slots = self._sides[request.held_out]
         specs = []
         for category_id in request.categories:
-            kinds = getattr(self._kinds[category_id], pool)
-            specs.append(fill(rng.choice(kinds), rng, self.lexicon.slots))
+            specs.append(fill(rng.choice(getattr(side[category_id], pool)), rng, slots))
         spec = specs[0] if len(specs) == 1 else combine(specs[0], specs[1])
         text, style = render(spec, rng, self.shared)
         return Generated(request, text, spec.why, f"template/{pool}/{style}")
 
     def stats(self) -> dict:
-        return {"backend": "template", "lexicon_categories": self.covered}
+        return {"backend": "template", "lexicon_categories": self.covered, "held_out_phrases": self.held_out_phrases}
 
 
-def seed_listings(lexicon: SeedLexicon, shared: SharedStyle, n: int, seed: int) -> list[Generated]:
-    """The allowed seed corpus: `n` ordinary listings, kinds drawn round-robin so every product type is present."""
+def seed_listings(
+    lexicon: SeedLexicon, shared: SharedStyle, requests: list[Request], seed: int, held_out_phrases: float = 0.0
+) -> list[Generated]:
+    """The allowed seed corpus, one listing per request, kinds drawn round-robin so every product type is present."""
+    fraction = held_out_phrases
+    sides = {
+        h: ([k.side(h, seed, fraction) for k in lexicon.kinds], pick_slots(lexicon.slots, h, seed, fraction))
+        for h in (False, True)
+    }
     out = []
-    for i in tqdm(range(n), desc="seed listings", leave=False):
-        request = Request(f"seed/{i:05d}", "hard_negative", ())
+    for i, request in enumerate(tqdm(requests, desc="seed listings", leave=False)):
         rng = rng_for(seed, request.key)
-        kind = lexicon.kinds[i % len(lexicon.kinds)]
-        spec = fill(kind, rng, lexicon.slots)
+        kinds, slots = sides[request.held_out]
+        kind = kinds[i % len(kinds)]
+        spec = fill(kind, rng, slots)
         text, style = render(spec, rng, shared)
         out.append(Generated(request, text, spec.why, f"template/seed/{kind.kind.replace(' ', '_')}/{style}"))
     return out

@@ -7,10 +7,15 @@ the content does. Kinds live in YAML lexicons (configs/data/lexicon/), not in co
     titles/pitches/details: text with {slots}; one value per slot is drawn per listing and reused everywhere in it
     why: the rationale, built from the same slots, so it cites this listing's own content
     slots: values per slot (a kind's own, else the lexicon file's `slots`)
+
+Held-out phrasings: `Kind.side(held_out, ...)` keeps a hash-chosen share of every title, pitch, detail and slot-value
+list for dev/test only, so eval listings use wording the training listings never show. A phrase is hashed on its own
+text, so it lands on the same side in every list it appears in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import string
@@ -38,12 +43,28 @@ class Kind(BaseModel):
     tags: list[str] = Field(default_factory=list)
     slots: dict[str, list[str]] = Field(default_factory=dict)
 
+    def side(self, held_out: bool, seed: int, fraction: float) -> Kind:
+        """This kind with only the train-side (held_out=False) or the eval-side phrases of each list."""
+        lists = {f: pick(getattr(self, f), held_out, seed, fraction) for f in ("titles", "pitches", "details")}
+        for name in slot_names(self.why):
+            # the rationale must cite what the listing shows: a slot left with no phrase showing it gets them all back
+            if not any(name in slot_names(t) for phrases in lists.values() for t in phrases):
+                for f, phrases in lists.items():
+                    phrases += [t for t in getattr(self, f) if name in slot_names(t) and t not in phrases]
+        return self.model_copy(update={**lists, "slots": pick_slots(self.slots, held_out, seed, fraction)})
+
 
 class CategoryKinds(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     offers: list[Kind] = Field(min_length=1)
     hard_negatives: list[Kind] = Field(min_length=1)
+
+    def side(self, held_out: bool, seed: int, fraction: float) -> CategoryKinds:
+        return CategoryKinds(
+            offers=[k.side(held_out, seed, fraction) for k in self.offers],
+            hard_negatives=[k.side(held_out, seed, fraction) for k in self.hard_negatives],
+        )
 
 
 class SharedStyle(BaseModel):
@@ -76,6 +97,42 @@ class PolicyLexicon(BaseModel):
     categories: dict[str, CategoryKinds] = Field(default_factory=dict)
 
 
+def _held_out_score(text: str, seed: int) -> float:
+    digest = hashlib.sha1(f"{seed}:{text.strip().lower()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def held_out_mask(items: list[str], seed: int, fraction: float) -> list[bool]:
+    """Which items are eval-only: those whose hash falls below `fraction`, with at least one item on each side of a
+    list of two or more (the item nearest the threshold moves). A single item serves both sides."""
+    scores = [_held_out_score(t, seed) for t in items]
+    mask = [s < fraction for s in scores]
+    if len(items) >= 2 and fraction > 0 and len(set(mask)) == 1:
+        move = (max if mask[0] else min)(range(len(items)), key=scores.__getitem__)
+        mask[move] = not mask[move]
+    return mask
+
+
+def pick(items: list[str], held_out: bool, seed: int, fraction: float, by: list[str] | None = None) -> list[str]:
+    """The items of one side (see `held_out_mask`, computed on `by` when given); a one-item list is shared."""
+    if len(items) < 2 or fraction <= 0:
+        return list(items)
+    mask = held_out_mask(by or items, seed, fraction)
+    return [t for t, m in zip(items, mask, strict=True) if m == held_out]
+
+
+def pick_slots(slots: dict[str, list[str]], held_out: bool, seed: int, fraction: float) -> dict[str, list[str]]:
+    """`pick` for every slot. {x} and {x_title} are parallel lists (a topic and its title): both are cut to the shorter
+    one's length and split by {x}'s values, so a topic and its title stay on the same side."""
+    out = {}
+    for name, pool in slots.items():
+        family = name.removesuffix("_title")
+        pair = [slots[k] for k in (family, f"{family}_title") if k in slots]
+        n = min(len(p) for p in pair)
+        out[name] = pick(pool[:n], held_out, seed, fraction, by=pair[0][:n])
+    return out
+
+
 def slot_names(text: str) -> list[str]:
     return [name for _, name, _, _ in _FORMATTER.parse(text) if name]
 
@@ -105,6 +162,8 @@ def fill(kind: Kind, rng: random.Random, extra_slots: dict[str, list[str]] | Non
                 details.append(rng.choice(carriers))
             elif titles := [t for t in kind.titles if name in slot_names(t)]:
                 title = rng.choice(titles)
+            elif pitches := [p for p in kind.pitches if name in slot_names(p)]:
+                pitch = rng.choice(pitches)
             shown = " ".join([title, pitch, *details])
     parts = [title, pitch, kind.why, *details]
     names = sorted({n for part in parts for n in slot_names(part)})
