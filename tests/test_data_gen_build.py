@@ -16,7 +16,7 @@ from data_gen.build import SCHEMA, BuildConfig, build, normalise
 from data_gen.dedup import clusters, near_duplicate_pairs
 from data_gen.importer import main as import_main
 from data_gen.synth import Request, TemplateBackend
-from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, pick_slots
+from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, pick_slots, slot_names
 from moderation.config import load_config, parse_overrides
 from moderation.errors import UserError
 from moderation.paths import CONFIGS
@@ -231,6 +231,15 @@ class TestTemplates:
         out = backend.generate(requests)
         assert all(g.text and g.rationale for g in out)
         assert len({g.text for g in out}) == len(out)
+
+    def test_every_kind_can_cite_its_rationale(self, backend):
+        # each slot a rationale names is shown by some title, pitch or detail on both sides, and every slot has values
+        for category in backend.kinds.values():
+            for kind in category.offers + category.hard_negatives:
+                for side in (kind.side(False, 0, 0.3), kind.side(True, 0, 0.3)):
+                    shown = {n for t in side.titles + side.pitches + side.details for n in slot_names(t)}
+                    assert set(slot_names(kind.why)) <= shown, kind.titles[0]
+                    assert all(side.slots.get(n) or backend.lexicon.slots.get(n) for n in shown), kind.titles[0]
 
     def test_same_key_same_listing(self, backend):
         request = Request("x/iptv/1", "disallowed", ("iptv",))
