@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Literal
 
 Decision = Literal["allow", "disallow"]
@@ -127,7 +128,9 @@ def parse(text: object, known_categories: Iterable[str] | None = None) -> Verdic
         if names:
             return Verdict(None, reasoning=reasoning, status=Status.ALLOW_WITH_CATEGORIES)
         return Verdict(ALLOW, (), reasoning, _layout_status(text, reasoning_blocks, answer))
-    known = None if known_categories is None else set(known_categories)
+    known = known_categories
+    if known is not None and not isinstance(known, (set, frozenset)):
+        known = set(known)
     categories = tuple(n for n in names if known is None or n in known)
     unknown = tuple(n for n in names if known is not None and n not in known)
     if unknown:
@@ -156,6 +159,7 @@ def _blocks(tags: list[tuple[int, int, bool, str]], name: str) -> list[Block]:
     return blocks
 
 
+@lru_cache(maxsize=4096)  # a model repeats the same few answer tails: memoise their normalisation
 def _split_categories(tail: str | None) -> tuple[str, ...]:
     if not tail:
         return ()

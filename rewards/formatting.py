@@ -86,8 +86,8 @@ class FormatPartial(_FormatReward):
         if not isinstance(text, str):
             return 0.0
         lower = text.lower()
-        counts = [lower.count(tag) for tag in _TAGS]
-        score = self.tag_credit * sum(c == 1 for c in counts)
+        counts = list(map(lower.count, _TAGS))
+        score = self.tag_credit * counts.count(1)
         close_reasoning, open_answer = lower.find("</reasoning>"), lower.find("<answer>")
         if counts[1] == 1 and counts[2] == 1 and close_reasoning < open_answer:
             score += self.order_credit

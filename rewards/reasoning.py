@@ -10,6 +10,7 @@ one thing ten times scores low, while quoting the listing as evidence inside rea
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
@@ -18,9 +19,18 @@ from moderation.errors import UserError
 from rewards.registry import Reward, parsed, register
 
 _WORD = re.compile(r"\w+")
+_ASCII_NON_WORD = bytes(c for c in range(128) if chr(c) not in string.ascii_letters + string.digits + "_")
+# Lowercases ASCII letters and blanks every ASCII character `\w` does not match, so `split()` yields the `\w+` runs.
+_ASCII_WORDS = bytes.maketrans(
+    string.ascii_uppercase.encode() + _ASCII_NON_WORD, string.ascii_lowercase.encode() + b" " * len(_ASCII_NON_WORD)
+)
 
 
 def words(text: str) -> list[str]:
+    """The lowercased `\\w+` runs of `text`. ASCII text (nearly all of it) takes a bytes translate, about 2x faster
+    than the regex and the same words."""
+    if text.isascii():
+        return text.encode().translate(_ASCII_WORDS).decode().split()
     return _WORD.findall(text.lower())
 
 
@@ -44,7 +54,7 @@ def padding_words(tokens: list[str], listing_grams: frozenset[tuple[str, ...]], 
     padded = covered_until = 0
     for i, gram in enumerate(ngrams(tokens, n)):
         if gram in listing_grams or (repeats and gram in seen):
-            padded += i + n - max(i, covered_until)
+            padded += n if i >= covered_until else i + n - covered_until  # not max(): a builtin call per word is slow
             covered_until = i + n
         seen.add(gram)
     return padded

@@ -46,7 +46,8 @@ class Reward:
     def __call__(self, completions: Sequence[Any], **columns: Any) -> list[float | None]:
         texts = completion_texts(completions)
         values = [require_column(self.name, columns, column, len(texts)) for column in self.columns]
-        return [self.score(text, *row) for text, *row in zip(texts, *values, strict=True)]
+        score = self.score
+        return [score(*row) for row in zip(texts, *values, strict=True)]
 
     def score(self, text: Any, *row: Any) -> float | None:
         raise NotImplementedError

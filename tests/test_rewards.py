@@ -4,6 +4,7 @@
 import json
 import math
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 import rewards
 from moderation.errors import UserError
 from moderation.verdict import render
+from rewards.reasoning import words
 
 CASES = json.loads((Path(__file__).parent / "cases" / "rewards_cases.json").read_text())
 
@@ -170,6 +172,12 @@ class TestReasoningLength:
     def test_bad_band_is_a_user_error(self, policy):
         with pytest.raises(UserError, match="min_words"):
             build("reasoning_length", policy, min_words=10, max_words=5)
+
+    @settings(max_examples=300, deadline=None)
+    @given(text=st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=80) | st.text(max_size=40))
+    def test_words_are_the_lowercased_word_runs(self, text):
+        """`words` takes a bytes-translate shortcut on ASCII text; it must match the `\\w+` definition exactly."""
+        assert words(text) == re.findall(r"\w+", text.lower())
 
 
 class TestRegistry:
