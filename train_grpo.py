@@ -104,7 +104,8 @@ class Recipe(BaseModel):
     per_device_train_batch_size: int = Field(8, ge=1, description="completions per device per step")
     gradient_accumulation_steps: int = Field(1, ge=1, description="gradient accumulation steps")
     rollout: Literal["shared_prefix", "trl"] = Field(
-        "shared_prefix", description="shared_prefix: prefill each prompt once per group; trl: TRL's own generate"
+        "shared_prefix",
+        description="shared_prefix: each prompt runs once per group, in rollouts and in the loss; trl: TRL's own path",
     )
     use_vllm: bool = Field(False, description="generate rollouts with vLLM through TRL (GPU; needs rollout=trl)")
     vllm_mode: Literal["colocate", "server"] = Field(
@@ -418,6 +419,7 @@ def run_grpo(
 
     import rewards
     from training.rollout import SharedPrefixRollout
+    from training.shared_prefix import SharedPrefixGRPOTrainer
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental in TRL 1.x
     checkpoints = recipe.run_dir / "checkpoints"
@@ -457,7 +459,8 @@ def run_grpo(
     else:
         model = AutoModelForCausalLM.from_pretrained(str(start_path), dtype="float32")
         peft_config = lora_config(recipe, model.config.num_hidden_layers)
-    trainer = GRPOTrainer(
+    shared_prefix = recipe.rollout == "shared_prefix"
+    trainer = (SharedPrefixGRPOTrainer if shared_prefix else GRPOTrainer)(
         model=model,
         reward_funcs=rewards.build_rewards(recipe.reward_funcs, policy, recipe.reward_params),
         args=args,
@@ -465,7 +468,7 @@ def run_grpo(
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[tracker, *callbacks],
-        rollout_func=SharedPrefixRollout() if recipe.rollout == "shared_prefix" else None,
+        rollout_func=SharedPrefixRollout() if shared_prefix else None,
     )
     tracker.trainer = trainer
     last = get_last_checkpoint(str(checkpoints)) if recipe.resume and checkpoints.is_dir() else None

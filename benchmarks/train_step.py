@@ -4,7 +4,8 @@
 
 baseline: GRPOConfig defaults (bf16 autocast, gradient checkpointing, TRL's generate) with only the shared settings
           below set, plus use_cpu where there is no GPU (TRL's bf16 default refuses to start on CPU without it).
-ours:     fp32, no gradient checkpointing, shared-prefix rollouts (training/rollout.py), as in the CPU recipe.
+rollout:  fp32, no gradient checkpointing, shared-prefix rollouts (training/rollout.py); TRL's loss forward.
+ours:     as rollout, plus the shared-prefix loss forward (training/shared_prefix.py), as in the CPU recipe.
 Shared:   the policy's own examples as prompts (compact CPU prompt), 4 generations × 8 completions, 64 new tokens,
           the recipe's rewards, LoRA r16 all-linear, same seed. Each variant runs in its own process, so the peak RSS
           printed is its own.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+VARIANTS = ["baseline", "rollout", "ours"]
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "recipes" / "cpu-smollm2.yaml"
 
 
@@ -42,6 +44,7 @@ def run_variant(variant: str, model_name: str, steps: int, warmup: int, queue) -
     from moderation.policy import load_policy
     from moderation.prompt import build_messages
     from training.rollout import SharedPrefixRollout
+    from training.shared_prefix import SharedPrefixGRPOTrainer
 
     recipe = load_config(train_grpo.Recipe, RECIPE)
     policy = load_policy(recipe.policy)
@@ -77,7 +80,7 @@ def run_variant(variant: str, model_name: str, steps: int, warmup: int, queue) -
         seed=recipe.seed,
         logging_steps=1,
     )
-    ours = variant == "ours"
+    ours = variant != "baseline"
     if ours:
         extra = dict(gradient_checkpointing=False, **train_grpo.device_kwargs())
     else:
@@ -85,7 +88,7 @@ def run_variant(variant: str, model_name: str, steps: int, warmup: int, queue) -
     torch.manual_seed(recipe.seed)
     timer = StepTimer()
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
-    trainer = GRPOTrainer(
+    trainer = (SharedPrefixGRPOTrainer if variant == "ours" else GRPOTrainer)(
         model=model,
         reward_funcs=rewards.build_rewards(recipe.reward_funcs, policy, recipe.reward_params),
         args=GRPOConfig(**shared, **extra),
@@ -112,11 +115,14 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--steps", type=int, default=1, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=0, help="untimed steps first")
+    parser.add_argument(
+        "--variants", nargs="+", default=VARIANTS, choices=VARIANTS, help="which to run (ratio: ours/baseline)"
+    )
     args = parser.parse_args()
 
     context = multiprocessing.get_context("spawn")
     results = {}
-    for variant in ("baseline", "ours"):
+    for variant in args.variants:
         queue = context.Queue()
         process = context.Process(target=run_variant, args=(variant, args.model, args.steps, args.warmup, queue))
         process.start()
@@ -125,10 +131,11 @@ def main() -> None:
         r = results[variant]
         steps = ", ".join(f"{t:.1f}" for t in r["steps"])
         print(f"{variant:9s} {r['s_per_step']:.2f} s/step  (steps: {steps})  peak RSS {r['peak_rss_gb']:.2f} GB")
-    ratio = results["ours"]["s_per_step"] / results["baseline"]["s_per_step"]
-    print(f"baseline: {results['baseline']['s_per_step']:.2f} s/step")
-    print(f"ours:     {results['ours']['s_per_step']:.2f} s/step")
-    print(f"ratio:    {ratio:.2f}x of baseline time ({1 / ratio:.2f}x faster)")
+    for variant, r in results.items():
+        print(f"{variant + ':':9s} {r['s_per_step']:.2f} s/step")
+    if {"baseline", "ours"} <= results.keys():
+        ratio = results["ours"]["s_per_step"] / results["baseline"]["s_per_step"]
+        print(f"ratio:    {ratio:.2f}x of baseline time ({1 / ratio:.2f}x faster)")
     print(json.dumps({k: {**v, "steps": None} for k, v in results.items()}))
 
 

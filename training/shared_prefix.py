@@ -1,0 +1,90 @@
+"""GRPO loss forward that runs each group's prompt through the model once instead of once per completion.
+
+TRL scores a batch as `num_generations` copies of every prompt, each followed by its own completion. A moderation
+prompt is ~250 tokens and an answer ~40, so ~85% of the policy forward and backward is the same prompt again. Here the
+unique prompts go through the model once (with gradients), their KV cache is repeated for the group, and only the
+completion tokens run per row. The log-probabilities are the same quantity TRL computes; positions follow the
+attention mask, as in generation, so left-padded prompts are scored exactly as they were sampled.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+from trl import GRPOTrainer
+from trl.trainer.utils import selective_log_softmax_and_entropy
+
+
+def unique_group_prompts(input_ids: torch.Tensor, prompt_length: int, group_size: int) -> torch.Tensor | None:
+    """Row indices of one prompt per group when every group of `group_size` consecutive rows shares it, else None."""
+    rows = input_ids.size(0)
+    if group_size < 2 or rows % group_size:
+        return None
+    prompts = input_ids[:, :prompt_length].view(rows // group_size, group_size, prompt_length)
+    if not torch.equal(prompts, prompts[:, :1].expand_as(prompts)):
+        return None
+    return torch.arange(0, rows, group_size, device=input_ids.device)
+
+
+def grouped_logps_and_entropies(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_length: int,
+    firsts: torch.Tensor,
+    temperature: float,
+    entropy_requires_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs and entropies of the last `completion_length` tokens, prefilling each prompt once."""
+    group_size = input_ids.size(0) // firsts.numel()
+    prompt_length = input_ids.size(1) - completion_length
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    prefix = model(
+        input_ids=input_ids[firsts, :prompt_length],
+        attention_mask=attention_mask[firsts, :prompt_length],
+        position_ids=positions[firsts, :prompt_length],
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache.batch_repeat_interleave(group_size)
+    completion_ids = input_ids[:, prompt_length:]
+    rest = model(
+        input_ids=completion_ids[:, :-1],
+        attention_mask=attention_mask[:, :-1],
+        position_ids=positions[:, prompt_length:-1],
+        past_key_values=cache,
+        use_cache=True,
+    )
+    logits = torch.cat([prefix.logits.repeat_interleave(group_size, dim=0), rest.logits], dim=1)
+    return selective_log_softmax_and_entropy(
+        logits, completion_ids, entropy_requires_grad=entropy_requires_grad, temperature=temperature
+    )
+
+
+class SharedPrefixGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer whose policy forward shares each group's prompt; anything it cannot group goes to TRL's path."""
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        extras = {key for key, value in kwargs.items() if value not in (None, False)} - {
+            "batch_size",
+            "compute_entropy",
+        }
+        firsts = None
+        if not (args or extras):  # images, MoE aux loss: TRL's path
+            firsts = unique_group_prompts(input_ids, input_ids.size(1) - logits_to_keep, self.num_generations)
+        if firsts is None:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        logps, entropies = grouped_logps_and_entropies(
+            model,
+            input_ids,
+            attention_mask,
+            logits_to_keep,
+            firsts,
+            self.temperature,
+            entropy_requires_grad=getattr(self, "_entropy_bonus_enabled", True),
+        )
+        return logps, (entropies if kwargs.get("compute_entropy") else None), None
