@@ -4,13 +4,13 @@ import torch
 from trl.trainer.utils import selective_log_softmax
 
 from moderation.models import load_model
-from training.shared_prefix import grouped_logps_and_entropies, unique_group_prompts
+from training.shared_prefix import grouped_logps_and_entropies, shared_prompts
 
 GROUP = 3
 
 
 def padded_batch(tokenizer):
-    """Two prompts of different lengths (left-padded), three completions each (right-padded), as TRL batches them."""
+    """Two prompts of different lengths (left-padded), three completions each (right-padded), shuffled as TRL does."""
     prompts = ["short listing", "a rather longer listing about presets and templates for designers"]
     completions = ["<answer>ALLOW</answer>", "DISALLOW: iptv", "ok", "no", "<reasoning>fine</reasoning>", "x y z"]
     p = tokenizer(prompts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
@@ -19,7 +19,8 @@ def padded_batch(tokenizer):
     prompt_mask = p["attention_mask"].repeat_interleave(GROUP, dim=0)
     input_ids = torch.cat([prompt_ids, c["input_ids"]], dim=1)
     attention_mask = torch.cat([prompt_mask, c["attention_mask"]], dim=1)
-    return input_ids, attention_mask, c["input_ids"].size(1)
+    order = torch.tensor([4, 0, 2, 5, 1, 3])
+    return input_ids[order], attention_mask[order], c["input_ids"].size(1)
 
 
 def row_by_row_logps(model, input_ids, attention_mask, completion_length, temperature):
@@ -33,8 +34,10 @@ def test_grouped_logps_and_gradients_match_row_by_row(tiny_model_dir):
     model, tokenizer = load_model(tiny_model_dir)
     model.train()
     input_ids, attention_mask, completion_length = padded_batch(tokenizer)
-    firsts = unique_group_prompts(input_ids, input_ids.size(1) - completion_length, GROUP)
-    assert firsts.tolist() == [0, 3]
+    groups = shared_prompts(input_ids, input_ids.size(1) - completion_length)
+    firsts, inverse = groups
+    prompt_length = input_ids.size(1) - completion_length
+    assert firsts.numel() == 2 and torch.equal(input_ids[firsts[inverse], :prompt_length], input_ids[:, :prompt_length])
     mask = attention_mask[:, -completion_length:].bool()
 
     expected = row_by_row_logps(model, input_ids, attention_mask, completion_length, 0.8)
@@ -43,7 +46,7 @@ def test_grouped_logps_and_gradients_match_row_by_row(tiny_model_dir):
     model.zero_grad()
 
     logps, entropies = grouped_logps_and_entropies(
-        model, input_ids, attention_mask, completion_length, firsts, 0.8, entropy_requires_grad=False
+        model, input_ids, attention_mask, completion_length, *groups, 0.8, entropy_requires_grad=False
     )
     logps[mask].sum().backward()
 
@@ -53,9 +56,8 @@ def test_grouped_logps_and_gradients_match_row_by_row(tiny_model_dir):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
 
 
-def test_rows_that_do_not_share_a_prompt_are_not_grouped(tiny_model_dir):
+def test_rows_that_do_not_share_a_prompt_are_left_to_trl(tiny_model_dir):
     _, tokenizer = load_model(tiny_model_dir)
     input_ids, _, completion_length = padded_batch(tokenizer)
-    prompt_length = input_ids.size(1) - completion_length
-    assert unique_group_prompts(input_ids, prompt_length, 2) is None  # groups of 2 straddle the two prompts
-    assert unique_group_prompts(input_ids, prompt_length, 4) is None  # 6 rows do not split into groups of 4
+    distinct = input_ids[[0, 1]]  # rows 4 and 0 of the batch: one from each group
+    assert shared_prompts(distinct, distinct.size(1) - completion_length) is None

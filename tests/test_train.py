@@ -13,6 +13,7 @@ import pytest
 
 import train_grpo
 from moderation.errors import UserError
+from training import shared_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,9 +69,15 @@ def test_gold_reasoning_uses_rationale_or_policy(policy):
     assert train_grpo.gold_reasoning({**row, "rationale": "Sells M3U links."}, policy) == "Sells M3U links."
 
 
-def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path):
+def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monkeypatch):
+    grouped_calls = []
+    grouped = shared_prefix.grouped_logps_and_entropies
+    monkeypatch.setattr(
+        shared_prefix, "grouped_logps_and_entropies", lambda *a, **k: grouped_calls.append(1) or grouped(*a, **k)
+    )
     recipe = train_grpo.load_recipe(RECIPE, tiny_recipe(tmp_path))
     run_dir = train_grpo.main(recipe)
+    assert len(grouped_calls) == recipe.max_steps, "the GRPO loss must take the shared-prefix path"
     for part in ("merged/model.safetensors", "adapter/adapter_config.json", "sft/merged/READY", "rewards.png"):
         assert (run_dir / part).exists(), part
     manifest = json.loads((run_dir / "manifest.json").read_text())

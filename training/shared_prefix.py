@@ -15,15 +15,17 @@ from trl import GRPOTrainer
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
 
-def unique_group_prompts(input_ids: torch.Tensor, prompt_length: int, group_size: int) -> torch.Tensor | None:
-    """Row indices of one prompt per group when every group of `group_size` consecutive rows shares it, else None."""
-    rows = input_ids.size(0)
-    if group_size < 2 or rows % group_size:
+def shared_prompts(input_ids: torch.Tensor, prompt_length: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(unique prompt rows, row → unique index) when some rows repeat a prompt, else None.
+
+    TRL shuffles a generation batch before it splits it into micro-batches, so a group's rows need not be adjacent.
+    """
+    unique, inverse = torch.unique(input_ids[:, :prompt_length], dim=0, return_inverse=True)
+    if unique.size(0) == input_ids.size(0):
         return None
-    prompts = input_ids[:, :prompt_length].view(rows // group_size, group_size, prompt_length)
-    if not torch.equal(prompts, prompts[:, :1].expand_as(prompts)):
-        return None
-    return torch.arange(0, rows, group_size, device=input_ids.device)
+    firsts = torch.full((unique.size(0),), input_ids.size(0), dtype=torch.long, device=input_ids.device)
+    firsts = firsts.scatter_reduce(0, inverse, torch.arange(input_ids.size(0), device=input_ids.device), "amin")
+    return firsts, inverse
 
 
 def grouped_logps_and_entropies(
@@ -32,11 +34,14 @@ def grouped_logps_and_entropies(
     attention_mask: torch.Tensor,
     completion_length: int,
     firsts: torch.Tensor,
+    inverse: torch.Tensor,
     temperature: float,
     entropy_requires_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs and entropies of the last `completion_length` tokens, prefilling each prompt once."""
-    group_size = input_ids.size(0) // firsts.numel()
+    """Per-token log-probs and entropies of the last `completion_length` tokens, prefilling each prompt once.
+
+    `firsts` holds one row index per distinct prompt and `inverse` maps every row to its prompt (see shared_prompts).
+    """
     prompt_length = input_ids.size(1) - completion_length
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
@@ -48,7 +53,7 @@ def grouped_logps_and_entropies(
         use_cache=True,
         logits_to_keep=1,
     )
-    cache.batch_repeat_interleave(group_size)
+    cache.batch_select_indices(inverse)
     completion_ids = input_ids[:, prompt_length:]
     rest = model(
         input_ids=completion_ids[:, :-1],
@@ -57,7 +62,7 @@ def grouped_logps_and_entropies(
         past_key_values=cache,
         use_cache=True,
     )
-    logits = torch.cat([prefix.logits.repeat_interleave(group_size, dim=0), rest.logits], dim=1)
+    logits = torch.cat([prefix.logits[inverse], rest.logits], dim=1)
     return selective_log_softmax_and_entropy(
         logits, completion_ids, entropy_requires_grad=entropy_requires_grad, temperature=temperature
     )
@@ -71,10 +76,10 @@ class SharedPrefixGRPOTrainer(GRPOTrainer):
             "batch_size",
             "compute_entropy",
         }
-        firsts = None
+        groups = None
         if not (args or extras):  # images, MoE aux loss: TRL's path
-            firsts = unique_group_prompts(input_ids, input_ids.size(1) - logits_to_keep, self.num_generations)
-        if firsts is None:
+            groups = shared_prompts(input_ids, input_ids.size(1) - logits_to_keep)
+        if groups is None:
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
@@ -83,7 +88,7 @@ class SharedPrefixGRPOTrainer(GRPOTrainer):
             input_ids,
             attention_mask,
             logits_to_keep,
-            firsts,
+            *groups,
             self.temperature,
             entropy_requires_grad=getattr(self, "_entropy_bonus_enabled", True),
         )
