@@ -101,13 +101,63 @@ def bootstrap_f1(y_true: Sequence[str], y_pred: Sequence[str], n_bootstrap: int,
     return [float(low), float(high)]
 
 
-def _category_metrics(records: Sequence[dict], category_ids: Sequence[str]) -> tuple[dict, float | None, dict]:
-    """Per-category P/R/F1 (multi-label), macro F1 over categories present in the gold data, exact set match."""
+def paired_difference(
+    base: Sequence[dict], other: Sequence[dict], category_ids: Sequence[str], n_bootstrap: int = 1000, seed: int = 0
+) -> dict:
+    """`other` minus `base` on the same items (same order): accuracy and macro-F1 deltas with paired 95% bootstrap
+    intervals, and how many items `other` got right that `base` got wrong (`fixed`) and the reverse (`broken`).
+
+    Pairing resamples the same items for both models, so the interval reflects the models' disagreement, not the
+    item sampling both share: it is much tighter than comparing two separate intervals.
+    """
+    if len(base) != len(other) or any(a["id"] != b["id"] for a, b in zip(base, other, strict=True)):
+        raise ValueError("paired_difference needs the same items in the same order")
+    right = [np.array([predicted_label(r) == r["label"] for r in records]) for records in (base, other)]
+    (_, macro_base, _), (_, macro_other, _) = (_category_metrics(r, category_ids) for r in (base, other))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(base), size=(n_bootstrap, len(base)))
+    accuracy = right[1][idx].mean(1) - right[0][idx].mean(1)
+    present = _category_matrices(base, category_ids)[0].any(0)
+    macro = _macro_f1(*_category_matrices(other, category_ids), idx, present) - _macro_f1(
+        *_category_matrices(base, category_ids), idx, present
+    )
+    return {
+        "n": len(base),
+        "accuracy": {"delta": float(right[1].mean() - right[0].mean()), "ci95": _interval(accuracy)},
+        "macro_f1": {
+            "delta": None if macro_base is None else float(macro_other - macro_base),
+            "ci95": _interval(macro) if present.any() else None,
+        },
+        "fixed": int((right[1] & ~right[0]).sum()),
+        "broken": int((right[0] & ~right[1]).sum()),
+    }
+
+
+def _interval(samples: np.ndarray) -> list[float]:
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def _category_matrices(records: Sequence[dict], category_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Gold and predicted category indicator matrices (items × categories), as `_category_metrics` counts them."""
     binarizer = MultiLabelBinarizer(classes=list(category_ids))
     known = set(category_ids)
     gold_sets = [[c for c in r["categories"] if c in known] for r in records]
     pred_sets = [[c for c in r["predicted_categories"] if c in known] if r["decision"] else [] for r in records]
-    gold, pred = binarizer.fit_transform(gold_sets), binarizer.transform(pred_sets)
+    return binarizer.fit_transform(gold_sets).astype(bool), binarizer.transform(pred_sets).astype(bool)
+
+
+def _macro_f1(gold: np.ndarray, pred: np.ndarray, idx: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Macro F1 over the `present` categories per resample (rows of `idx`); 0 where a category has no TP+FP+FN."""
+    g, p = gold[idx][..., present], pred[idx][..., present]
+    tp, fp, fn = (g & p).sum(1), (~g & p).sum(1), (g & ~p).sum(1)
+    denominator = 2 * tp + fp + fn
+    return np.divide(2 * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0).mean(1)
+
+
+def _category_metrics(records: Sequence[dict], category_ids: Sequence[str]) -> tuple[dict, float | None, dict]:
+    """Per-category P/R/F1 (multi-label), macro F1 over categories present in the gold data, exact set match."""
+    gold, pred = _category_matrices(records, category_ids)
     precision, recall, f1, support = precision_recall_fscore_support(gold, pred, average=None, zero_division=0)
     matrices = multilabel_confusion_matrix(gold, pred)
     per_category = {
@@ -125,8 +175,8 @@ def _category_metrics(records: Sequence[dict], category_ids: Sequence[str]) -> t
     macro = float(np.mean(f1[present])) if present else None
     # A parse failure never matches, even on an allowed item (whose gold set is empty).
     matches = [
-        r["decision"] is not None and set(g) == set(p) and r["decision"] == r["label"]
-        for r, g, p in zip(records, gold_sets, pred_sets, strict=True)
+        r["decision"] is not None and bool((g == p).all()) and r["decision"] == r["label"]
+        for r, g, p in zip(records, gold, pred, strict=True)
     ]
     disallowed = [m for m, r in zip(matches, records, strict=True) if r["label"] == DISALLOW]
     exact = {

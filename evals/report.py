@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.metrics import BINARY_LABELS, PARSE_FAILURE, predicted_label
-from evals.runner import METRICS, write_json, write_text
+from evals.metrics import BINARY_LABELS, PARSE_FAILURE, paired_difference, predicted_label
+from evals.runner import METRICS, PREDICTIONS, read_predictions, write_json, write_text
 from moderation.errors import UserError
 from moderation.policy import Policy
 from moderation.verdict import ALLOW
@@ -216,6 +216,37 @@ def headline_table(runs: Sequence[dict]) -> str:
     )
 
 
+def paired_section(dirs: Sequence[Path], runs: Sequence[dict]) -> list[str]:
+    """Each later run minus the first on the items both scored (paired bootstrap), when their predictions are there."""
+    if len(dirs) < 2 or not all((d / PREDICTIONS).is_file() for d in dirs):
+        return []
+    first = read_predictions(dirs[0] / PREDICTIONS)
+    categories = list(runs[0]["per_category"])
+    rows = []
+    for folder, metrics in zip(dirs[1:], runs[1:], strict=True):
+        other = read_predictions(folder / PREDICTIONS)
+        shared = [i for i in first if i in other]
+        if not shared:
+            continue
+        d = paired_difference([first[i] for i in shared], [other[i] for i in shared], categories)
+        rows.append(
+            [metrics["label"], d["n"], d["accuracy"]["delta"], _ci(d["accuracy"]["ci95"]),
+             d["macro_f1"]["delta"], _ci(d["macro_f1"]["ci95"]), d["fixed"], d["broken"]]
+        )  # fmt: skip
+    if not rows:
+        return []
+    header = ["model", "n paired", "Δ accuracy", "95% CI", "Δ macro-F1", "95% CI", "fixed", "broken"]
+    return [
+        f"## Paired differences vs {runs[0]['label']}",
+        "",
+        "Same items for both models, resampled together (1000 bootstrap draws): an interval that excludes 0 is a real"
+        " difference on this data. `fixed`/`broken`: items only the later model gets right/wrong.",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
+
+
 def _f1_if_present(metrics: dict, category: str) -> float | None:
     """F1 of a category the run's data holds; None (shown as –) where it has no gold example."""
     scores = metrics["per_category"].get(category, {})
@@ -283,6 +314,7 @@ def compare(dirs: Sequence[str | Path], out: str | Path) -> Path:
         "",
         headline_table(runs),
         "",
+        *paired_section([Path(d) for d in dirs], runs),
         "## Per-category F1",
         "",
         "Categories with gold examples in at least one run; – where a run's data has none.",

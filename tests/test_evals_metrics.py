@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import f1_score
 
-from evals.metrics import bootstrap_f1, compute_metrics
+from evals.metrics import bootstrap_f1, compute_metrics, paired_difference
 
 CASES = json.loads((Path(__file__).parent / "cases" / "evals_metrics.json").read_text())
 CATEGORY_IDS = ("harassment", "adult", "spam", "non_fiat_currency", "gambling", "iptv", "phishing")
@@ -90,3 +90,31 @@ def test_metrics_json_has_the_issue_keys():
 def test_no_records_is_an_error():
     with pytest.raises(ValueError):
         compute_metrics([], CATEGORY_IDS)
+
+
+def with_ids(rows):
+    return [{**r, "id": str(i)} for i, r in enumerate(records(rows))]
+
+
+def test_paired_difference_counts_fixed_and_broken_items():
+    gold = [("disallow", ["spam"]), ("disallow", ["iptv"]), ("allow", []), ("allow", [])] * 5
+    base = with_ids([(label, g, "allow", []) for label, g in gold])  # misses every violation
+    better = with_ids([(label, g, label, g) for label, g in gold[:-1]] + [("allow", [], "disallow", ["spam"])])
+
+    same = paired_difference(base, base, CATEGORY_IDS)
+    assert same["accuracy"] == {"delta": 0.0, "ci95": [0.0, 0.0]} and same["fixed"] == same["broken"] == 0
+
+    d = paired_difference(base, better, CATEGORY_IDS)
+    assert (d["n"], d["fixed"], d["broken"]) == (20, 10, 1)
+    assert d["accuracy"]["delta"] == pytest.approx((10 - 1) / 20)
+    full = [compute_metrics(r, CATEGORY_IDS, n_bootstrap=0)["macro_f1"] for r in (base, better)]
+    assert d["macro_f1"]["delta"] == pytest.approx(full[1] - full[0])
+    low, high = d["accuracy"]["ci95"]
+    assert 0 < low < d["accuracy"]["delta"] < high
+    assert d["macro_f1"]["ci95"][0] > 0
+
+
+def test_paired_difference_refuses_unpaired_items():
+    rows = with_ids([("allow", [], "allow", [])] * 3)
+    with pytest.raises(ValueError, match="same items"):
+        paired_difference(rows, rows[::-1], CATEGORY_IDS)
