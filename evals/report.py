@@ -217,27 +217,29 @@ def headline_table(runs: Sequence[dict]) -> str:
 
 
 def paired_section(dirs: Sequence[Path], runs: Sequence[dict]) -> list[str]:
-    """Each later run minus the first on the items both scored (paired bootstrap), when their predictions are there."""
+    """Each run minus the one before it on the items both scored (paired bootstrap), when predictions are there.
+
+    Listed in pipeline order (base, SFT, SFT+GRPO), each row is what one stage added.
+    """
     if len(dirs) < 2 or not all((d / PREDICTIONS).is_file() for d in dirs):
         return []
-    first = read_predictions(dirs[0] / PREDICTIONS)
+    predictions = [read_predictions(d / PREDICTIONS) for d in dirs]
     categories = list(runs[0]["per_category"])
     rows = []
-    for folder, metrics in zip(dirs[1:], runs[1:], strict=True):
-        other = read_predictions(folder / PREDICTIONS)
-        shared = [i for i in first if i in other]
+    for (before, after), (old, new) in zip(pairwise(predictions), pairwise(runs), strict=True):
+        shared = [i for i in before if i in after]
         if not shared:
             continue
-        d = paired_difference([first[i] for i in shared], [other[i] for i in shared], categories)
+        d = paired_difference([before[i] for i in shared], [after[i] for i in shared], categories)
         rows.append(
-            [metrics["label"], d["n"], d["accuracy"]["delta"], _ci(d["accuracy"]["ci95"]),
+            [f"{new['label']} − {old['label']}", d["n"], d["accuracy"]["delta"], _ci(d["accuracy"]["ci95"]),
              d["macro_f1"]["delta"], _ci(d["macro_f1"]["ci95"]), d["fixed"], d["broken"]]
         )  # fmt: skip
     if not rows:
         return []
-    header = ["model", "n paired", "Δ accuracy", "95% CI", "Δ macro-F1", "95% CI", "fixed", "broken"]
+    header = ["change", "n paired", "Δ accuracy", "95% CI", "Δ macro-F1", "95% CI", "fixed", "broken"]
     return [
-        f"## Paired differences vs {runs[0]['label']}",
+        "## Paired differences, each model vs the one before it",
         "",
         "Same items for both models, resampled together (1000 bootstrap draws): an interval that excludes 0 is a real"
         " difference on this data. `fixed`/`broken`: items only the later model gets right/wrong.",

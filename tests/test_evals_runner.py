@@ -140,6 +140,8 @@ def test_compare_puts_runs_side_by_side(tmp_path, data_file):
     path = compare([tmp_path / "k1", tmp_path / "k2"], tmp_path / "cmp")
     text = path.read_text()
     assert "keyword (k2)" in text and (tmp_path / "cmp" / "per_category_f1.png").exists()
+    paired = next(line for line in text.splitlines() if line.startswith("| keyword (k2) − keyword |"))
+    assert paired.split(" | ")[1] == str(len(ROWS))  # every item paired
 
 
 @pytest.mark.parametrize(
