@@ -369,7 +369,9 @@ def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker
     """Warm-start: LoRA SFT on rendered gold answers (loss on the answer only), merged into a full model."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+
+    from training.answer_only_sft import AnswerOnlySFTTrainer
 
     out = recipe.run_dir / "sft"
     merged = out / MERGED
@@ -395,7 +397,7 @@ def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker
         **device_kwargs(),
     )
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype="float32")
-    trainer = SFTTrainer(
+    trainer = AnswerOnlySFTTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
