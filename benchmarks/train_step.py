@@ -1,6 +1,6 @@
 """Seconds per GRPO step: TRL with its defaults vs our CPU settings, same model, data and batch, in one run.
 
-    python benchmarks/train_step.py [--model smollm2-135m] [--steps 1] [--warmup 0]
+    python benchmarks/train_step.py [--model smollm2-135m] [--steps 3] [--warmup 1]
 
 baseline: GRPOConfig defaults (bf16 autocast, gradient checkpointing, TRL's generate) with only the shared settings
           below set, plus use_cpu where there is no GPU (TRL's bf16 default refuses to start on CPU without it).
@@ -9,8 +9,8 @@ ours:     as rollout, plus the shared-prefix loss forward (training/shared_prefi
 Shared:   the policy's own examples as prompts (compact CPU prompt), 4 generations × 8 completions, 64 new tokens,
           the recipe's rewards, LoRA r16 all-linear, same seed. Each variant runs in its own process, so the peak RSS
           printed is its own.
-A baseline step takes ~5 minutes on 2 cores (bf16 autocast and checkpointing on CPU), so the defaults time
-one step each; pass --steps/--warmup for more.
+A step takes 10-20 s on 2 cores, so the whole run takes a few minutes; keep the machine otherwise idle (2 contended
+cores slow torch down several-fold).
 """
 
 from __future__ import annotations
@@ -113,8 +113,8 @@ def run_variant(variant: str, model_name: str, steps: int, warmup: int, queue) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--steps", type=int, default=1, help="timed steps per variant")
-    parser.add_argument("--warmup", type=int, default=0, help="untimed steps first")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument(
         "--variants", nargs="+", default=VARIANTS, choices=VARIANTS, help="which to run (ratio: ours/baseline)"
     )
