@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from trl import SFTTrainer
+from trl.trainer.utils import entropy_from_logits
 
 
 def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -33,14 +34,12 @@ class AnswerOnlySFTTrainer(SFTTrainer):
         if return_outputs or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, logits, targets = answer_only_loss(model, inputs, num_items_in_batch)
+        metrics = self._metrics["train" if model.training else "eval"]
         with torch.no_grad():
-            log_probs = logits.log_softmax(-1)
-            entropy = -(log_probs.exp() * log_probs).sum(-1)
-            metrics = self._metrics["train" if model.training else "eval"]
-            metrics["entropy"].append(entropy.mean().item() if targets.numel() else 0.0)
-            metrics["mean_token_accuracy"].append(
-                (logits.argmax(-1) == targets).float().mean().item() if targets.numel() else 0.0
-            )
+            scored = targets.numel() > 0  # TRL logs 0.0 for a batch with no answer tokens
+            metrics["entropy"].append(entropy_from_logits(logits).mean().item() if scored else 0.0)
+            accuracy = (logits.argmax(-1) == targets).float().mean().item() if scored else 0.0
+            metrics["mean_token_accuracy"].append(accuracy)
         if model.training:
             self._total_train_tokens += int(inputs["attention_mask"].sum())
             metrics["num_tokens"] = [self._total_train_tokens]
