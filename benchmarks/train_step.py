@@ -6,7 +6,7 @@ baseline: GRPOConfig defaults (bf16 autocast, gradient checkpointing, TRL's gene
           below set, plus use_cpu where there is no GPU (TRL's bf16 default refuses to start on CPU without it).
 rollout:  fp32, no gradient checkpointing, shared-prefix rollouts (training/rollout.py); TRL's loss forward.
 ours:     as rollout, plus the shared-prefix loss forward (training/shared_prefix.py), as in the CPU recipe.
-Shared:   the policy's own examples as prompts (compact CPU prompt), 4 generations × 8 completions, 64 new tokens,
+Shared:   the policy's own examples as prompts (compact CPU prompt), 2 prompts × 4 generations per step, 64 new tokens,
           the recipe's rewards, LoRA r16 all-linear, same seed. Each variant runs in its own process, so the peak RSS
           printed is its own.
 A step takes 10-20 s on 2 cores, so the whole run takes a few minutes; keep the machine otherwise idle (2 contended
