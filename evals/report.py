@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evals.files import METRICS, PREDICTIONS, read_predictions, write_json, write_text
 from evals.metrics import BINARY_LABELS, PARSE_FAILURE, paired_difference, predicted_label
-from evals.runner import METRICS, PREDICTIONS, read_predictions, write_json, write_text
 from moderation.errors import UserError
 from moderation.policy import Policy
 from moderation.verdict import ALLOW

@@ -20,11 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from evals.data import Item, load_dataset, load_label_map
+from evals.files import MANIFEST, PREDICTIONS, write_json, write_text
 from evals.metrics import predicted_label
 from evals.report import markdown_table
 from evals.runner import (
-    MANIFEST,
-    PREDICTIONS,
     EvalConfig,
     build_moderator,
     check_resume,
@@ -32,8 +31,6 @@ from evals.runner import (
     label_for,
     manifest,
     predict,
-    write_json,
-    write_text,
 )
 from moderation.verdict import ALLOW, DISALLOW
 

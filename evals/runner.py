@@ -26,7 +26,9 @@ from tqdm import tqdm
 
 from evals.baselines import KEYWORD, EndpointModerator, KeywordModerator
 from evals.data import Dataset, Item, load_dataset, load_label_map
+from evals.files import MANIFEST, METRICS, PREDICTIONS, read_predictions, write_json
 from evals.metrics import compute_metrics
+from evals.report import write_report
 from moderation.errors import UserError
 from moderation.generate import GenerationConfig
 from moderation.jsonl import drop_torn_tail
@@ -35,9 +37,6 @@ from moderation.policy import load_policy
 from moderation.runs import MANIFEST as RUN_MANIFEST
 from moderation.runs import MERGED, RunInfo, load_moderator, read_run
 
-PREDICTIONS = "predictions.jsonl"
-METRICS = "metrics.json"
-MANIFEST = "manifest.json"
 # Settings that change predictions: resuming into a folder made with other values would mix two evaluations.
 IDENTITY = (
     "model",
@@ -103,20 +102,6 @@ def locate_model(model: str) -> tuple[str, RunInfo | None]:
     if not (path / RUN_MANIFEST).is_file() and (path / MERGED).is_dir() and (path.parent / RUN_MANIFEST).is_file():
         return str(path / MERGED), read_run(path.parent)
     return model, None
-
-
-def read_predictions(path: Path) -> dict[str, dict]:
-    """Records already scored, by id. A last line cut short by a crash is ignored (that batch is redone)."""
-    records: dict[str, dict] = {}
-    if not path.exists():
-        return records
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        records[record["id"]] = record
-    return records
 
 
 def predict(moderator, items: Sequence[Item], path: Path, desc: str = "moderating") -> list[dict]:
@@ -187,8 +172,6 @@ def run_eval(config: EvalConfig, report: bool = True) -> dict:
         ),
     )
     if report:
-        from evals.report import write_report
-
         write_report(out, metrics, records, moderator.policy)
     return metrics
 
@@ -238,15 +221,3 @@ def _versions() -> dict:
         except PackageNotFoundError:
             found[package] = None
     return found
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    """Atomic write: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)

@@ -9,7 +9,8 @@ from evals.baselines import KeywordModerator
 from evals.data import Item
 from evals.report import compare
 from evals.robustness import TRANSFORMS, run_robustness, score, transform_items
-from evals.runner import EvalConfig, predict, read_predictions, run_eval
+from evals.files import read_predictions
+from evals.runner import EvalConfig, predict, run_eval
 from moderation.errors import UserError
 from moderation.generate import Moderation
 from moderation.verdict import parse

@@ -1,0 +1,51 @@
+"""The files an evaluation folder holds, and how they are read and written (atomically).
+
+Kept apart from the runner so the report, robustness and compare read and write them without importing the runner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+PREDICTIONS = "predictions.jsonl"
+METRICS = "metrics.json"
+MANIFEST = "manifest.json"
+
+
+def read_predictions(path: Path) -> dict[str, dict]:
+    """Records already scored, by id. A last line cut short by a crash is ignored (that batch is redone).
+
+    Lines are split on "\\n" only: completions may hold U+2028 and other characters `str.splitlines` breaks on.
+    """
+    records: dict[str, dict] = {}
+    if not path.exists():
+        return records
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        records[record["id"]] = record
+    return records
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomic write: a unique temp file in the same folder, fsynced, then renamed; a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
