@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from evals import judge
 from evals.runner import EvalConfig
 from moderation.errors import UserError, cli_main
 
@@ -63,9 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     comparison = commands.add_parser("compare", help="put finished evaluation folders side by side")
     comparison.add_argument("dirs", nargs="+", type=Path)
     comparison.add_argument("--out", type=Path, required=True)
+    judge.add_arguments(commands.add_parser("judge", help="rate each prediction's reasoning with an LLM judge"))
     args = parser.parse_args(argv)
 
-    if args.command == "compare":
+    if args.command == "judge":
+        judge.run_command(args)
+    elif args.command == "compare":
         from evals.report import compare
 
         path = compare(args.dirs, args.out)
