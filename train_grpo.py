@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from moderation.config import describe_fields, load_config
 from moderation.errors import UserError, cli_main
+from moderation.paths import PlainName, inside
 from moderation.policy import Policy, load_policy
 from moderation.prompt import PromptConfig, build_messages, prompt_length
 from moderation.runs import ADAPTER, MANIFEST, MERGED
@@ -79,7 +80,7 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("cpu-smollm2", pattern=r"^[\w.-]+$", description="run name; outputs go to runs/<name>")
+    name: PlainName = Field("cpu-smollm2", description="run name (a plain folder name); outputs go to runs/<name>")
     backend: Literal["transformers", "unsloth"] = Field("transformers", description="training backend")
     model: str = Field("smollm2-135m", description="base model: embedded name, HF id or local folder")
     policy: str = Field("marketplace", description="policy name in configs/policies or a YAML path")
@@ -528,7 +529,7 @@ def prepare_run_dir(recipe: Recipe) -> None:
     if run_dir.exists() and any(run_dir.iterdir()) and not recipe.resume:
         if not recipe.overwrite:
             raise UserError(f"{run_dir} already exists: pass resume=true to continue or overwrite=true to restart")
-        shutil.rmtree(run_dir)
+        shutil.rmtree(inside(recipe.output_root, run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.json").write_text(recipe.model_dump_json(indent=2))
 

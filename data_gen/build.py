@@ -41,7 +41,7 @@ from data_gen.synth import Generated, OpenAIBackend, OpenAIConfig, Request, Temp
 from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle
 from moderation.config import load_config
 from moderation.errors import UserError
-from moderation.paths import REPO_ROOT, cache_dir
+from moderation.paths import REPO_ROOT, PlainName, cache_dir
 from moderation.policy import Policy, load_policy
 
 SPLITS = ("train", "dev", "test")
@@ -68,7 +68,7 @@ class BuildConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$", description="dataset name: writes <out_dir>/<name>/")
+    name: PlainName = Field("default", description="dataset name (a plain folder name): writes <out_dir>/<name>/")
     out_dir: str = Field("data", description="parent folder of datasets")
     policy: str = Field("marketplace", description="policy name in configs/policies or a path")
     categories: list[str] | None = Field(None, description="subset of the policy's category ids (default: all)")

@@ -1,13 +1,17 @@
 """Chat messages from a policy and a listing: the one prompt builder used by training, evals and serving.
 
 The listing goes in the user turn between <listing> markers, after the system turn has said that it is data, not
-instructions. Marker and answer tags inside the listing are defanged so a listing cannot close its own block or
-pre-write an answer. Long listings keep their head and tail (violations hide at either end) with a visible marker.
+instructions. Listing text is hostile: it is NFKC-normalised and stripped of invisible format characters (so full-width
+or zero-width spellings cannot hide a tag), every tag-shaped or special-token-shaped string in it (`</listing foo>`,
+`<answer>`, `<|im_end|>`, `<end_of_turn>`, a tokenizer's own added tokens) becomes inert bracket text, so a listing
+can neither close its own block, pre-write an answer nor smuggle in a chat control token. Long listings keep their head
+and tail (violations hide at either end) with a visible marker.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,7 +49,10 @@ If the listing violates the policy, the answer is DISALLOW followed by the viola
 DISALLOW: {example}
 </answer>"""
 
-_DELIMITERS = re.compile(r"<\s*(/?)\s*(listing|answer|reasoning)\s*>", re.IGNORECASE)
+# Any opening or closing form of our own tags, with attributes or a stray slash: <listing>, </listing foo>, </listing/>.
+_DELIMITERS = re.compile(r"<\s*(/?)\s*(listing|answer|reasoning)(?![\w-])[^<>]*>", re.IGNORECASE)
+# Strings shaped like chat control tokens in any common template: <|im_end|>, <|eot_id|>, <s>, </s>, <end_of_turn>.
+_TOKEN_SHAPED = re.compile(r"<(/?)(\|?)\s*([A-Za-z_][\w.:-]{0,48})\s*(\|?)>")
 
 
 COMPACT = (
@@ -77,9 +84,39 @@ def system_prompt(policy: Policy, config: PromptConfig | None = None) -> str:
     return "\n".join(lines)
 
 
-def defang(text: str) -> str:
-    """Turn <listing>, <answer> and <reasoning> tags inside listing text into inert [listing]-style brackets."""
-    return _DELIMITERS.sub(lambda m: f"[{m.group(1)}{m.group(2).lower()}]", text)
+def normalize_listing(text: str) -> str:
+    """NFKC (full-width `＜` becomes `<`) and no invisible format characters (zero-width joiners, bidi controls)."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(char for char in text if unicodedata.category(char) != "Cf")
+
+
+def _special_tokens(tokenizer: Tokenizer | None) -> list[str]:
+    """The tokenizer's control-token strings (its special tokens, added ones included), longest first."""
+    tokens = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    for added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(added, "special", False):
+            tokens.add(str(added))
+    return sorted((t for t in tokens if t.strip()), key=len, reverse=True)
+
+
+def _inert(token: str) -> str:
+    """A control-token string rewritten so no tokenizer reads it as that token: brackets swapped, else a space."""
+    swapped = token.translate(str.maketrans("<>[]", "[]()"))
+    return swapped if swapped != token else f"{token[0]} {token[1:]}"
+
+
+def defang(text: str, tokenizer: Tokenizer | None = None) -> str:
+    """Listing text as inert data: normalised, our tags and any control-token-shaped string turned into brackets.
+
+    Without a tokenizer, every `<name>` / `<|name|>` shape is rewritten, which covers the chat templates we ship;
+    with one, its own special and added tokens are rewritten too, whatever their shape.
+    """
+    text = _DELIMITERS.sub(lambda m: f"[{m.group(1)}{m.group(2).lower()}]", normalize_listing(text))
+    text = _TOKEN_SHAPED.sub(lambda m: f"[{m.group(1)}{m.group(2)}{m.group(3)}{m.group(4)}]", text)
+    for token in _special_tokens(tokenizer):
+        if token in text:
+            text = text.replace(token, _inert(token))
+    return text
 
 
 def truncate_listing(
@@ -114,7 +151,8 @@ def build_messages(
 ) -> list[dict[str, str]]:
     """Chat messages (system + user) asking the moderator to judge `listing` under `policy`."""
     config = config or PromptConfig()
-    body = truncate_listing(defang(listing.strip()), config.max_listing_tokens, tokenizer, config.head_fraction)
+    body = defang(listing, tokenizer).strip()
+    body = truncate_listing(body, config.max_listing_tokens, tokenizer, config.head_fraction)
     return [
         {"role": "system", "content": system_prompt(policy, config)},
         {"role": "user", "content": f"<listing>\n{body}\n</listing>"},
