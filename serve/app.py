@@ -1,8 +1,11 @@
 """The HTTP API: `POST /v1/moderations` in the shape of OpenAI's moderation endpoint, `GET /health`, `GET /v1/models`.
 
 Every error is a JSON body `{"error": {"message", "type", "param", "code"}}` (OpenAI's shape) with a 4xx status for
-anything the client sent (malformed JSON 400, non-UTF-8 400, too large 413, invalid fields 422, unknown model 404),
-429 when the queue is full, 503 on timeout or shutdown. No stack trace ever reaches a response.
+anything the client sent (malformed JSON 400, JSON nested deeper than `max_json_depth` 400, non-UTF-8 400, too large
+413, invalid fields 422, unknown model 404, a mode the server does not offer 403, no API key 401, a body not sent within
+`body_timeout_s` 408), 429 when the queue or the request limit is full, 502 when the model's answer is unreadable and
+`on_parse_failure=error`, 503 on timeout or shutdown. No stack trace ever reaches a response or the log for a client's
+fault: a client that disconnects or stalls is one log line.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import re
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -18,8 +23,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
+from moderation.errors import UserError
 from serve.engine import Batcher, Closing, Engine, EngineConfig, Mode, Overloaded
+from serve.guard import Guard
+from serve.validation import check_modes, measured
 
 log = logging.getLogger("serve")
 
@@ -36,10 +45,40 @@ class ServeConfig(EngineConfig):
     max_input_chars: int = Field(20_000, ge=1, description="characters per listing at most (413 beyond)")
     max_body_bytes: int = Field(1_048_576, ge=1, description="request body size at most (413 beyond)")
     request_timeout_s: float = Field(60.0, gt=0, description="a request waiting longer gets 503")
+    body_timeout_s: float = Field(10.0, gt=0, description="a client not done sending its body by then is dropped")
+    max_concurrent_requests: int = Field(64, ge=1, description="requests in flight at most; beyond that 429")
+    max_json_depth: int = Field(400, ge=1, description="JSON nesting depth at most (400 beyond)")
+    client_modes: list[Mode] | None = Field(
+        None, description="modes a client may ask for per request (default: only --mode; reasoning costs ~50x fast)"
+    )
+    allow_unvalidated_fast: bool = Field(
+        False, description="serve fast mode even with no dev eval of it on record for this model"
+    )
+    eval_dir: str | None = Field(None, description="where the model's evals are (default: <run>/eval)")
+    api_key_env: str | None = Field(
+        None, description="environment variable holding an API key; requests then need 'Authorization: Bearer <key>'"
+    )
 
     @property
     def served_name(self) -> str:
         return self.model_name or self.model
+
+    @property
+    def modes(self) -> set[str]:
+        return set(self.client_modes or []) | {self.mode}
+
+    @property
+    def graceful_shutdown_s(self) -> float:
+        """Longer than any request may take, so a SIGTERM drains in-flight requests instead of cutting them off."""
+        return self.body_timeout_s + self.request_timeout_s + 5.0
+
+    def api_key(self) -> str | None:
+        if self.api_key_env is None:
+            return None
+        key = os.environ.get(self.api_key_env, "").strip()
+        if not key:
+            raise UserError(f"--api-key-env {self.api_key_env}: that environment variable is not set or empty")
+        return key
 
 
 class ModerationRequest(BaseModel):
@@ -90,33 +129,71 @@ class ApiError(Exception):
 
 def error_response(status: int, message: str, code: str, param: str | None = None, retry_after: int | None = None):
     kind = "invalid_request_error" if status < 429 else "server_error"
-    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    headers = {"Retry-After": str(retry_after)} if retry_after else {}
+    if status == 408:
+        headers["Connection"] = "close"  # the rest of a stalled body must not be read as the next request
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
+def client_of(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "client"
+
+
+async def read_body(request: Request, limit: int, timeout_s: float = 10.0) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (declared or streamed), 408 when not complete
+    within `timeout_s` (a client that sends part of a body and goes silent would hold its slot forever)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body over {limit} bytes", "body_too_large")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body over {limit} bytes", "body_too_large")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"request body over {limit} bytes", "body_too_large")
+                chunks.append(chunk)
+    except TimeoutError:
+        log.warning("dropped %s: body incomplete after %.0fs (%d bytes)", client_of(request), timeout_s, size)
+        raise ApiError(408, f"request body not received within {timeout_s:.0f}s", "body_timeout") from None
+    except ClientDisconnect:
+        log.info("client %s disconnected while sending its body (%d bytes)", client_of(request), size)
+        raise ApiError(400, "client disconnected", "client_disconnected") from None
     return b"".join(chunks)
 
 
-def parse_request(body: bytes) -> ModerationRequest:
+# JSON strings (escapes included) are skipped, so brackets inside them do not count towards the depth.
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest bracket nesting of a JSON text, found without parsing (a parser would recurse that deep)."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub(b"", body)):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def load_json(body: bytes, max_depth: int = 400):
+    """The decoded JSON body, or the 400 that says why not (encoding, syntax, nesting)."""
     try:
-        data = json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "request body is not UTF-8", "invalid_encoding") from None
+    if json_depth(body) > max_depth:
+        raise ApiError(400, f"JSON nested deeper than {max_depth} levels", "json_too_deep")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as error:
         message = f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}"
         raise ApiError(400, message, "invalid_json") from None
+
+
+def parse_request(body: bytes, max_depth: int = 400) -> ModerationRequest:
+    data = load_json(body, max_depth)
     try:
         return ModerationRequest.model_validate(data)
     except ValidationError as error:
@@ -127,7 +204,12 @@ def parse_request(body: bytes) -> ModerationRequest:
 
 
 def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
-    """The ASGI app; the batcher starts with it and drains on shutdown."""
+    """The ASGI app; the batcher starts with it and drains on shutdown.
+
+    Raises UserError (one line at startup) for fast mode with no validation on record or a missing API key.
+    """
+    check_modes(config.model, config.modes, config.allow_unvalidated_fast, config.eval_dir)
+    on_record = measured(config.model, config.mode, config.eval_dir)
     batcher = Batcher(engine, config.max_batch_size, config.max_wait_ms, config.max_queue)
 
     @asynccontextmanager
@@ -139,8 +221,10 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
         log.info("shut down cleanly: %d listings in %d batches", stats.items, stats.batches)
 
     app = FastAPI(title="grpo-moderation", lifespan=lifespan)
+    app.add_middleware(Guard, api_key=config.api_key(), max_concurrent=config.max_concurrent_requests)
     app.state.batcher = batcher
     app.state.config = config
+    app.state.measured = on_record
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError):
@@ -163,6 +247,11 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
             "model": config.served_name,
             "policy": engine.moderator.policy.name,
             "default_mode": config.mode,
+            "client_modes": sorted(config.modes),
+            "on_parse_failure": config.on_parse_failure,
+            "measured_dev_accuracy": on_record.accuracy if on_record else None,
+            "measured_dev_n": on_record.n if on_record else None,
+            "measured_from": str(on_record.path) if on_record else None,
             "queued": batcher.queued,
             "submitted": stats.submitted,
             "batches": stats.batches,
@@ -176,9 +265,14 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
 
     @app.post("/v1/moderations", response_model=ModerationResponse)
     async def moderations(request: Request):
-        moderation = parse_request(await read_body(request, config.max_body_bytes))
+        body = await read_body(request, config.max_body_bytes, config.body_timeout_s)
+        moderation = parse_request(body, config.max_json_depth)
         if moderation.model not in (None, config.served_name):
             raise ApiError(404, f"unknown model {moderation.model!r}; this server has {config.served_name!r}", "model")
+        mode = moderation.mode or config.mode
+        if mode not in config.modes:
+            message = f"mode {mode!r} is not offered here; this server allows {sorted(config.modes)}"
+            raise ApiError(403, message, "mode_not_allowed", param="mode")
         texts = [moderation.input] if isinstance(moderation.input, str) else moderation.input
         if len(texts) > config.max_inputs:
             raise ApiError(413, f"{len(texts)} inputs; at most {config.max_inputs} per request", "too_many_inputs")
@@ -187,7 +281,7 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
                 message = f"input[{index}] has {len(text)} characters; at most {config.max_input_chars}"
                 raise ApiError(413, message, "input_too_long", param=f"input[{index}]")
         try:
-            futures = batcher.submit(texts, moderation.mode or config.mode)
+            futures = batcher.submit(texts, mode)
         except Overloaded as error:
             raise ApiError(429, f"overloaded: {error}; retry shortly", "overloaded", retry_after=1) from None
         except Closing as error:
@@ -198,6 +292,10 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
         except TimeoutError:
             message = f"timed out after {time.monotonic() - started:.1f}s waiting for the model"
             raise ApiError(503, message, "timeout", retry_after=5) from None
+        unparsed = [f"input[{i}]: {r.status}" for i, r in enumerate(results) if not r.parsed]
+        if unparsed and config.on_parse_failure == "error":
+            message = "the model's answer has no readable verdict (" + ", ".join(unparsed) + ")"
+            raise ApiError(502, message, "unparseable_answer")
         return ModerationResponse(
             id=f"modr-{uuid.uuid4().hex}",
             model=config.served_name,

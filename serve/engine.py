@@ -25,6 +25,9 @@ from moderation.verdict import DISALLOW
 from serve.scoring import FastScorer
 
 Mode = Literal["fast", "reasoning"]
+# What an unparseable reasoning-mode answer becomes: flagged for review (the default: a broken answer must never read as
+# "allowed"), allowed, or an error (HTTP 502 for its request; `predict` writes no row, so a rerun retries it).
+ParseFailurePolicy = Literal["flag", "allow", "error"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Result:
     category_scores: dict[str, float]
     reasoning: str | None
     status: str  # "ok", or the verdict parser's status when a reasoning-mode completion is off-format
+    parsed: bool = True  # False when no decision could be read (then `flagged` follows the parse-failure policy)
 
 
 class Engine:
@@ -45,11 +49,19 @@ class Engine:
     P(DISALLOW) x the category's share; a flagged listing names its top category and any other whose share is at least
     category_threshold.
     reasoning: generates the full format and parses it with moderation.verdict.parse; scores are 1.0/0.0 from the
-    parsed verdict; an unparseable completion is not flagged and says why in `status`.
+    parsed verdict; a completion with no readable decision is flagged per `on_parse_failure` (default: flagged, no
+    category) and says why in `status`.
     """
 
-    def __init__(self, moderator: Moderator, flag_threshold: float = 0.5, category_threshold: float = 0.3):
+    def __init__(
+        self,
+        moderator: Moderator,
+        flag_threshold: float = 0.5,
+        category_threshold: float = 0.3,
+        on_parse_failure: ParseFailurePolicy = "flag",
+    ):
         self.moderator = moderator
+        self.on_parse_failure = on_parse_failure
         self.category_ids = moderator.policy.category_ids
         self.flag_threshold = flag_threshold
         self.category_threshold = category_threshold
@@ -75,10 +87,11 @@ class Engine:
         results = []
         for moderation in self.moderator.moderate(list(texts)):
             verdict = moderation.verdict
-            flagged = verdict.decision == DISALLOW
-            categories = {c: flagged and c in verdict.categories for c in self.category_ids}
+            categories = {c: verdict.decision == DISALLOW and c in verdict.categories for c in self.category_ids}
             scores = {c: float(hit) for c, hit in categories.items()}
-            results.append(Result(flagged, categories, scores, verdict.reasoning, str(verdict.status)))
+            flagged = verdict.decision == DISALLOW if verdict.parsed else self.on_parse_failure == "flag"
+            status = str(verdict.status)
+            results.append(Result(flagged, categories, scores, verdict.reasoning, status, verdict.parsed))
         return results
 
 
@@ -89,7 +102,12 @@ class EngineConfig(BaseModel):
 
     model: str = Field("smollm2-135m", description="HF id, local folder, embedded name or trained run folder")
     policy: str | None = Field(None, description="policy name or YAML path (default: the run's, else marketplace)")
-    mode: Mode = Field("fast", description="fast (one forward pass) or reasoning (generate and parse); default mode")
+    mode: Mode = Field(
+        "reasoning", description="reasoning (generate and parse; the mode evals measure) or fast (one forward pass)"
+    )
+    on_parse_failure: ParseFailurePolicy = Field(
+        "flag", description="reasoning mode, answer with no readable verdict: flag (for review), allow, or error"
+    )
     max_batch_size: int = Field(16, ge=1, description="listings per model call; 1 disables dynamic batching")
     max_new_tokens: int = Field(128, ge=1, description="reasoning mode: generation budget")
     threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default; 1 can win on a busy machine)")
@@ -105,7 +123,7 @@ def load_engine(config: EngineConfig) -> Engine:
         torch.set_num_threads(config.threads)
     generation = GenerationConfig(max_new_tokens=config.max_new_tokens, batch_size=config.max_batch_size)
     moderator = load_moderator(config.model, policy=config.policy, generation=generation)
-    return Engine(moderator, config.flag_threshold, config.category_threshold)
+    return Engine(moderator, config.flag_threshold, config.category_threshold, config.on_parse_failure)
 
 
 class Overloaded(Exception):

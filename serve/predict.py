@@ -2,14 +2,18 @@
 
     python -m serve predict --model runs/my-run --in listings.jsonl --out verdicts.jsonl [--mode reasoning]
 
-Each input line is an object with `text` (and optionally `id`; the line number otherwise). Each output line is the
-API's result for that listing plus its `id`. Output is appended batch by batch, so a rerun skips the ids already in
-`--out` (a line torn by a crash is dropped first). Bad rows (not JSON, no text, duplicate id) are reported with their
-line number on stderr and skipped.
+Each input line is an object with `text` and optionally `id`; without one, the id is a hash of the text (as evals
+does), so adding, removing or reordering lines never changes which listings a rerun skips. Each output line is the
+API's result for that listing plus its `id`. Both files are streamed (read by "\\n" only: a U+2028 inside a listing
+is text, not a line break); output is appended batch by batch, so a rerun skips the ids already in `--out` (a line
+torn by a crash is cut off first). Bad rows (not JSON, no text, duplicate id) are reported with their line number on
+stderr and skipped. With `--on-parse-failure error`, a listing whose answer has no readable verdict gets no row (and is
+retried by a rerun); otherwise its row says so in `status` and is flagged (default) or allowed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Iterator
@@ -20,8 +24,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from moderation.errors import UserError, cli_main
-from moderation.jsonl import drop_torn_tail
-from serve.engine import EngineConfig, load_engine
+from serve.engine import Engine, EngineConfig, load_engine
 
 SHOWN_BAD_ROWS = 20
 
@@ -31,40 +34,82 @@ class PredictConfig(EngineConfig):
     out: Path = Field(Path("verdicts.jsonl"), description="JSONL of results; appended to and resumed from")
 
 
+def text_id(text: str) -> str:
+    """The id of a row without one: the same formula as evals.data, so both name a listing alike."""
+    return "t" + hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def read_rows(path: Path) -> Iterator[tuple[int, str | None, object]]:
-    """(line number, error or None, row) for each non-blank line."""
+    """(line number, error or None, row) for each non-blank line, streamed."""
     try:
-        lines = path.read_bytes().splitlines()
+        handle = path.open("rb")
     except OSError as error:
         raise UserError(f"cannot read {path}: {error.strerror or error}") from None
-    for number, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            yield number, "not UTF-8", None
-            continue
-        except json.JSONDecodeError as error:
-            yield number, f"not JSON ({error.msg})", None
-            continue
-        if not isinstance(row, dict):
-            yield number, "not a JSON object", None
-        elif not isinstance(row.get("text"), str) or not row["text"].strip():
-            yield number, "no non-empty string 'text'", None
-        else:
-            yield number, None, row
+    with handle:
+        for number, raw in enumerate(handle, 1):  # binary lines end at b"\n" only
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                yield number, "not UTF-8", None
+                continue
+            except json.JSONDecodeError as error:
+                yield number, f"not JSON ({error.msg})", None
+                continue
+            if not isinstance(row, dict):
+                yield number, "not a JSON object", None
+            elif not isinstance(row.get("text"), str) or not row["text"].strip():
+                yield number, "no non-empty string 'text'", None
+            else:
+                yield number, None, row
 
 
 def done_ids(out: Path) -> set[str]:
-    """Ids already written to `out`; a torn last line (crash mid-write) is cut off so appending stays valid JSONL."""
-    ids = set()
-    for line in drop_torn_tail(out).splitlines():
-        try:
-            ids.add(str(json.loads(line)["id"]))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"{out} is not a verdicts file from this command; choose another --out") from None
+    """Ids already written to `out`, streamed; a torn last line (crash mid-write) is cut off so appends stay JSONL."""
+    ids: set[str] = set()
+    if not out.exists():
+        return ids
+    with out.open("r+b") as handle:
+        complete = 0
+        for line in handle:
+            if not line.endswith(b"\n"):
+                handle.truncate(complete)
+                break
+            complete += len(line)
+            try:
+                ids.add(str(json.loads(line)["id"]))
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                raise UserError(f"{out} is not a verdicts file from this command; choose another --out") from None
     return ids
+
+
+def todo_rows(config: PredictConfig, done: set[str], bad: list[tuple[int, str]]) -> Iterator[tuple[str, str]]:
+    """(id, text) of each usable row not done yet; bad rows are appended to `bad` and shown as they are met."""
+    seen = set(done)
+    for number, error, row in read_rows(config.input):
+        if error is None:
+            row_id = str(row["id"]) if row.get("id") not in (None, "") else text_id(row["text"])
+            if row_id in seen and row_id not in done:
+                error = f"duplicate id {row_id!r}"
+            elif row_id not in done:
+                yield row_id, row["text"]
+            seen.add(row_id)
+        if error is not None:
+            bad.append((number, error))
+            if len(bad) <= SHOWN_BAD_ROWS:
+                print(f"{config.input}:{number}: skipped: {error}", file=sys.stderr)
+
+
+def batches(rows: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 @cli_main
@@ -74,35 +119,27 @@ def main(argv: list[str] | None = None) -> None:
     args = config_parser("python -m serve predict", PredictConfig, __doc__.split("\n\n")[0]).parse_args(argv)
     config = PredictConfig(**vars(args))
     done = done_ids(config.out)
-    todo, bad, seen = [], [], set(done)
-    for number, error, row in read_rows(config.input):
-        if error is None:
-            row_id = str(row.get("id", number))
-            if row_id in seen and row_id not in done:
-                error = f"duplicate id {row_id!r}"
-            elif row_id not in done:
-                todo.append((row_id, row["text"]))
-            seen.add(row_id)
-        if error is not None:
-            bad.append((number, error))
-    for number, error in bad[:SHOWN_BAD_ROWS]:
-        print(f"{config.input}:{number}: skipped: {error}", file=sys.stderr)
-    if len(bad) > SHOWN_BAD_ROWS:
-        print(f"... and {len(bad) - SHOWN_BAD_ROWS} more bad rows", file=sys.stderr)
-
-    engine = load_engine(config) if todo else None
-    flagged = 0
+    bad: list[tuple[int, str]] = []
+    engine: Engine | None = None
+    written = flagged = unparsed = 0
     config.out.parent.mkdir(parents=True, exist_ok=True)
-    with config.out.open("a", encoding="utf-8") as out, tqdm(total=len(todo), unit="listing") as progress:
-        for start in range(0, len(todo), config.max_batch_size):
-            batch = todo[start : start + config.max_batch_size]
+    with config.out.open("a", encoding="utf-8") as out, tqdm(unit="listing") as progress:
+        for batch in batches(todo_rows(config, done, bad), config.max_batch_size):
+            engine = engine or load_engine(config)  # no model load when everything is done already
             results = engine.run([text for _, text in batch], config.mode)
             for (row_id, _), result in zip(batch, results, strict=True):
+                if not result.parsed and config.on_parse_failure == "error":
+                    unparsed += 1
+                    continue
                 out.write(json.dumps({"id": row_id, **asdict(result)}, ensure_ascii=False) + "\n")
+                written += 1
                 flagged += result.flagged
             out.flush()
             progress.update(len(batch))
+    if len(bad) > SHOWN_BAD_ROWS:
+        print(f"... and {len(bad) - SHOWN_BAD_ROWS} more bad rows", file=sys.stderr)
+    left = f", {unparsed} answers unreadable (no row written; rerun to retry)" if unparsed else ""
     print(
-        f"{config.out}: wrote {len(todo)} verdicts ({flagged} flagged), skipped {len(bad)} bad rows, "
-        f"{len(done)} already done"
+        f"{config.out}: wrote {written} verdicts ({flagged} flagged), skipped {len(bad)} bad rows, "
+        f"{len(done)} already done{left}"
     )

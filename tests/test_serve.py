@@ -52,7 +52,16 @@ def running(app):
         thread.join(timeout=30)
 
 
-LIMITS = {"max_inputs": 4, "max_input_chars": 300, "max_body_bytes": 4000, "max_new_tokens": 6, "model_name": "tiny"}
+LIMITS = {
+    "max_inputs": 4,
+    "max_input_chars": 300,
+    "max_body_bytes": 4000,
+    "max_new_tokens": 6,
+    "model_name": "tiny",
+    "mode": "fast",  # a random model: fast mode keeps these tests quick; it is allowed explicitly
+    "allow_unvalidated_fast": True,
+    "client_modes": ["fast", "reasoning"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +106,8 @@ def test_reasoning_mode_generates_and_reports_parse_status(url):
     result = post(url, {"input": "Premium IPTV 12 months", "mode": "reasoning"}).json()["results"][0]
     assert isinstance(result["reasoning"], str)
     assert result["status"] != "ok"  # a random model does not follow the format; the status says why
-    assert result["flagged"] is False and set(result["category_scores"].values()) == {0.0}
+    assert result["flagged"] is True  # no readable verdict is flagged for review (on_parse_failure=flag)
+    assert set(result["category_scores"].values()) == {0.0}
 
 
 def test_official_openai_client(url):

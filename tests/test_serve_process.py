@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from serve.predict import main as predict
+from serve.predict import text_id
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -38,7 +39,17 @@ def test_bad_model_fails_at_startup_with_one_line(tmp_path):
 
 def test_sigterm_finishes_in_flight_requests_then_exits(tiny_model_dir):
     port = free_port()
-    command = [sys.executable, "-m", "serve", "--model", str(tiny_model_dir), "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "serve",
+        "--model",
+        str(tiny_model_dir),
+        "--port",
+        str(port),
+        "--max-new-tokens",
+        "8",
+    ]
     server = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -70,12 +81,23 @@ def test_predict_skips_bad_rows_and_resumes(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "verdicts.jsonl"
     rows = [{"id": "a", "text": "Premium IPTV"}, "not json", {"text": ""}, {"id": "a", "text": "dup"}, {"text": "Art"}]
     listings.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n" + '{"id": 7\n')
-    argv = ["--model", str(tiny_model_dir), "--in", str(listings), "--out", str(out), "--max-batch-size", "2"]
+    argv = [
+        "--model",
+        str(tiny_model_dir),
+        "--in",
+        str(listings),
+        "--out",
+        str(out),
+        "--max-batch-size",
+        "2",
+        "--max-new-tokens",
+        "6",
+    ]
 
     predict(argv)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [line["id"] for line in lines] == ["a", "5"]
-    assert set(lines[0]) == {"id", "flagged", "categories", "category_scores", "reasoning", "status"}
+    assert [line["id"] for line in lines] == ["a", text_id("Art")]
+    assert set(lines[0]) == {"id", "flagged", "categories", "category_scores", "reasoning", "status", "parsed"}
     err = capsys.readouterr().err
     expected = [(2, "not JSON"), (3, "no non-empty string 'text'"), (4, "duplicate id 'a'"), (6, "not JSON")]
     for number, reason in expected:
@@ -84,5 +106,5 @@ def test_predict_skips_bad_rows_and_resumes(tmp_path, tiny_model_dir, capsys):
     out.write_text(out.read_text() + '{"id": "torn')  # a crash mid-write
     listings.write_text(listings.read_text() + json.dumps({"id": "b", "text": "Knitting pattern"}) + "\n")
     predict(argv)
-    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a", "5", "b"]
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a", text_id("Art"), "b"]
     assert "wrote 1 verdicts" in capsys.readouterr().out
