@@ -116,6 +116,8 @@ def parse_judgement(text: object) -> Judgement:
         if "score" not in found:
             return Judgement(None, unscored_reason="no score in the JSON reply")
         return _judgement(found["score"], found.get("justification", ""))
+    if "{" in body:  # JSON cut short (e.g. by max_tokens): its score may belong to a half-written justification
+        return Judgement(None, unscored_reason=f"malformed JSON reply: {text.strip()[:80]!r}")
     loose = re.search(r"\bscore\b\W{0,3}\s*(-?\d+(?:\.\d+)?)", text, re.IGNORECASE)
     if loose:
         rest = (text[: loose.start()] + " " + text[loose.end() :]).strip(" \n\t:-,.{}\"'")
@@ -530,7 +532,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, field in JudgeConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:
-            parser.add_argument(f"--no-{name}", dest=name, action="store_false", default=None, help=f"turn off: {field.description}")
+            parser.add_argument(
+                f"--no-{name}", dest=name, action="store_false", default=None, help=f"turn off: {field.description}"
+            )
         else:
             parser.add_argument(flag, dest=name, default=None, help=field.description)
 
