@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from evals import judge
 from evals.runner import EvalConfig
+from moderation.config import read_config_file
 from moderation.errors import UserError, cli_main
 
 
@@ -33,12 +33,7 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> EvalConfig:
-    values: dict = {}
-    if args.config:
-        try:
-            values = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise UserError(f"cannot read config {args.config}: {error}") from None
+    values = read_config_file(args.config) if args.config else {}
     values.update({k: v for k, v in vars(args).items() if k in EvalConfig.model_fields and v is not None})
     try:
         return EvalConfig.model_validate(values)

@@ -30,8 +30,10 @@ def parse_overrides(pairs: list[str]) -> dict:
             value = raw
         node = result
         *parents, leaf = key.strip().split(".")
-        for parent in parents:
+        for depth, parent in enumerate(parents, start=1):
             node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override {pair!r}: {'.'.join(parents[:depth])} was already set to a plain value")
         node[leaf] = value
     return result
 
@@ -44,21 +46,23 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
+def read_config_file(path: str | Path) -> dict:
+    """The YAML mapping in `path` ({} for an empty file); a missing, unreadable or non-mapping file is one UserError."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise UserError(f"cannot read config {path}: {str(error).splitlines()[0]}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise UserError(f"{path}: a config must be a YAML mapping of field names to values")
+    return loaded or {}
+
+
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
     """Build `cls` from an optional YAML file plus overrides; any problem is one UserError line naming the field."""
-    data: dict = {}
-    where = "command line"
-    if path is not None:
-        where = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-            raise UserError(f"cannot read config {path}: {str(error).splitlines()[0]}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise UserError(f"{path}: a config must be a YAML mapping of field names to values")
-        data = loaded or {}
+    data = read_config_file(path) if path is not None else {}
+    where = str(path) if path is not None else "command line"
     return validate_config(cls, _merge(data, parse_overrides(overrides or [])), where)
 
 

@@ -40,6 +40,7 @@ def test_precedence_defaults_yaml_cli(tmp_path):
         ("- a list\n", [], "must be a YAML mapping"),
         ("steps: [\n", [], "cannot read config"),
         ("", ["nokey"], "is not key=value"),
+        ("", ["inner=5", "inner.r=8"], "inner was already set to a plain value"),
     ],
 )
 def test_errors_are_one_line(tmp_path, yaml_text, overrides, message):
@@ -58,3 +59,17 @@ def test_missing_file():
 def test_describe_fields_flattens_nested():
     text = "\n".join(describe_fields(Demo))
     assert "steps = 10" in text and "how many steps" in text and "inner.r = 16" in text
+
+
+def test_evals_config_file_holding_a_list_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "evals", "run", "--config", str(path), "--model", "keyword", "--data", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "must be a YAML mapping" in out.stderr
