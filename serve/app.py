@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from moderation.errors import UserError
+from serve.chat import ChatRequest, response_body
 from serve.engine import Batcher, Closing, Engine, EngineConfig, Mode, Overloaded
 from serve.guard import Guard
 from serve.validation import check_modes, measured
@@ -55,6 +56,7 @@ class ServeConfig(EngineConfig):
         False, description="serve fast mode even with no dev eval of it on record for this model"
     )
     eval_dir: str | None = Field(None, description="where the model's evals are (default: <run>/eval)")
+    max_chat_tokens: int = Field(512, ge=1, description="/v1/chat/completions: max_tokens at most (400 beyond)")
     api_key_env: str | None = Field(
         None, description="environment variable holding an API key; requests then need 'Authorization: Bearer <key>'"
     )
@@ -192,10 +194,10 @@ def load_json(body: bytes, max_depth: int = 400):
         raise ApiError(400, message, "invalid_json") from None
 
 
-def parse_request(body: bytes, max_depth: int = 400) -> ModerationRequest:
+def parse_request(body: bytes, max_depth: int = 400, schema: type[BaseModel] = ModerationRequest):
     data = load_json(body, max_depth)
     try:
-        return ModerationRequest.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
@@ -311,5 +313,28 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
                 for r in results
             ],
         )
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        body = await read_body(request, config.max_body_bytes, config.body_timeout_s)
+        chat: ChatRequest = parse_request(body, config.max_json_depth, ChatRequest)
+        if chat.model not in (None, config.served_name):
+            raise ApiError(404, f"unknown model {chat.model!r}; this server has {config.served_name!r}", "model")
+        if chat.stream:
+            raise ApiError(400, "streaming is not supported; send stream=false", "stream_unsupported", param="stream")
+        max_tokens = chat.max_completion_tokens or chat.max_tokens or config.max_new_tokens
+        if max_tokens > config.max_chat_tokens:
+            message = f"max_tokens {max_tokens} is over this server's {config.max_chat_tokens}"
+            raise ApiError(400, message, "max_tokens_too_large", param="max_tokens")
+        messages = [m.model_dump() for m in chat.messages]
+        try:
+            completion = await asyncio.wait_for(
+                batcher.call(engine.chat, messages, max_tokens, chat.temperature), config.request_timeout_s
+            )
+        except Closing as error:
+            raise ApiError(503, str(error), "shutting_down") from None
+        except TimeoutError:
+            raise ApiError(503, "timed out waiting for the model", "timeout", retry_after=5) from None
+        return response_body(completion, config.served_name, int(time.time()))
 
     return app

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from moderation.generate import GenerationConfig, Moderator
 from moderation.runs import load_moderator
 from moderation.verdict import DISALLOW
+from serve.chat import Completion, chat_ids
 from serve.scoring import FastScorer
 
 Mode = Literal["fast", "reasoning"]
@@ -69,6 +70,30 @@ class Engine:
 
     def run(self, texts: Sequence[str], mode: Mode) -> list[Result]:
         return self._fast(texts) if mode == "fast" else self._reasoning(texts)
+
+    def chat(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0) -> Completion:
+        """One chat completion over the loaded model (messages' content tokenized as data, see serve.chat)."""
+        import torch
+
+        model, tokenizer = self.moderator.model, self.moderator.tokenizer
+        prompt = chat_ids(tokenizer, messages)
+        sampling = temperature > 0
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=torch.tensor([prompt], device=model.device),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=model.device),
+                max_new_tokens=max_tokens,
+                do_sample=sampling,
+                temperature=temperature if sampling else None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new = output[0, len(prompt) :].tolist()
+        stopped = bool(new) and new[-1] == tokenizer.eos_token_id
+        text = tokenizer.decode(new, skip_special_tokens=True)
+        finish = "stop" if stopped or len(new) < max_tokens else "length"
+        return Completion(text=text, prompt_tokens=len(prompt), completion_tokens=len(new), finish_reason=finish)
 
     def _fast(self, texts: Sequence[str]) -> list[Result]:
         results = []
@@ -168,6 +193,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._busy = False
+        self._calls = 0  # `call`s queued or running on the model thread
 
     async def start(self) -> None:
         self._queue = asyncio.Queue(self.max_queue)
@@ -190,6 +216,16 @@ class Batcher:
             self._queue.put_nowait(_Item(text, mode, future))
         self.stats.submitted += len(texts)
         return futures
+
+    async def call(self, function, *args):
+        """Run `function(*args)` on the model thread, between batches (the model is never used by two threads)."""
+        if self.closing or self._executor is None:
+            raise Closing("the server is shutting down")
+        self._calls += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        finally:
+            self._calls -= 1
 
     async def _collect(self) -> list[_Item]:
         assert self._queue is not None
@@ -238,7 +274,7 @@ class Batcher:
         """Refuse new work, let queued and running batches finish (bounded), then stop the worker."""
         self.closing = True
         deadline = time.monotonic() + drain_timeout_s
-        while (self.queued or self._busy) and time.monotonic() < deadline:
+        while (self.queued or self._busy or self._calls) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if self._task:
             self._task.cancel()
