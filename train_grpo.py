@@ -40,6 +40,14 @@ from moderation.prompt import PromptConfig, build_messages, prompt_length
 from moderation.runs import ADAPTER, MANIFEST, MERGED
 from moderation.verdict import DISALLOW, render
 from training.modal_app import ModalSettings, app, describe, launch
+from training.resume import (
+    COMPLETIONS,
+    METRICS,
+    append_record,
+    read_records,
+    resume_point,
+    rewind_logs,
+)
 
 
 class LoraSettings(BaseModel):
@@ -73,6 +81,7 @@ class SFTSettings(BaseModel):
     max_steps: int = Field(60, ge=1, description="SFT optimizer steps")
     batch_size: int = Field(8, ge=1, description="SFT examples per step")
     learning_rate: float = Field(1e-3, gt=0, description="SFT learning rate (LoRA)")
+    save_steps: int = Field(20, ge=1, description="checkpoint every N SFT steps (resume loses at most this many)")
 
 
 class Recipe(BaseModel):
@@ -123,6 +132,7 @@ class Recipe(BaseModel):
     modal: ModalSettings = Field(default_factory=ModalSettings, description="`modal run` resources (unused locally)")
 
     save_steps: int = Field(5, ge=1, description="checkpoint every N GRPO steps (resume loses at most this many)")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept per stage (older ones are deleted)")
     logging_steps: int = Field(1, ge=1, description="log metrics every N steps")
     log_completions_steps: int = Field(5, ge=1, description="append sample completions every N steps")
     zero_std_warning: float = Field(0.75, gt=0, le=1, description="warn when this share of groups has no signal...")
@@ -239,6 +249,8 @@ def make_tracker(recipe: Recipe, log_dir: Path, rows: list[dict]):
         def __init__(self):
             self.trainer = None  # set after the trainer exists, to read its logged completions
             self.stage = "grpo"
+            self.completions_through = 0  # last GRPO step whose completions are written (the end-of-train log
+            # repeats the last step's number)
             self.flat_logs = 0
             self.warned = False
 
@@ -246,10 +258,12 @@ def make_tracker(recipe: Recipe, log_dir: Path, rows: list[dict]):
             if not logs:
                 return
             record = {"stage": self.stage, "step": state.global_step, **logs}
-            _append_jsonl(log_dir / "metrics.jsonl", record)
+            append_record(log_dir / METRICS, record)
             self._guard(logs)
-            if self.stage == "grpo" and state.global_step % recipe.log_completions_steps == 0:
-                self._save_completions(state.global_step)
+            step = state.global_step
+            if self.stage == "grpo" and step % recipe.log_completions_steps == 0 and step > self.completions_through:
+                self._save_completions(step)
+                self.completions_through = step
 
         def _guard(self, logs: dict) -> None:
             zero_std = logs.get("frac_reward_zero_std")
@@ -274,7 +288,7 @@ def make_tracker(recipe: Recipe, log_dir: Path, rows: list[dict]):
                     "rewards": {name: values[i] for name, values in logged["rewards"].items() if i < len(values)},
                     **{key: row.get(key) for key in ("text", "label", "categories")},
                 }
-                _append_jsonl(log_dir / "completions.jsonl", record)
+                append_record(log_dir / COMPLETIONS, record)
 
     return Tracker()
 
@@ -293,20 +307,14 @@ def learning_signal_advice(logs: dict, recipe: Recipe) -> str:
     return f"most groups have zero reward variance for {patience} logs: no learning signal. Likely: {cause}."
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, default=str) + "\n")
-
-
 def plot_metrics(metrics_path: Path, png_path: Path) -> None:
-    """Reward curves per reward function and total, and frac_reward_zero_std, from metrics.jsonl."""
+    """Reward curves per reward function and total, and frac_reward_zero_std, from metrics.jsonl (torn tail skipped)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    grpo = [r for r in records if r.get("stage") == "grpo" and "reward" in r]
+    grpo = [r for r in read_records(metrics_path) if r.get("stage") == "grpo" and "reward" in r]
     if not grpo:
         return
     steps = [r["step"] for r in grpo]
@@ -366,7 +374,16 @@ def lora_config(recipe: Recipe, num_layers: int):
 SFT_ANSWER_TOKENS = 256  # room for the longest gold answer, so no SFT target is cut
 
 
-def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker) -> Path:
+def start_stage(recipe: Recipe, stage: str, checkpoints: Path) -> tuple[Path | None, int]:
+    """The checkpoint a stage resumes from and its step ((None, 0): from scratch), with the logs rewound to it."""
+    last, step = resume_point(checkpoints) if recipe.resume and checkpoints.is_dir() else (None, 0)
+    rewind_logs(recipe.run_dir, stage, step)
+    if last:
+        print(f"resuming {stage.upper()} from {last}")
+    return last, step
+
+
+def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker, callbacks=()) -> Path:
     """Warm-start: LoRA SFT on rendered gold answers (loss on the answer only), merged into a full model."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -389,7 +406,9 @@ def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker
         lr_scheduler_type="cosine",
         warmup_steps=max(1, recipe.sft.max_steps // 10),
         logging_steps=recipe.logging_steps,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=recipe.sft.save_steps,
+        save_total_limit=recipe.save_total_limit,
         report_to=[],
         seed=recipe.seed,
         max_length=recipe.max_prompt_tokens + SFT_ANSWER_TOKENS,
@@ -404,9 +423,10 @@ def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(recipe, model.config.num_hidden_layers),
-        callbacks=[tracker],
+        callbacks=[tracker, *callbacks],
     )
-    trainer.train()
+    last, _ = start_stage(recipe, "sft", out / "checkpoints")
+    trainer.train(resume_from_checkpoint=last)
     save_merged(trainer.model, tokenizer, merged)
     tracker.stage = "grpo"
     return merged
@@ -417,7 +437,6 @@ def run_grpo(
 ):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer
 
     import rewards
@@ -440,6 +459,7 @@ def run_grpo(
         reward_weights=recipe.reward_weights,
         save_steps=recipe.save_steps,
         save_strategy="steps",
+        save_total_limit=recipe.save_total_limit,
         logging_steps=recipe.logging_steps,
         report_to=report_to(recipe),
         run_name=recipe.name,
@@ -474,9 +494,7 @@ def run_grpo(
         rollout_func=SharedPrefixRollout() if shared_prefix else None,
     )
     tracker.trainer = trainer
-    last = get_last_checkpoint(str(checkpoints)) if recipe.resume and checkpoints.is_dir() else None
-    if last:
-        print(f"resuming GRPO from {last}")
+    last, tracker.completions_through = start_stage(recipe, "grpo", checkpoints)
     result = trainer.train(resume_from_checkpoint=last)
     trainer.model.save_pretrained(recipe.run_dir / ADAPTER)
     save_merged(trainer.model, tokenizer, recipe.run_dir / MERGED)
@@ -538,7 +556,7 @@ def prepare_run_dir(recipe: Recipe) -> None:
 
 
 def main(recipe: Recipe, callbacks=()) -> Path:
-    """Train one recipe; `callbacks` are extra TrainerCallbacks for GRPO (Modal adds a volume commit per checkpoint)."""
+    """Train one recipe; `callbacks` are extra TrainerCallbacks (Modal adds a volume commit per checkpoint)."""
     require_runtime(recipe)
     import torch
 
@@ -567,7 +585,7 @@ def main(recipe: Recipe, callbacks=()) -> Path:
     start_path: Path | str = base_path
     if recipe.sft.enabled:
         stage = time.perf_counter()
-        start_path = run_sft(recipe, base_path, rows, tokenizer, tracker)
+        start_path = run_sft(recipe, base_path, rows, tokenizer, tracker, callbacks)
         timings["sft"] = time.perf_counter() - stage
 
     # GRPO
