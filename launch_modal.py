@@ -1,22 +1,33 @@
-"""An interactive GPU box on Modal for notebook work: JupyterLab behind a random token, or SSH with your public key.
+"""A GPU box on Modal: JupyterLab behind a random token, SSH with your public key, or a vLLM OpenAI-compatible server
+behind a random API key (e.g. the judge model for `python -m evals judge`).
 
-    modal run launch_modal.py                                                  # JupyterLab: prints its URL once
+    modal run launch_modal.py                                                  # JupyterLab
     modal run launch_modal.py --mode ssh --public-key ~/.ssh/id_ed25519.pub    # key-only SSH as root
+    modal run launch_modal.py --mode vllm --model Qwen/Qwen3-8B --idle-timeout 600
     modal run launch_modal.py --gpu A100-80GB --idle-timeout 3600 --max-hours 4
 
 The box runs the training image's pinned `gpu` set plus `dev` and `box` (pyproject.toml), has the repo at
-/root/project (on PYTHONPATH) and the training volumes: HF cache at /cache, uploaded datasets at /data, Modal runs at
-/runs. It stops after `--idle-timeout` seconds without a kernel, terminal or SSH connection, and after `--max-hours`
-whatever happens. There is never a password: Jupyter takes a fresh `secrets.token_urlsafe` token, printed once with
-the URL; sshd accepts public keys only. Anyone with the URL and token, or the private key, has a root shell on the box.
+/root/project (on PYTHONPATH; secrets, datasets and runs are not uploaded) and the training volumes: HF cache at
+/cache (vLLM's weights stay there between launches), uploaded datasets at /data, Modal runs at /runs.
+It stops after `--idle-timeout` seconds without a kernel or terminal (idle kernels are culled even while a browser
+tab is connected), SSH connection or vLLM request, and after `--max-hours` whatever happens.
+There is never a password and never an open endpoint: the Jupyter token and the vLLM API key are generated here, on
+your machine, printed once here, and handed to the container as a Modal Secret, so they never appear in the
+container's output (Modal's logs); sshd accepts public keys only and the box prints its host-key fingerprint.
+Anyone with the URL and token, or the private key, has a root shell on the box; anyone with the vLLM URL and key can
+use the GPU.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import secrets
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -26,12 +37,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from moderation.config import validate_config
 from moderation.errors import UserError, cli_main
-from training.modal_app import REPO_ROOT, ModalSettings, gpu_environment, volumes
+from training.modal_app import REPO_ROOT, ModalSettings, available_secrets, gpu_environment, volumes
 
 PROJECT = "/root/project"
 JUPYTER_PORT = 8888
 SSH_PORT = 22
+VLLM_PORT = 8000
 POLL_S = 30
+VLLM_START_S = 30 * 60  # first launch downloads the weights to the volume
+SSH_HOST_KEY = Path("/etc/ssh/ssh_host_ed25519_key.pub")
+# The environment variable each mode's credential reaches the container in (a Modal Secret made at launch).
+CREDENTIAL_ENV = {"jupyter": "JUPYTER_TOKEN", "vllm": "VLLM_API_KEY"}
 PUBLIC_KEY_TYPES = (
     "ssh-ed25519",
     "ssh-rsa",
@@ -41,7 +57,11 @@ PUBLIC_KEY_TYPES = (
     "sk-ssh-ed25519@openssh.com",
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
-NOT_UPLOADED = [".venv", ".git", "runs", "wandb", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache"]
+NOT_UPLOADED = [
+    *(".venv", ".git", "wandb", "mlruns", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache"),
+    *("data", "runs"),  # datasets and runs reach the box through the /data and /runs volumes
+    *("**/.env", "**/.env.*", "**/*.pem", "**/*.key", "**/id_*"),  # credentials never leave this machine
+]
 
 
 class BoxConfig(BaseModel):
@@ -49,8 +69,12 @@ class BoxConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["jupyter", "ssh"] = Field("jupyter", description="JupyterLab with a token, or SSH with a key")
+    mode: Literal["jupyter", "ssh", "vllm"] = Field(
+        "jupyter", description="JupyterLab with a token, SSH with a key, or a vLLM OpenAI-compatible server with a key"
+    )
     public_key: str = Field("", description="ssh mode: the OpenSSH public key line allowed to log in")
+    model: str = Field("", description="vllm mode: the Hugging Face model id to serve")
+    max_model_len: int = Field(8192, ge=512, description="vllm mode: context length (judge prompts are ~2k tokens)")
     gpu: str = Field("L40S", description="Modal GPU type")
     idle_timeout_s: int = Field(1800, ge=60, description="stop after this long without a kernel or connection")
     timeout_s: int = Field(8 * 3600, ge=300, le=24 * 3600, description="hard limit on the box's lifetime")
@@ -59,6 +83,8 @@ class BoxConfig(BaseModel):
     def _ssh_needs_key(self) -> BoxConfig:
         if self.mode == "ssh" and not self.public_key:
             raise ValueError("--mode ssh needs --public-key ~/.ssh/id_ed25519.pub")
+        if self.mode == "vllm" and not self.model:
+            raise ValueError("--mode vllm needs --model <hugging face id>")
         return self
 
 
@@ -77,14 +103,36 @@ def read_public_key(path: Path) -> str:
 
 
 def new_token() -> str:
-    """A fresh random Jupyter token (256 bits), different for every box."""
+    """A fresh random Jupyter token or API key (256 bits), different for every box."""
     return secrets.token_urlsafe(32)
+
+
+def credential_message(config: BoxConfig, credential: str) -> str:
+    """What the launching machine prints, once: the credential and how to use it with the URL the box prints."""
+    if config.mode == "vllm":
+        return (
+            f"vLLM API key (printed once, only here; keep it private): {credential}\n"
+            "Judge an evaluation with it once the box prints its API URL below:\n"
+            f"  export JUDGE_API_KEY={credential}\n"
+            f"  python -m evals judge --run runs/evals/<eval> --endpoint <API URL> --model {config.model} "
+            "--api-key-env JUDGE_API_KEY"
+        )
+    return f"Jupyter token (printed once, only here; keep it private): {credential}"
+
+
+def required_credential(mode: str) -> str:
+    """The container side: the launch's credential from its Secret; without one the box refuses to start open."""
+    credential = os.environ.get(CREDENTIAL_ENV[mode], "")
+    if len(credential) < 32:
+        raise RuntimeError(f"{CREDENTIAL_ENV[mode]} is missing: start the box with `modal run launch_modal.py`")
+    return credential
 
 
 def jupyter_command(idle_timeout_s: int, port: int = JUPYTER_PORT) -> list[str]:
     """JupyterLab on all interfaces (the tunnel connects from outside the container), culling idle kernels and
-    shutting down when nothing has happened for `idle_timeout_s`. The token comes from $JUPYTER_TOKEN, so it never
-    appears in the process list and Jupyter's own log masks it."""
+    shutting down when nothing has happened for `idle_timeout_s`. Kernels are culled when idle even while a browser
+    tab is connected (`cull_connected`), so a forgotten tab does not hold the GPU; busy kernels are left alone.
+    The token comes from $JUPYTER_TOKEN, so it never appears in the process list and Jupyter's own log masks it."""
     return [
         "jupyter",
         "lab",
@@ -97,6 +145,7 @@ def jupyter_command(idle_timeout_s: int, port: int = JUPYTER_PORT) -> list[str]:
         f"--ServerApp.shutdown_no_activity_timeout={idle_timeout_s}",
         f"--MappingKernelManager.cull_idle_timeout={idle_timeout_s}",
         f"--MappingKernelManager.cull_interval={POLL_S}",
+        "--MappingKernelManager.cull_connected=True",
         f"--TerminalManager.cull_inactive_timeout={idle_timeout_s}",
     ]
 
@@ -124,6 +173,83 @@ def sshd_config(port: int = SSH_PORT) -> str:
     )
 
 
+def fingerprint(public_key_line: str) -> str:
+    """The SHA256 fingerprint `ssh-keygen -l` shows (and ssh asks about on first connection) for a public key line."""
+    blob = base64.b64decode(public_key_line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def known_hosts_line(host: str, port: int, public_key_line: str) -> str:
+    """A ~/.ssh/known_hosts entry for the tunnel, so ssh can check the box's host key strictly."""
+    key_type, key = public_key_line.split()[:2]
+    return f"[{host}]:{port} {key_type} {key}"
+
+
+def jupyter_sessions(port: int, token: str, timeout_s: float = 10) -> int:
+    """Kernels plus terminals open on the local Jupyter server (0 when it does not answer). Jupyter culls idle ones,
+    so this stays above 0 only while someone works or a kernel is busy, whatever the browser tabs do."""
+    count = 0
+    for path in ("/api/kernels", "/api/terminals"):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"token {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                count += len(json.load(response))
+        except (OSError, ValueError):
+            continue
+    return count
+
+
+def vllm_requests(metrics_text: str) -> tuple[float, float]:
+    """(requests finished so far, requests running or waiting) from vLLM's Prometheus /metrics text."""
+    finished = in_flight = 0.0
+    for line in metrics_text.split("\n"):
+        fields = line.split()
+        if len(fields) < 2 or line.startswith("#"):
+            continue
+        name = fields[0].split("{")[0]
+        try:
+            number = float(fields[-1])
+        except ValueError:
+            continue
+        if name == "vllm:request_success_total":
+            finished += number
+        elif name in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
+            in_flight += number
+    return finished, in_flight
+
+
+class VllmActivity:
+    """busy() for `wait_until_idle`: true while requests run, or when some finished since the last check."""
+
+    def __init__(self, port: int = VLLM_PORT):
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.finished = 0.0
+
+    def __call__(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url, timeout=10) as response:
+                finished, in_flight = vllm_requests(response.read().decode("utf-8", "replace"))
+        except OSError:
+            return False
+        busy = in_flight > 0 or finished != self.finished
+        self.finished = finished
+        return busy
+
+
+def vllm_command(config: BoxConfig, port: int = VLLM_PORT) -> list[str]:
+    """vLLM's OpenAI-compatible server. The API key is not on this command line: vLLM reads it from $VLLM_API_KEY
+    (the launch's Secret) and then refuses /v1 requests without it; on the command line it would show in the
+    process list and in the arguments vLLM logs at startup, which Modal keeps."""
+    return [
+        "vllm",
+        "serve",
+        config.model,
+        "--host=0.0.0.0",
+        f"--port={port}",
+        f"--max-model-len={config.max_model_len}",
+    ]
+
+
 def established_connections(proc_net_tcp: str, port: int) -> int:
     """How many TCP connections to local `port` are established, from the text of /proc/net/tcp or tcp6."""
     count = 0
@@ -134,10 +260,17 @@ def established_connections(proc_net_tcp: str, port: int) -> int:
     return count
 
 
-def wait_until_idle(busy: Callable[[], bool], idle_timeout_s: float, clock=time.monotonic, sleep=time.sleep) -> None:
-    """Return once `busy()` has been false for `idle_timeout_s` in a row (checked every POLL_S seconds)."""
+def wait_until_idle(
+    busy: Callable[[], bool],
+    idle_timeout_s: float,
+    clock=time.monotonic,
+    sleep=time.sleep,
+    stopped: Callable[[], bool] = lambda: False,
+) -> None:
+    """Return once `busy()` has been false for `idle_timeout_s` in a row (checked every POLL_S seconds), or as soon
+    as `stopped()` (the server exited by itself)."""
     last_busy = clock()
-    while clock() - last_busy < idle_timeout_s:
+    while clock() - last_busy < idle_timeout_s and not stopped():
         sleep(POLL_S)
         if busy():
             last_busy = clock()
@@ -160,20 +293,47 @@ image = (
 
 @app.function(image=image, **box_options(DEFAULTS))
 def box(config_json: str) -> None:
-    """The container side: serve Jupyter or sshd through a Modal tunnel until idle."""
+    """The container side: serve Jupyter, sshd or vLLM through a Modal tunnel until idle."""
     config = BoxConfig.model_validate_json(config_json)
-    if config.mode == "ssh":
-        serve_ssh(config)
-    else:
-        serve_jupyter(config)
+    {"ssh": serve_ssh, "jupyter": serve_jupyter, "vllm": serve_vllm}[config.mode](config)
 
 
 def serve_jupyter(config: BoxConfig) -> None:
-    token = new_token()
-    server = subprocess.Popen(jupyter_command(config.idle_timeout_s), env={**os.environ, "JUPYTER_TOKEN": token})
+    token = required_credential("jupyter")
+    server = subprocess.Popen(jupyter_command(config.idle_timeout_s))  # reads $JUPYTER_TOKEN
     with modal.forward(JUPYTER_PORT) as tunnel:
-        print(f"JupyterLab (token printed once, keep it private): {tunnel.url}/lab?token={token}", flush=True)
-        server.wait()  # Jupyter exits by itself after idle_timeout_s without activity
+        print(f"JupyterLab: {tunnel.url}/lab  (log in with the token printed where you ran `modal run`)", flush=True)
+        wait_until_idle(
+            lambda: jupyter_sessions(JUPYTER_PORT, token) > 0,
+            config.idle_timeout_s,
+            stopped=lambda: server.poll() is not None,
+        )
+    server.terminate()
+
+
+def serve_vllm(config: BoxConfig) -> None:
+    required_credential("vllm")
+    server = subprocess.Popen(vllm_command(config))  # reads $VLLM_API_KEY
+    deadline = time.monotonic() + VLLM_START_S
+    while not _healthy(f"http://127.0.0.1:{VLLM_PORT}/health"):
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"vLLM did not start serving {config.model} (exit code {server.poll()})")
+        time.sleep(5)
+    modal.Volume.from_name(ModalSettings().hf_cache_volume).commit()  # the weights stay cached for the next launch
+    with modal.forward(VLLM_PORT) as tunnel:
+        print(
+            f"vLLM OpenAI-compatible API for {config.model}: {tunnel.url}/v1  (key printed by `modal run`)", flush=True
+        )
+        wait_until_idle(VllmActivity(), config.idle_timeout_s, stopped=lambda: server.poll() is not None)
+    server.terminate()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def serve_ssh(config: BoxConfig) -> None:
@@ -185,9 +345,12 @@ def serve_ssh(config: BoxConfig) -> None:
     Path("/run/sshd").mkdir(exist_ok=True)
     subprocess.run(["ssh-keygen", "-A"], check=True)  # fresh host keys for this box
     subprocess.Popen(["/usr/sbin/sshd", "-D", "-e"])
+    host_key = SSH_HOST_KEY.read_text().strip()
     with modal.forward(SSH_PORT, unencrypted=True) as tunnel:
         host, port = tunnel.tcp_socket
         print(f"ssh -p {port} root@{host}    (key only; repo in {PROJECT})", flush=True)
+        print(f"host key ED25519 {fingerprint(host_key)}: compare before answering ssh's question, or add", flush=True)
+        print(f"  {known_hosts_line(host, port, host_key)}\nto ~/.ssh/known_hosts", flush=True)
         wait_until_idle(lambda: established_connections(_proc_net_tcp(), SSH_PORT) > 0, config.idle_timeout_s)
 
 
@@ -204,10 +367,21 @@ def main(
     gpu: str = DEFAULTS.gpu,
     idle_timeout: int = DEFAULTS.idle_timeout_s,
     max_hours: float = DEFAULTS.timeout_s / 3600,
+    model: str = "",
+    max_model_len: int = DEFAULTS.max_model_len,
 ) -> None:
-    """Validate the options here, then start the box and stream its output (the URL or ssh command) until it stops."""
+    """Validate the options here, make the box's credential here and print it once, then start the box and stream
+    its output (the URL or ssh command) until it stops."""
     values = {"mode": mode, "gpu": gpu, "idle_timeout_s": idle_timeout, "timeout_s": int(max_hours * 3600)}
+    values |= {"model": model, "max_model_len": max_model_len}
     if public_key:
         values["public_key"] = read_public_key(Path(public_key))
     config = validate_config(BoxConfig, values)
-    box.with_options(**box_options(config)).remote(config.model_dump_json())
+    credentials = []
+    if config.mode in CREDENTIAL_ENV:
+        credential = new_token()
+        credentials.append(modal.Secret.from_dict({CREDENTIAL_ENV[config.mode]: credential}))
+        print(credential_message(config, credential), flush=True)
+    if config.mode == "vllm":
+        credentials += available_secrets(["huggingface"])  # HF_TOKEN for gated models, when the secret exists
+    box.with_options(**box_options(config), secrets=credentials).remote(config.model_dump_json())
