@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -185,18 +186,39 @@ def known_hosts_line(host: str, port: int, public_key_line: str) -> str:
     return f"[{host}]:{port} {key_type} {key}"
 
 
+def local_get(port: int, path: str, authorization: str, timeout_s: float = 10) -> str | None:
+    """GET `path` from a server in this container, with an Authorization header; None unless it answers 200."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": authorization})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
 def jupyter_sessions(port: int, token: str, timeout_s: float = 10) -> int:
     """Kernels plus terminals open on the local Jupyter server (0 when it does not answer). Jupyter culls idle ones,
     so this stays above 0 only while someone works or a kernel is busy, whatever the browser tabs do."""
     count = 0
     for path in ("/api/kernels", "/api/terminals"):
-        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"token {token}"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                count += len(json.load(response))
-        except (OSError, ValueError):
+            count += len(json.loads(local_get(port, path, f"token {token}", timeout_s) or "[]"))
+        except ValueError:
             continue
     return count
+
+
+async def require_api_key(request, call_next):
+    """vLLM middleware (`--middleware launch_modal.require_api_key`): every path needs `Bearer $VLLM_API_KEY`.
+    vLLM's own key check covers /v1 routes only, which would leave /invocations, /pooling, /tokenize and the like
+    open to anyone who finds the tunnel's URL. Without a key in the environment nothing is served."""
+    from fastapi.responses import JSONResponse
+
+    key = os.environ.get(CREDENTIAL_ENV["vllm"], "")
+    given = request.headers.get("authorization", "").encode()
+    if len(key) < 32 or not hmac.compare_digest(given, f"Bearer {key}".encode()):
+        return JSONResponse({"error": "Unauthorized"}, status_code=401)
+    return await call_next(request)
 
 
 def vllm_requests(metrics_text: str) -> tuple[float, float]:
@@ -221,16 +243,16 @@ def vllm_requests(metrics_text: str) -> tuple[float, float]:
 class VllmActivity:
     """busy() for `wait_until_idle`: true while requests run, or when some finished since the last check."""
 
-    def __init__(self, port: int = VLLM_PORT):
-        self.url = f"http://127.0.0.1:{port}/metrics"
+    def __init__(self, key: str, port: int = VLLM_PORT):
+        self.key = key
+        self.port = port
         self.finished = 0.0
 
     def __call__(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url, timeout=10) as response:
-                finished, in_flight = vllm_requests(response.read().decode("utf-8", "replace"))
-        except OSError:
+        text = local_get(self.port, "/metrics", f"Bearer {self.key}")
+        if text is None:
             return False
+        finished, in_flight = vllm_requests(text)
         busy = in_flight > 0 or finished != self.finished
         self.finished = finished
         return busy
@@ -238,8 +260,9 @@ class VllmActivity:
 
 def vllm_command(config: BoxConfig, port: int = VLLM_PORT) -> list[str]:
     """vLLM's OpenAI-compatible server. The API key is not on this command line: vLLM reads it from $VLLM_API_KEY
-    (the launch's Secret) and then refuses /v1 requests without it; on the command line it would show in the
-    process list and in the arguments vLLM logs at startup, which Modal keeps."""
+    (the launch's Secret) and then refuses /v1 requests without it, and `require_api_key` refuses every other path
+    without it; on the command line it would show in the process list and in the arguments vLLM logs at startup,
+    which Modal keeps."""
     return [
         "vllm",
         "serve",
@@ -247,6 +270,7 @@ def vllm_command(config: BoxConfig, port: int = VLLM_PORT) -> list[str]:
         "--host=0.0.0.0",
         f"--port={port}",
         f"--max-model-len={config.max_model_len}",
+        "--middleware=launch_modal.require_api_key",
     ]
 
 
@@ -312,10 +336,10 @@ def serve_jupyter(config: BoxConfig) -> None:
 
 
 def serve_vllm(config: BoxConfig) -> None:
-    required_credential("vllm")
+    key = required_credential("vllm")
     server = subprocess.Popen(vllm_command(config))  # reads $VLLM_API_KEY
     deadline = time.monotonic() + VLLM_START_S
-    while not _healthy(f"http://127.0.0.1:{VLLM_PORT}/health"):
+    while local_get(VLLM_PORT, "/health", f"Bearer {key}", timeout_s=5) is None:
         if server.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"vLLM did not start serving {config.model} (exit code {server.poll()})")
         time.sleep(5)
@@ -324,16 +348,8 @@ def serve_vllm(config: BoxConfig) -> None:
         print(
             f"vLLM OpenAI-compatible API for {config.model}: {tunnel.url}/v1  (key printed by `modal run`)", flush=True
         )
-        wait_until_idle(VllmActivity(), config.idle_timeout_s, stopped=lambda: server.poll() is not None)
+        wait_until_idle(VllmActivity(key), config.idle_timeout_s, stopped=lambda: server.poll() is not None)
     server.terminate()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def serve_ssh(config: BoxConfig) -> None:

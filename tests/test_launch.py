@@ -246,7 +246,30 @@ class TestVllm:
         assert "--port=8000" in command and "--max-model-len=4096" in command
         # vLLM requires the key from $VLLM_API_KEY on /v1; on argv it would land in vLLM's startup log line.
         assert launch_modal.CREDENTIAL_ENV["vllm"] == "VLLM_API_KEY"
-        assert not any("key" in arg.lower() for arg in command)
+        assert "--middleware=launch_modal.require_api_key" in command
+        assert not any("key" in arg.lower() for arg in command if not arg.startswith("--middleware"))
+
+    def test_every_path_needs_the_key(self, monkeypatch):
+        """No anonymous access: vLLM checks /v1 only; the middleware it loads refuses everything else too."""
+        from fastapi import FastAPI
+        from fastapi.testclient import TestClient
+
+        api = FastAPI()
+        api.middleware("http")(launch_modal.require_api_key)
+        for path in ("/v1/chat/completions", "/invocations", "/tokenize"):
+            api.post(path)(lambda: {"ok": True})
+        api.get("/health")(lambda: {"ok": True})
+        client = TestClient(api)
+        key = "k" * 43
+        monkeypatch.setenv("VLLM_API_KEY", key)
+        for path in ("/v1/chat/completions", "/invocations", "/tokenize"):
+            assert client.post(path).status_code == 401
+            assert client.post(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert client.post(path, headers={"Authorization": key}).status_code == 401
+            assert client.post(path, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert client.get("/health").status_code == 401
+        monkeypatch.delenv("VLLM_API_KEY")
+        assert client.post("/invocations", headers={"Authorization": "Bearer "}).status_code == 401
 
     def test_launch_makes_a_key_locally_prints_it_once_and_sends_it_as_a_secret(self, launched, capsys):
         launch_modal.main(mode="vllm", model="Qwen/Qwen3-8B", gpu="H100", idle_timeout=600, max_hours=2)
@@ -286,14 +309,15 @@ class TestVllm:
             return 200, self.METRICS.replace("RUNNING", state["running"]).replace("FINISHED", state["finished"])
 
         with LocalServer({"/metrics": page}) as server:
-            activity = launch_modal.VllmActivity(server.port)
+            activity = launch_modal.VllmActivity("k" * 43, server.port)
             assert activity()  # 1 request finished since start
             assert not activity()
             state["running"] = "1.0"
             assert activity()
             state |= {"running": "0.0", "finished": "3.0"}
             assert activity() and not activity()
-        assert not launch_modal.VllmActivity(server.port)()  # server gone: not busy
+        assert server.headers[0]["Authorization"] == "Bearer " + "k" * 43
+        assert not launch_modal.VllmActivity("k" * 43, server.port)()  # server gone: not busy
 
 
 class TestModalBox:
