@@ -7,10 +7,11 @@
     [1.0]
 
 Modules: `registry` (interface, REGISTRY, build_rewards), `formatting` (format_strict, format_soft, format_partial),
-`answer` (verdict, categories), `reasoning` (reasoning_length), `audit` (run every reward over logged completions).
+`answer` (verdict, categories), `reasoning` (reasoning_length), `grounding` (reasoning_grounded), `audit` (run every
+reward over logged completions).
 """
 
-from rewards import answer, formatting, reasoning  # noqa: F401  (importing registers the built-ins)
+from rewards import answer, formatting, grounding, reasoning  # noqa: F401  (importing registers the built-ins)
 from rewards.registry import REGISTRY, BoundReward, Reward, build_rewards, completion_text, register, reward_params
 
 DEFAULT_REWARDS: tuple[str, ...] = (

@@ -12,7 +12,8 @@ reported from its logged values when there are any.
 Reported per reward: mean, std, count, not-applicable count, and the fraction of groups whose values are all equal
 (zero variance: no GRPO learning signal); the same for the (weighted) sum; and suspected hacks:
 `copied_listing` (most of the reasoning is listing text), `empty_reasoning_right_verdict`, `category_spam`
-(more than `spam_margin` categories beyond the gold ones).
+(more than `spam_margin` categories beyond the gold ones), `template_reasoning` (a reasoning that cites no content word
+of its listing: boilerplate such as "The listing is fine." that would read the same for any listing).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from typing import Any
 
 from moderation.errors import UserError, cli_main
 from moderation.policy import Policy, load_policy
+from rewards.grounding import content_words
 from rewards.reasoning import copied_fraction, words
 from rewards.registry import REGISTRY, build_rewards, completion_text, parsed, required_columns
 
-HACKS = ("copied_listing", "empty_reasoning_right_verdict", "category_spam")
+HACKS = ("copied_listing", "empty_reasoning_right_verdict", "category_spam", "template_reasoning")
 _LISTING = re.compile(r"<listing>\n?(.*?)\n?</listing>", re.DOTALL)
 
 
@@ -142,6 +144,12 @@ def _hacks(
         listing, label, gold = record.get("text"), record.get("label"), record.get("categories")
         if isinstance(listing, str) and copied_fraction(verdict.reasoning, listing) >= copy_threshold:
             found["copied_listing"].append(i)
+        if (
+            isinstance(listing, str)
+            and words(verdict.reasoning)
+            and not content_words(verdict.reasoning) & content_words(listing)
+        ):
+            found["template_reasoning"].append(i)
         if label is not None and verdict.decision == label and not words(verdict.reasoning):
             found["empty_reasoning_right_verdict"].append(i)
         gold_count = 0 if gold is None else len(gold)

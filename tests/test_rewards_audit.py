@@ -32,8 +32,18 @@ def test_reports_stats_zero_variance_and_hacks(policy):
     assert (verdict.mean, verdict.count, verdict.not_applicable) == (pytest.approx(2 / 6), 6, 0)
     assert verdict.zero_variance_groups == 1.0  # a: all right, b: all unparseable; no verdict signal in either
     assert report.rewards["format_strict"].zero_variance_groups == 0.5  # a varies (empty reasoning), b does not
-    assert report.hacks == {"copied_listing": 1, "empty_reasoning_right_verdict": 1, "category_spam": 1}
-    assert report.hack_rows == {"copied_listing": [1], "empty_reasoning_right_verdict": [2], "category_spam": [3]}
+    assert report.hacks == {
+        "copied_listing": 1,
+        "empty_reasoning_right_verdict": 1,
+        "category_spam": 1,
+        "template_reasoning": 1,
+    }
+    assert report.hack_rows == {
+        "copied_listing": [1],
+        "empty_reasoning_right_verdict": [2],
+        "category_spam": [3],
+        "template_reasoning": [3],  # "Could be anything at all" cites nothing of the listing
+    }
     assert report.total.count == 6
     weighted = audit(rows(policy), policy, ["verdict", "format_strict"], weights={"verdict": 2.0, "format_strict": 0.0})
     assert weighted.total.mean == pytest.approx(2 * verdict.mean)
@@ -82,3 +92,17 @@ def test_bad_input_ends_with_one_line(tmp_path, capsys, content, message):
 def test_unknown_reward_is_a_user_error(policy):
     with pytest.raises(UserError, match="unknown reward"):
         audit([{"completion": GOOD, "label": "allow"}], policy, ["nope"])
+
+
+def test_boilerplate_reasoning_is_flagged_as_template(policy):
+    base = {"label": "allow", "categories": [], "text": "Lightroom preset pack, 24 warm film looks for weddings."}
+    report = audit(
+        [
+            {**base, "completion": render("allow", [], "The listing is fine.")},
+            {**base, "completion": render("allow", [], "Warm film Lightroom presets for wedding photos.")},
+        ],
+        policy,
+        ["reasoning_grounded"],
+    )
+    assert report.hack_rows["template_reasoning"] == [0]
+    assert report.rewards["reasoning_grounded"].mean == pytest.approx(0.5)
