@@ -16,7 +16,10 @@ from pathlib import Path
 
 from data_gen.io import atomic_write_text
 from moderation.errors import UserError
+from moderation.jsonl import split_jsonl
 from moderation.policy import Policy, load_policy
+
+CSV_FIELD_LIMIT = 16 * 1024 * 1024  # the csv module's default (128 KiB) rejects long listings
 
 
 def parse_mapping(items: list[str], policy: Policy) -> dict[str, tuple[str, list[str]]]:
@@ -43,17 +46,17 @@ def parse_target(target: str, policy: Policy) -> tuple[str, list[str]]:
 
 
 def read_records(path: Path) -> list[dict]:
-    """JSONL (.jsonl/.json lines) or CSV (.csv) → list of dicts."""
+    """JSONL (.jsonl/.json lines) or CSV (.csv) → list of dicts. A UTF-8 byte-order mark is skipped."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".csv":
+            return read_csv(path)
+        lines = split_jsonl(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise UserError(f"file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read {path}: {error}") from None
-    if path.suffix.lower() == ".csv":
-        return list(csv.DictReader(text.splitlines()))
     records = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if line.strip():
             try:
                 record = json.loads(line)
@@ -63,6 +66,17 @@ def read_records(path: Path) -> list[dict]:
                 raise UserError(f"{path}:{number}: expected a JSON object")
             records.append(record)
     return records
+
+
+def read_csv(path: Path) -> list[dict]:
+    """CSV rows through the csv module (newline="" keeps line breaks inside quoted cells), cells up to 16 MiB."""
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        try:
+            return list(reader)
+        except csv.Error as error:
+            raise UserError(f"{path}:{reader.line_num}: {error}") from None
 
 
 def convert(records: list[dict], path: Path, text_column: str, label_column: str, mapping: dict) -> list[dict]:

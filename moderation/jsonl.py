@@ -18,3 +18,20 @@ def drop_torn_tail(path: Path) -> bytes:
         with path.open("r+b") as handle:
             handle.truncate(len(complete))
     return complete
+
+
+def split_jsonl(text: str) -> list[str]:
+    """JSONL text → its lines, split on "\\n" only (a trailing "\\r" is dropped).
+
+    str.splitlines() also splits on U+2028, U+2029, U+0085 and a few control characters; json.dumps(ensure_ascii=False)
+    leaves the first three raw inside strings, so splitlines() would cut such a record in two.
+    """
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def read_jsonl_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 JSONL file (see split_jsonl); OSError and UnicodeDecodeError propagate to the caller."""
+    return split_jsonl(Path(path).read_text(encoding="utf-8"))
