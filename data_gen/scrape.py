@@ -2,11 +2,16 @@
 
     python -m data_gen scrape start_urls='[https://gumroad.com/discover]' max_products=200
 
-A polite crawler: obeys robots.txt (urllib.robotparser, Crawl-delay included), sends a named user agent, waits
+A polite crawler: obeys robots.txt (RFC 9309: 4xx means allow all, 5xx or no answer means disallow all; rules are
+refetched after a day; Crawl-delay included), sends a named user agent, waits
 between requests (`rate_limit_per_s`, default 1), retries 429/5xx/network errors with exponential backoff (tenacity;
 Retry-After is honoured), caches fetched pages on disk, and resumes: records already in `out` are never fetched or
 written again. Index pages are read in order and product links in page order, so output order is deterministic.
 Pages are parsed with selectolax; a product page without a title or description is counted and skipped.
+
+A safe one: every hop (index, next-page and product links, each redirect, robots.txt) must be http(s) on an allowed
+host and port and resolve to a public address (data_gen.hops; `allow_loopback=true` for a local test server); each
+response is capped in size (`max_response_bytes`) and time (`timeout_s`).
 
 Output: one JSON object per line: url, url_fetched, title, description, price, tags, text (the whole listing).
 """
@@ -14,6 +19,7 @@ Output: one JSON object per line: url, url_fetched, title, description, price, t
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import json
 import re
@@ -30,11 +36,13 @@ from selectolax.lexbor import LexborHTMLParser as HTMLParser
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 from tqdm import tqdm
 
+from data_gen.hops import HopGuard, HopRefused
 from data_gen.io import atomic_write_text
 from moderation.errors import UserError
-from moderation.jsonl import drop_torn_tail
+from moderation.jsonl import drop_torn_tail, split_jsonl
 from moderation.paths import cache_dir
 
+NOT_PAGE_ENCODINGS = {"idna", "punycode", "unicode-escape", "raw-unicode-escape"}
 USER_AGENT = "grpo-moderation-scraper/0.1 (research dataset; respects robots.txt)"
 
 
@@ -45,7 +53,9 @@ class ScrapeConfig(BaseModel):
 
     start_urls: list[str] = Field(default_factory=lambda: ["https://gumroad.com/discover"], description="index pages")
     product_pattern: str = Field(r"/l/[^/?#]+$", description="regex a product page URL path matches")
-    allowed_hosts: list[str] | None = Field(None, description="hosts to crawl (default: the start URLs' hosts)")
+    allowed_hosts: list[str] | None = Field(
+        None, description="host[:port] the crawler may fetch from, every hop included (default: the start URLs' hosts)"
+    )
     max_products: int = Field(200, ge=1, description="stop after this many product pages in `out`")
     max_index_pages: int = Field(20, ge=1, description="index pages followed via rel=next links")
     user_agent: str = Field(USER_AGENT, description="sent with every request and matched against robots.txt")
@@ -54,8 +64,13 @@ class ScrapeConfig(BaseModel):
     backoff_s: float = Field(2.0, ge=0, description="first retry wait in seconds; doubles each attempt")
     max_retry_after_s: float = Field(60.0, ge=0, description="cap on a server's Retry-After")
     max_crawl_delay_s: float = Field(30.0, ge=0, description="cap on robots.txt Crawl-delay (which is honoured)")
-    timeout_s: float = Field(20.0, gt=0, description="per-request timeout")
+    timeout_s: float = Field(20.0, gt=0, description="per request: connecting, each read, and the whole body")
+    max_response_bytes: int = Field(10_000_000, ge=1, description="a larger response is dropped, not read on")
     max_redirects: int = Field(5, ge=0, description="redirect hops followed (loops fail at once)")
+    robots_ttl_s: float = Field(86400.0, gt=0, description="robots.txt is fetched again after this long (RFC 9309)")
+    allow_loopback: bool = Field(
+        False, description="fetch from 127.0.0.0/8 and ::1 (a local test server); other internal addresses never"
+    )
     cache_dir: str | None = Field(None, description="page cache (default: <project cache>/scrape)")
     out: str = Field("data/scraped/listings.jsonl", description="JSONL output; appended to, resumable")
 
@@ -85,15 +100,21 @@ class Page:
 
 
 def decode_body(content: bytes, header_charset: str | None) -> str:
-    """Bytes → text: the header's charset, else a <meta charset>, else UTF-8; undecodable bytes are replaced."""
+    """Bytes → text: the header's charset, else a <meta charset>, else UTF-8; undecodable bytes are replaced.
+
+    A charset that is unknown, not a text encoding, a host-name or escape codec (idna, punycode, unicode_escape), or
+    that fails outright falls back to UTF-8.
+    """
     encoding = header_charset
     if not encoding:
         match = re.search(rb"<meta[^>]+charset=[\"']?([A-Za-z0-9_-]+)", content[:2048], re.IGNORECASE)
         encoding = match.group(1).decode("ascii") if match else "utf-8"
     try:
-        return content.decode(encoding, errors="replace")
-    except LookupError:
-        return content.decode("utf-8", errors="replace")
+        if codecs.lookup(encoding).name not in NOT_PAGE_ENCODINGS:
+            return content.decode(encoding, errors="replace")
+    except (LookupError, ValueError):  # ValueError covers UnicodeError, which idna raises despite errors="replace"
+        pass
+    return content.decode("utf-8", errors="replace")
 
 
 def _text(node) -> str:
@@ -169,15 +190,15 @@ def parse_index(html: str, base_url: str, product_pattern: str) -> tuple[list[st
 class Crawler:
     def __init__(self, config: ScrapeConfig, client: httpx.Client | None = None):
         self.config = config
+        self.guard = HopGuard.build(config.allowed_hosts, config.start_urls, config.allow_loopback)
         self.cache = Path(config.cache_dir) if config.cache_dir else cache_dir() / "scrape"
         self.cache.mkdir(parents=True, exist_ok=True)
+        # no proxies from the environment: the address check must see the peer we really connect to
         self.client = client or httpx.Client(
-            headers={"User-Agent": config.user_agent},
-            timeout=config.timeout_s,
-            follow_redirects=False,
+            headers={"User-Agent": config.user_agent}, timeout=config.timeout_s, follow_redirects=False, trust_env=False
         )
         self.stats = Stats()
-        self._robots: dict[str, RobotFileParser] = {}
+        self._robots: dict[str, tuple[float, RobotFileParser]] = {}  # origin → (loaded at, rules)
         self._last_request = 0.0
         self._crawl_delay = 0.0  # a robots.txt Crawl-delay slows us further, never speeds us up
         self._lock = threading.Lock()
@@ -192,56 +213,88 @@ class Crawler:
             self._last_request = time.monotonic()
 
     def allowed(self, url: str) -> bool:
+        """robots.txt of the URL's origin says we may fetch it (rules are reloaded after robots_ttl_s)."""
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        if origin not in self._robots:
-            parser = RobotFileParser(f"{origin}/robots.txt")
-            page = self._get(f"{origin}/robots.txt", cache=True, missing_ok=True)
-            parser.parse(page.text.splitlines() if page else [])
-            self._robots[origin] = parser
-            delay = parser.crawl_delay(self.config.user_agent)
+        loaded = self._robots.get(origin)
+        if loaded is None or time.time() - loaded[0] > self.config.robots_ttl_s:
+            loaded = time.time(), self._load_robots(f"{origin}/robots.txt")
+            self._robots[origin] = loaded
+            delay = loaded[1].crawl_delay(self.config.user_agent)
             if delay:
                 self._crawl_delay = max(self._crawl_delay, min(float(delay), self.config.max_crawl_delay_s))
-        return self._robots[origin].can_fetch(self.config.user_agent, url)
+        return loaded[1].can_fetch(self.config.user_agent, url)
+
+    def _load_robots(self, url: str) -> RobotFileParser:
+        """RFC 9309: 2xx → the rules; 4xx → allow all; 5xx, 429, a network error or a refused hop → disallow all.
+
+        A 2xx body is cached on disk for robots_ttl_s; failures are not cached, so the next run asks again.
+        """
+        parser = RobotFileParser(url)
+        path = self._cache_path(url)
+        entry = _read_cache(path, url) if path.exists() else None
+        if entry is not None and time.time() - entry.get("fetched_at", 0.0) <= self.config.robots_ttl_s:
+            self.stats.from_cache += 1
+            parser.parse(decode_body(base64.b64decode(entry["body"]), entry.get("charset")).splitlines())
+            return parser
+        try:
+            fetched = self._fetch(url, obey_robots=False)
+        except (HopRefused, _Retryable, httpx.HTTPError) as error:
+            parser.disallow_all = True
+            self.stats.errors.append(f"{url}: {_reason(error)}; disallowing the whole site")
+            return parser
+        if 200 <= fetched.status < 300:
+            self._store(path, fetched)
+            parser.parse(decode_body(fetched.body, fetched.charset).splitlines())
+        elif 400 <= fetched.status < 500:
+            parser.allow_all = True
+        else:
+            parser.disallow_all = True
+            self.stats.errors.append(f"{url}: HTTP {fetched.status}; disallowing the whole site")
+        return parser
 
     # --- fetching ---
     def _cache_path(self, url: str) -> Path:
         return self.cache / f"{hashlib.sha256(url.encode()).hexdigest()}.json"
 
-    def _get(self, url: str, cache: bool = True, missing_ok: bool = False) -> Page | None:
-        """GET with cache and retries; None when the page could not be had (counted in stats)."""
-        path = self._cache_path(url)
-        if cache and path.exists():
-            try:
-                entry = json.loads(path.read_text(encoding="utf-8"))
-                page = Page(entry["url"], decode_body(base64.b64decode(entry["body"]), entry.get("charset")))
-            except (OSError, ValueError, KeyError, TypeError):
-                raise UserError(f"corrupt cache file {path}: delete it to fetch {url} again") from None
-            self.stats.from_cache += 1
-            return page
+    def _store(self, path: Path, fetched: Fetched) -> None:
+        body = base64.b64encode(fetched.body).decode("ascii")
+        entry = {"url": fetched.url, "charset": fetched.charset, "fetched_at": time.time(), "body": body}
+        atomic_write_text(path, json.dumps(entry))
+
+    def _fail(self, url: str, reason: str) -> None:
+        self.stats.failed += 1
+        self.stats.errors.append(f"{url}: {reason}")
+
+    def _get(self, url: str) -> Page | None:
+        """A checked, robots-allowed page, from the cache or fetched with retries; None when it could not be had
+        (counted in stats)."""
         try:
-            response = self._fetch(url)
-        except (_Retryable, httpx.HTTPError) as error:
-            reason = (
-                "redirect loop" if isinstance(error, httpx.TooManyRedirects) else str(error) or type(error).__name__
-            )
-            if not missing_ok:
-                self.stats.failed += 1
-                self.stats.errors.append(f"{url}: {reason}")
+            self.guard.check(url)
+        except HopRefused as error:
+            self._fail(url, str(error))
             return None
-        if response.status_code != 200:
-            if not missing_ok:
-                self.stats.failed += 1
-                self.stats.errors.append(f"{url}: HTTP {response.status_code}")
+        if not self.allowed(url):
+            self.stats.robots_disallowed += 1
+            return None
+        path = self._cache_path(url)
+        if path.exists():
+            entry = _read_cache(path, url)
+            self.stats.from_cache += 1
+            return Page(entry["url"], decode_body(base64.b64decode(entry["body"]), entry.get("charset")))
+        try:
+            fetched = self._fetch(url, obey_robots=True)
+        except (HopRefused, _Retryable, httpx.HTTPError) as error:
+            self._fail(url, _reason(error))
+            return None
+        if fetched.status != 200:
+            self._fail(url, f"HTTP {fetched.status}")
             return None
         self.stats.fetched += 1
-        final_url = str(response.url)
-        charset = response.charset_encoding
-        entry = {"url": final_url, "charset": charset, "body": base64.b64encode(response.content).decode("ascii")}
-        atomic_write_text(path, json.dumps(entry))
-        return Page(final_url, decode_body(response.content, charset))
+        self._store(path, fetched)
+        return Page(fetched.url, decode_body(fetched.body, fetched.charset))
 
-    def _fetch(self, url: str) -> httpx.Response:
+    def _fetch(self, url: str, obey_robots: bool) -> Fetched:
         config = self.config
 
         def wait(state) -> float:
@@ -255,31 +308,63 @@ class Crawler:
             wait=wait,
             reraise=True,
         )
-        def attempt() -> httpx.Response:
-            response = self._get_following_redirects(url)
-            if response.status_code == 429 or response.status_code >= 500:
-                retry_after = response.headers.get("Retry-After", "")
+        def attempt() -> Fetched:
+            fetched = self._follow_redirects(url, obey_robots)
+            if fetched.status == 429 or fetched.status >= 500:
+                retry_after = fetched.retry_after
                 wait_s = min(float(retry_after), config.max_retry_after_s) if retry_after.isdigit() else 0.0
-                raise _Retryable(f"HTTP {response.status_code}", wait_s)
-            return response
+                raise _Retryable(f"HTTP {fetched.status}", wait_s)
+            return fetched
 
         return attempt()
 
-    def _get_following_redirects(self, url: str) -> httpx.Response:
-        """Follow redirects one hop at a time so every hop waits its turn (and is checked against robots.txt)."""
+    def _follow_redirects(self, url: str, obey_robots: bool) -> Fetched:
+        """Follow redirects one hop at a time: each hop is host-checked, waits its turn and (for pages, not for
+        robots.txt itself) is checked against robots.txt."""
         seen = {url}
         for _ in range(self.config.max_redirects + 1):
             self._wait_turn()
-            response = self.client.get(url)
-            if not response.is_redirect:
-                return response
-            url = urljoin(url, response.headers.get("Location", ""))
+            fetched = self._request(url)
+            if fetched.location is None:
+                return fetched
+            url = urldefrag(urljoin(url, fetched.location))[0]
             if url in seen:
-                raise httpx.TooManyRedirects(f"redirect loop at {url}", request=response.request)
-            if not self.allowed(url):
-                raise httpx.TooManyRedirects(f"redirect to robots-disallowed {url}", request=response.request)
+                raise HopRefused(f"redirect loop at {url}")
+            self.guard.check(url)
+            self.guard.check_address(url)  # before robots.txt, which would otherwise be asked of that address first
+            if obey_robots and not self.allowed(url):
+                raise HopRefused(f"redirect to robots-disallowed {url}")
             seen.add(url)
-        raise httpx.TooManyRedirects(f"more than {self.config.max_redirects} redirects", request=response.request)
+        raise HopRefused(f"more than {self.config.max_redirects} redirects")
+
+    def _request(self, url: str) -> Fetched:
+        """One GET of a checked URL: its addresses and the connected peer are checked, and the body is streamed
+        with a size cap and a deadline (timeout_s alone bounds each read, not a server that trickles bytes)."""
+        self.guard.check(url)
+        self.guard.check_address(url)
+        deadline = time.monotonic() + self.config.timeout_s
+        with self.client.stream("GET", url, follow_redirects=False) as response:
+            stream = response.extensions.get("network_stream")
+            self.guard.check_peer(url, stream.get_extra_info("server_addr") if stream is not None else None)
+            headers = response.headers
+            if response.is_redirect:
+                return Fetched(
+                    url, response.status_code, None, b"", headers.get("Retry-After", ""), headers["Location"]
+                )
+            if not 200 <= response.status_code < 300:
+                return Fetched(url, response.status_code, None, b"", headers.get("Retry-After", ""))
+            limit = self.config.max_response_bytes
+            declared = headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise HopRefused(f"{url}: response of {declared} bytes exceeds max_response_bytes={limit}")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise HopRefused(f"{url}: response exceeds max_response_bytes={limit}")
+                if time.monotonic() > deadline:
+                    raise HopRefused(f"{url}: response took longer than timeout_s={self.config.timeout_s}")
+            return Fetched(str(response.url), response.status_code, response.charset_encoding, bytes(body), "")
 
     # --- crawl ---
     def crawl(self) -> Stats:
@@ -293,9 +378,6 @@ class Crawler:
         todo = [u for u in product_urls if u not in done][: max(0, self.config.max_products - len(done))]
         with out.open("a", encoding="utf-8") as sink:
             for url in tqdm(todo, desc="product pages", leave=False):
-                if not self.allowed(url):
-                    self.stats.robots_disallowed += 1
-                    continue
                 page = self._get(url)
                 if page is None:
                     continue
@@ -313,22 +395,43 @@ class Crawler:
         return self.stats
 
     def _discover(self) -> list[str]:
-        hosts = set(self.config.allowed_hosts or (urlsplit(u).netloc for u in self.config.start_urls))
         products: list[str] = []
         for start in self.config.start_urls:
             url: str | None = start
             seen: set[str] = set()
             while url and url not in seen and len(seen) < self.config.max_index_pages:
                 seen.add(url)
-                if not self.allowed(url):
-                    self.stats.robots_disallowed += 1
-                    break
                 page = self._get(url)
                 if page is None:
                     break
                 found, url = parse_index(page.text, page.url, self.config.product_pattern)
-                products += [p for p in found if p not in products and urlsplit(p).netloc in hosts]
+                products += [p for p in found if p not in products and self.guard.allows(p)]
         return products
+
+
+@dataclass
+class Fetched:
+    """One HTTP response, read within the limits: the final URL, status, charset, body, Retry-After, Location."""
+
+    url: str
+    status: int
+    charset: str | None
+    body: bytes
+    retry_after: str
+    location: str | None = None
+
+
+def _reason(error: Exception) -> str:
+    return str(error) or type(error).__name__
+
+
+def _read_cache(path: Path, url: str) -> dict:
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        base64.b64decode(entry["body"], validate=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"corrupt cache file {path}: delete it to fetch {url} again") from None
+    return entry
 
 
 def read_done(out: Path) -> set[str]:
@@ -342,7 +445,7 @@ def read_done(out: Path) -> set[str]:
         return set()
     raw = drop_torn_tail(out)
     done: set[str] = set()
-    for number, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+    for number, line in enumerate(split_jsonl(raw.decode("utf-8")), 1):
         try:
             record = json.loads(line)
             done.update({record["url"], record.get("url_fetched", record["url"])})

@@ -18,6 +18,7 @@ import pytest
 from data_gen.scrape import Crawler, ScrapeConfig, decode_body, parse_index, parse_product
 from data_gen.synth import OpenAIBackend, OpenAIConfig, Request, parse_listing_json
 from moderation.errors import UserError
+from moderation.jsonl import read_jsonl_lines
 from moderation.policy import load_policy
 
 SITE = Path(__file__).parent / "fixtures" / "data_gen" / "site"
@@ -26,7 +27,8 @@ Reply = tuple[int, dict[str, str], bytes]
 
 @contextmanager
 def serve(app: Callable[[str, str, bytes, dict], Reply]):
-    """Run `app(method, path, body, headers) -> (status, headers, body)` on 127.0.0.1; yields (base_url, log)."""
+    """Run `app(method, path, body, headers) -> (status, headers, body) | writer(handler)` on 127.0.0.1; yields
+    (base_url, log)."""
     log: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -42,7 +44,11 @@ def serve(app: Callable[[str, str, bytes, dict], Reply]):
                     "body": body,
                 }
             )
-            status, headers, payload = app(self.command, self.path, body, dict(self.headers))
+            reply = app(self.command, self.path, body, dict(self.headers))
+            if callable(reply):  # the app writes the raw response itself (no length, trickled, dropped)
+                reply(self)
+                return
+            status, headers, payload = reply
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
@@ -101,6 +107,7 @@ def crawler_config(base: str, tmp_path: Path, **overrides) -> ScrapeConfig:
     fields = {
         "start_urls": [f"{base}/discover"],
         "rate_limit_per_s": 20,
+        "allow_loopback": True,  # the test server is on 127.0.0.1, which the crawler refuses by default
         "backoff_s": 0.01,
         "max_retry_after_s": 0.05,
         "max_attempts": 3,
@@ -111,7 +118,7 @@ def crawler_config(base: str, tmp_path: Path, **overrides) -> ScrapeConfig:
 
 
 def read_out(config: ScrapeConfig) -> list[dict]:
-    return [json.loads(line) for line in Path(config.out).read_text(encoding="utf-8").splitlines()]
+    return [json.loads(line) for line in read_jsonl_lines(Path(config.out))]
 
 
 EXPECTED = ["watercolor-brushes", "notion-planner", "lofi-pack", "cafe-cookbook", "marigold-font"]
@@ -231,6 +238,7 @@ class TestCrawler:
                     f"cache_dir={tmp_path / 'c'}",
                     f"out={tmp_path / 'o.jsonl'}",
                     "rate_limit_per_s=10",
+                    "allow_loopback=true",
                 ],
                 capture_output=True,
                 text=True,
