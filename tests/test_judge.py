@@ -177,8 +177,8 @@ def eval_dir(tmp_path, monkeypatch):
     return out
 
 
-def run_judge(eval_dir, server, *extra):
-    evals_main(["judge", "--run", str(eval_dir), "--endpoint", server.url, "--model", "judge-m", *extra])
+def run_judge(eval_dir, url: str, *extra, model: str = "judge-m"):
+    evals_main(["judge", "--run", str(eval_dir), "--endpoint", url, "--model", model, *extra])
     return json.loads((eval_dir / "judge_metrics.json").read_text())
 
 
@@ -189,7 +189,7 @@ def judge_lines(eval_dir) -> list[dict]:
 class TestJudgeRun:
     def test_end_to_end_over_http(self, eval_dir, capsys):
         with JudgeServer(canned) as server:
-            metrics = run_judge(eval_dir, server, "--concurrency", "3")
+            metrics = run_judge(eval_dir, server.url, "--concurrency", "3")
         records = {r["id"]: r for r in judge_lines(eval_dir)}
         assert set(records) == {"a", "b", "c", "d", "f"}
         assert {k: r["score"] for k, r in records.items()} == {"a": 4, "b": 1, "c": 1, "d": None, "f": 4}
@@ -210,13 +210,13 @@ class TestJudgeRun:
 
     def test_cache_hit_avoids_a_second_call(self, eval_dir, tmp_path):
         with JudgeServer(canned) as server:
-            run_judge(eval_dir, server)
+            run_judge(eval_dir, server.url)
             assert len(server.requests) == 5
             second = tmp_path / "eval2"
             second.mkdir()
             for name in ("predictions.jsonl", "metrics.json"):
                 (second / name).write_bytes((eval_dir / name).read_bytes())
-            metrics = run_judge(second, server)
+            metrics = run_judge(second, server.url)
             assert len(server.requests) == 5 and metrics["requests_this_run"] == 0
             assert all(r["cached"] for r in judge_lines(second)) and metrics["mean_score"] == pytest.approx(2.5)
             third = tmp_path / "eval3"
@@ -232,7 +232,7 @@ class TestJudgeRun:
         torn = '{"id": "b", "score": 1, "justifi'
         (eval_dir / "judge.jsonl").write_text(json.dumps(done) + "\n" + torn, encoding="utf-8")
         with JudgeServer(canned) as server:
-            metrics = run_judge(eval_dir, server)
+            metrics = run_judge(eval_dir, server.url)
         assert sorted(reasoning_of(r) for r in server.requests) == sorted(p[5] for p in PREDICTIONS if p[0] in "bcdf")
         records = judge_lines(eval_dir)
         assert [r["id"] for r in records].count("a") == 1 and len(records) == 5
@@ -247,7 +247,7 @@ class TestJudgeRun:
 
     def test_server_without_structured_output_falls_back_to_plain_replies(self, eval_dir):
         with JudgeServer(canned, structured=False) as server:
-            metrics = run_judge(eval_dir, server, "--concurrency", "1")
+            metrics = run_judge(eval_dir, server.url, "--concurrency", "1")
         assert metrics["n_scored"] == 4
         assert sum("response_format" in r for r in server.requests) == 1  # refused once, then never sent again
 
@@ -256,10 +256,10 @@ class TestJudgeRun:
             return (500, "") if "9000" in reasoning_of(request) else canned(request)
 
         with JudgeServer(flaky) as server:
-            metrics = run_judge(eval_dir, server, "--max-retries", "0")
+            metrics = run_judge(eval_dir, server.url, "--max-retries", "0")
         assert metrics["n_judged"] == 4 and "a" not in {r["id"] for r in judge_lines(eval_dir)}
         with JudgeServer(canned) as server:
-            metrics = run_judge(eval_dir, server)
+            metrics = run_judge(eval_dir, server.url)
         assert len(server.requests) == 1 and metrics["n_judged"] == 5
 
     def test_unreachable_endpoint_is_one_line(self, eval_dir, capsys):
@@ -310,3 +310,58 @@ class TestCalibration:
         assert f"exact agreement {1 - hallucinated / len(rows):.3f}" in out and "within ±1 1.000" in out
         spearman = float(out.split("Spearman ", 1)[1].split(",")[0])
         assert 0.8 < spearman < 1.0
+
+
+def serve_process(model: str, *extra: str):
+    """`python -m serve` on a free port; returns (process, base URL of its OpenAI-compatible API) once healthy."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "-m", "serve", "--model", model, "--port", str(port), *extra]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server, f"http://127.0.0.1:{port}/v1"
+        except httpx.TransportError:
+            time.sleep(0.5)
+    server.kill()
+    raise AssertionError(f"python -m serve --model {model} did not start")
+
+
+class TestAgainstOurServer:
+    """The real path end to end: our own /v1/chat/completions answers the judge (a weak judge, no canned replies)."""
+
+    def test_judge_run_over_serve_with_a_tiny_model(self, eval_dir, tiny_model_dir):
+        server, url = serve_process(str(tiny_model_dir))
+        try:
+            metrics = run_judge(eval_dir, url, "--max-tokens", "16", model=str(tiny_model_dir))
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        records = judge_lines(eval_dir)
+        assert {r["id"] for r in records} == {"a", "b", "c", "d", "f"}  # a random model's reply: recorded, no crash
+        assert all(r["score"] is not None or r["unscored_reason"] for r in records)
+        assert metrics["n_judged"] == 5 and (eval_dir / "judge_scores.png").exists()
+
+    @pytest.mark.slow
+    def test_calibration_over_serve_with_the_embedded_model(self, tmp_path, monkeypatch, capsys):
+        monkeypatch.setenv("GRPO_MODERATION_CACHE", str(tmp_path / "cache"))
+        server, url = serve_process("smollm2-135m")
+        try:
+            evals_main(["judge", "--calibrate", "--endpoint", url, "--model", "smollm2-135m", "--max-tokens", "48"])
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        out = capsys.readouterr().out
+        assert f"of {len(calibration_rows())} calibration items scored" in out and "Spearman" in out
