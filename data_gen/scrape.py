@@ -188,17 +188,17 @@ def parse_index(html: str, base_url: str, product_pattern: str) -> tuple[list[st
 
 
 class Crawler:
-    def __init__(self, config: ScrapeConfig, client: httpx.Client | None = None):
+    def __init__(self, config: ScrapeConfig):
         self.config = config
         self.guard = HopGuard.build(config.allowed_hosts, config.start_urls, config.allow_loopback)
         self.cache = Path(config.cache_dir) if config.cache_dir else cache_dir() / "scrape"
         self.cache.mkdir(parents=True, exist_ok=True)
         # no proxies from the environment: the address check must see the peer we really connect to
-        self.client = client or httpx.Client(
+        self.client = httpx.Client(
             headers={"User-Agent": config.user_agent}, timeout=config.timeout_s, follow_redirects=False, trust_env=False
         )
         self.stats = Stats()
-        self._robots: dict[str, tuple[float, RobotFileParser]] = {}  # origin → (loaded at, rules)
+        self._robots: dict[str, tuple[float, RobotFileParser]] = {}  # origin → (fetched at, rules)
         self._last_request = 0.0
         self._crawl_delay = 0.0  # a robots.txt Crawl-delay slows us further, never speeds us up
         self._lock = threading.Lock()
@@ -218,17 +218,19 @@ class Crawler:
         origin = f"{parts.scheme}://{parts.netloc}"
         loaded = self._robots.get(origin)
         if loaded is None or time.time() - loaded[0] > self.config.robots_ttl_s:
-            loaded = time.time(), self._load_robots(f"{origin}/robots.txt")
+            loaded = self._load_robots(f"{origin}/robots.txt")
             self._robots[origin] = loaded
             delay = loaded[1].crawl_delay(self.config.user_agent)
             if delay:
                 self._crawl_delay = max(self._crawl_delay, min(float(delay), self.config.max_crawl_delay_s))
         return loaded[1].can_fetch(self.config.user_agent, url)
 
-    def _load_robots(self, url: str) -> RobotFileParser:
-        """RFC 9309: 2xx → the rules; 4xx → allow all; 5xx, 429, a network error or a refused hop → disallow all.
+    def _load_robots(self, url: str) -> tuple[float, RobotFileParser]:
+        """(when fetched, rules). RFC 9309: 2xx → the rules; 4xx → allow all; 5xx, 429, a network error or a refused
+        hop → disallow all.
 
-        A 2xx body is cached on disk for robots_ttl_s; failures are not cached, so the next run asks again.
+        A 2xx body is cached on disk for robots_ttl_s; failures are not, so the next run asks again (this run keeps
+        them for robots_ttl_s, after max_attempts tries).
         """
         parser = RobotFileParser(url)
         path = self._cache_path(url)
@@ -236,30 +238,31 @@ class Crawler:
         if entry is not None and time.time() - entry.get("fetched_at", 0.0) <= self.config.robots_ttl_s:
             self.stats.from_cache += 1
             parser.parse(decode_body(base64.b64decode(entry["body"]), entry.get("charset")).splitlines())
-            return parser
+            return entry["fetched_at"], parser
+        fetched_at = time.time()
         try:
             fetched = self._fetch(url, obey_robots=False)
         except (HopRefused, _Retryable, httpx.HTTPError) as error:
             parser.disallow_all = True
             self.stats.errors.append(f"{url}: {_reason(error)}; disallowing the whole site")
-            return parser
+            return fetched_at, parser
         if 200 <= fetched.status < 300:
-            self._store(path, fetched)
+            self._store(path, fetched, fetched_at)
             parser.parse(decode_body(fetched.body, fetched.charset).splitlines())
         elif 400 <= fetched.status < 500:
             parser.allow_all = True
         else:
             parser.disallow_all = True
             self.stats.errors.append(f"{url}: HTTP {fetched.status}; disallowing the whole site")
-        return parser
+        return fetched_at, parser
 
     # --- fetching ---
     def _cache_path(self, url: str) -> Path:
         return self.cache / f"{hashlib.sha256(url.encode()).hexdigest()}.json"
 
-    def _store(self, path: Path, fetched: Fetched) -> None:
+    def _store(self, path: Path, fetched: Fetched, fetched_at: float) -> None:
         body = base64.b64encode(fetched.body).decode("ascii")
-        entry = {"url": fetched.url, "charset": fetched.charset, "fetched_at": time.time(), "body": body}
+        entry = {"url": fetched.url, "charset": fetched.charset, "fetched_at": fetched_at, "body": body}
         atomic_write_text(path, json.dumps(entry))
 
     def _fail(self, url: str, reason: str) -> None:
@@ -291,7 +294,7 @@ class Crawler:
             self._fail(url, f"HTTP {fetched.status}")
             return None
         self.stats.fetched += 1
-        self._store(path, fetched)
+        self._store(path, fetched, time.time())
         return Page(fetched.url, decode_body(fetched.body, fetched.charset))
 
     def _fetch(self, url: str, obey_robots: bool) -> Fetched:
@@ -356,14 +359,14 @@ class Crawler:
             limit = self.config.max_response_bytes
             declared = headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > limit:
-                raise HopRefused(f"{url}: response of {declared} bytes exceeds max_response_bytes={limit}")
+                raise HopRefused(f"response of {declared} bytes exceeds max_response_bytes={limit}")
             body = bytearray()
             for chunk in response.iter_bytes():
                 body += chunk
                 if len(body) > limit:
-                    raise HopRefused(f"{url}: response exceeds max_response_bytes={limit}")
+                    raise HopRefused(f"response exceeds max_response_bytes={limit}")
                 if time.monotonic() > deadline:
-                    raise HopRefused(f"{url}: response took longer than timeout_s={self.config.timeout_s}")
+                    raise HopRefused(f"response took longer than timeout_s={self.config.timeout_s}")
             return Fetched(str(response.url), response.status_code, response.charset_encoding, bytes(body), "")
 
     # --- crawl ---
