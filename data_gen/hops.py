@@ -20,8 +20,8 @@ class HopRefused(Exception):
 
 def host_key(url: str) -> tuple[str, int | None]:
     """URL or bare "host[:port]" → (lower-case host name, port or None for the scheme's default port)."""
-    parts = urlsplit(url if "//" in url else f"//{url}")
     try:
+        parts = urlsplit(url if "//" in url else f"//{url}")
         port = parts.port
     except ValueError:
         raise HopRefused(f"bad port in {url!r}") from None

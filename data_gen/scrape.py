@@ -174,17 +174,28 @@ def parse_product(html: str, url: str) -> dict | None:
 
 
 def parse_index(html: str, base_url: str, product_pattern: str) -> tuple[list[str], str | None]:
-    """An index page → (product URLs in page order, next index page URL or None)."""
+    """An index page → (product URLs in page order, next index page URL or None). Malformed links are skipped."""
     tree = HTMLParser(html)
     pattern = re.compile(product_pattern)
     products: list[str] = []
     for a in tree.css("a[href]"):
-        url = urldefrag(urljoin(base_url, a.attributes.get("href") or ""))[0]
-        if pattern.search(urlsplit(url).path) and url not in products:
+        url = _absolute(base_url, a.attributes.get("href"))
+        if url and pattern.search(urlsplit(url).path) and url not in products:
             products.append(url)
     nxt = tree.css_first('a[rel="next"]') or tree.css_first('link[rel="next"]')
-    next_url = urljoin(base_url, nxt.attributes["href"]) if nxt is not None and nxt.attributes.get("href") else None
-    return products, next_url
+    return products, _absolute(base_url, nxt.attributes.get("href")) if nxt is not None else None
+
+
+def _absolute(base_url: str, href: str | None) -> str | None:
+    """A link made absolute, without its fragment; None for an empty or malformed one (e.g. "http://[::1")."""
+    if not href:
+        return None
+    try:
+        url = urldefrag(urljoin(base_url, href))[0]
+        urlsplit(url).port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError:
+        return None
+    return url
 
 
 class Crawler:

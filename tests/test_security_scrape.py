@@ -93,6 +93,13 @@ class TestEveryHopIsChecked:
         assert other_log == [] and stats.written == 1
         assert any("not an allowed host" in e for e in stats.errors)
 
+    def test_malformed_links_are_skipped(self, tmp_path):
+        links = ("http://[::1/l/x", "http://127.0.0.1:99999/l/y", "/l/fine")
+        routes = {"/discover": page(index_html(*links, next_url="http://[bad/")), "/l/fine": page(product_html("Fine"))}
+        with serve(lambda method, path, body, headers: routes.get(path) or (404, {}, b"")) as (base, _):
+            config = crawler_config(base, tmp_path)
+            assert Crawler(config).crawl().written == 1
+
     def test_loopback_is_refused_unless_allowed(self, tmp_path):
         with serve(lambda method, path, body, headers: page(index_html())) as (base, log):
             named = base.replace("127.0.0.1", "localhost")
