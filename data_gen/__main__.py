@@ -48,7 +48,20 @@ def _build(argv: list[str]) -> None:
             f"(+function words {s['style_and_function_words']['accuracy']:.3f}, majority "
             f"{s['majority_class']['accuracy']:.3f}, content tf-idf {s['content_tfidf']['accuracy']:.3f})"
         )
+        print(
+            f"  page-shape-only {s['page_shape_only']['accuracy']:.3f}, "
+            f"masked words {s['masked_words']['accuracy']:.3f}, "
+            f"language-only {s['language_only']['accuracy']:.3f} (test accuracy; goal ≤ 0.60)"
+        )
+    for label, p in manifest["length_chars"].items():
+        mix = manifest["language_mix"][label]
+        print(
+            f"  {label:8s} chars p10={p['p10']} median={p['p50']} p90={p['p90']} max={p['max']}; "
+            f"not English {1 - mix.get('en', 0):.1%}"
+        )
     print(f"  cross-split near-duplicates: {manifest['dedup']['cross_split_near_duplicates']}")
+    reuse = manifest["dedup"]["held_out_rows_reusing_train_template"]
+    print(f"  dev/test rows reusing a train title/pitch template: dev={reuse['dev']} test={reuse['test']}")
 
 
 def _scrape(argv: list[str]) -> None:

@@ -36,9 +36,19 @@ from data_gen import card
 from data_gen.dedup import clusters, near_duplicate_pairs
 from data_gen.importer import read_records
 from data_gen.io import atomic_write_bytes, atomic_write_text, ensure_writable_dir, sha256_file
+from data_gen.pages import Content, PageLexicon, detect_language, render_page
 from data_gen.scrape import listing_text
-from data_gen.synth import Generated, OpenAIBackend, OpenAIConfig, Request, TemplateBackend, hold_out, seed_listings
-from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle
+from data_gen.synth import (
+    Generated,
+    OpenAIBackend,
+    OpenAIConfig,
+    Request,
+    TemplateBackend,
+    hold_out,
+    rng_for,
+    seed_listings,
+)
+from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, amount
 from moderation.config import load_config
 from moderation.errors import UserError
 from moderation.paths import REPO_ROOT, PlainName, cache_dir
@@ -59,6 +69,7 @@ SCHEMA = pa.schema(
         ("split", pa.string()),
         ("rationale", pa.string()),
         ("near_category", pa.string()),
+        ("language", pa.string()),
     ]
 )
 
@@ -123,8 +134,13 @@ def make_row(
     rationale: str,
     near: str = "",
     held_out: bool | None = None,
+    language: str = "",
+    content: str = "",
+    templates: tuple[str, ...] = (),
 ):
-    """One dataset row; `held_out` (not written) says it goes to dev/test, None: decided later by hash of its text."""
+    """One dataset row. Not written: `held_out` (goes to dev/test; None: decided later by hash of its text),
+    `content` (what the listing sells without its page: dedup and leakage compare this), `templates` (title and
+    pitch templates it was filled from)."""
     return {
         "text": text,
         "label": label,
@@ -133,19 +149,34 @@ def make_row(
         "generator": generator,
         "rationale": rationale,
         "near_category": near,
+        "language": language or detect_language(text),
         "held_out": held_out,
+        "content": content or text,
+        "templates": templates,
     }
 
 
-def _generated_rows(items: list[Generated], source: str) -> list[dict]:
-    rows = []
-    for g in items:
-        disallowed = g.request.kind == "disallowed"
-        near = "" if disallowed or not g.request.categories else g.request.categories[0]
-        cats = list(g.request.categories) if disallowed else []
-        label = "disallow" if disallowed else "allow"
-        rows.append(make_row(g.text, label, cats, source, g.generator, g.rationale, near, g.request.held_out))
-    return rows
+class Pages:
+    """Renders generated content into pages; held-out requests get the held-out page shapes and wording."""
+
+    def __init__(self, lexicon: PageLexicon, shared: SharedStyle, seed: int, fraction: float):
+        self.sides = {h: lexicon.side(h, seed, fraction) for h in (False, True)}
+        self.shared, self.seed = shared, seed
+
+    def rows(self, items: list[Generated], source: str) -> list[dict]:
+        rows = []
+        for g in items:
+            disallowed = g.request.kind == "disallowed"
+            near = "" if disallowed or not g.request.categories else g.request.categories[0]
+            cats = list(g.request.categories) if disallowed else []
+            label = "disallow" if disallowed else "allow"
+            rng = rng_for(self.seed, f"page/{g.request.key}")
+            title = g.title or g.text.strip().split("\n", 1)[0]
+            content = Content(title, g.text, amount(rng, self.shared), list(g.details))
+            text, language = render_page(content, rng, self.sides[g.request.held_out])
+            row = make_row(text, label, cats, source, g.generator, g.rationale, near, g.request.held_out, language)
+            rows.append(row | {"content": g.text, "templates": g.templates})
+        return rows
 
 
 def read_jsonl_rows(path: str | Path, source: str, policy: Policy) -> list[dict]:
@@ -220,6 +251,12 @@ def assign_splits(rows: list[dict], cluster_of: list[int], config: BuildConfig) 
                 rows[index]["split"] = split
 
 
+def template_reuse(by_split: dict[str, list[dict]]) -> dict[str, int]:
+    """Dev/test rows filled from a title or pitch template that some train row was also filled from (goal: 0)."""
+    train = {t for r in by_split["train"] for t in r["templates"]}
+    return {s: sum(1 for r in by_split[s] if train & set(r["templates"])) for s in ("dev", "test")}
+
+
 def write_parquet(path: Path, rows: list[dict]) -> None:
     """Deterministic parquet: fixed schema, no pandas metadata, rows sorted by id."""
     rows = sorted(rows, key=lambda r: r["id"])
@@ -280,6 +317,7 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
     policy_lexicon = (
         load_config(PolicyLexicon, policy_lexicon_path) if policy_lexicon_path.exists() else PolicyLexicon()
     )
+    pages = Pages(load_config(PageLexicon, lexicon_dir / "pages.yaml"), shared, config.seed, config.held_out_phrases)
     rows: list[dict] = []
     for path in config.imported:
         rows += read_jsonl_rows(path, "imported", policy)
@@ -288,14 +326,14 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
     eval_fraction = config.dev_fraction + config.test_fraction
     seeds = [Request(f"seed/{i:05d}", "seed", ()) for i in range(config.seed_listings)]
     seeds = hold_out(seeds, eval_fraction, config.seed)
-    rows += _generated_rows(seed_listings(seed_lexicon, shared, seeds, config.seed, config.held_out_phrases), "seed")
+    rows += pages.rows(seed_listings(seed_lexicon, shared, seeds, config.seed, config.held_out_phrases), "seed")
     if config.backend == "openai":
         backend = OpenAIBackend(policy, config.openai, config.seed, cache_dir())
     else:
         backend = TemplateBackend(policy, policy_lexicon, shared, config.seed, config.held_out_phrases)
     generated = backend.generate(hold_out(requests_for(categories, config), eval_fraction, config.seed))
-    rows += _generated_rows([g for g in generated if g.request.kind == "hard_negative"], "hard_negative")
-    rows += _generated_rows([g for g in generated if g.request.kind == "disallowed"], "synthetic")
+    rows += pages.rows([g for g in generated if g.request.kind == "hard_negative"], "hard_negative")
+    rows += pages.rows([g for g in generated if g.request.kind == "disallowed"], "synthetic")
     lap("generate")
     console.print(f"generated {len(rows)} rows ({config.backend} backend)")
 
@@ -303,6 +341,7 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
     generated_count = len(rows)
     for row in rows:
         row["text"] = normalise(row["text"])
+        row["content"] = normalise(row["content"])
         row["id"] = row_id(row["source"], row["text"])
         if row["held_out"] is None:  # scraped / imported rows: held out by hash of their id
             row["held_out"] = hashlib.sha1(f"{config.seed}:{row['id']}".encode()).digest()[0] < 256 * eval_fraction
@@ -311,8 +350,8 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
     rows.sort(
         key=lambda r: SOURCE_PRIORITY.index(r["source"]) if r["source"] in SOURCE_PRIORITY else len(SOURCE_PRIORITY)
     )
-    texts = [r["text"] for r in rows]
-    pairs = near_duplicate_pairs(texts, config.leakage_threshold)
+    # pages are drawn independently of the content: near-duplicates are judged on what the listings sell
+    pairs = near_duplicate_pairs([r["content"] for r in rows], config.leakage_threshold)
     dropped: set[int] = set()
     for i, j, score in pairs:
         if score >= config.dedup_threshold and i not in dropped:
@@ -333,7 +372,7 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
     lap("dedup_split")
 
     # --- leakage check: recomputed from scratch on the final rows ---
-    final_pairs = near_duplicate_pairs([r["text"] for r in rows], config.leakage_threshold)
+    final_pairs = near_duplicate_pairs([r["content"] for r in rows], config.leakage_threshold)
     cross = [(i, j, s) for i, j, s in final_pairs if rows[i]["split"] != rows[j]["split"]]
     cross_dedup = sum(1 for *_, s in cross if s >= config.dedup_threshold)
     if cross:
@@ -343,6 +382,7 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
             f"(e.g. {rows[i]['id']}~{rows[j]['id']}, Jaccard {s:.2f})"
         )
     by_split = {s: [r for r in rows if r["split"] == s] for s in SPLITS}
+    reuse = template_reuse(by_split)
     lap("leakage_check")
 
     train_disallowed = Counter(c for r in by_split["train"] for c in r["categories"])
@@ -369,6 +409,7 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
         "similar_pairs_kept_together": len(kept_pairs),
         "cross_split_near_duplicates": len(cross),
         "cross_split_near_duplicates_at_dedup_threshold": cross_dedup,
+        "held_out_rows_reusing_train_template": reuse,
         "rows": len(rows),
     }
     manifest = {
@@ -383,6 +424,8 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
         "dedup": stats,
         "counts": card.counts(rows),
         "style_baseline": style,
+        "length_chars": card.length_percentiles(rows),
+        "language_mix": card.language_mix(rows),
         "files": {},
     }
     card_text = card.render_card(manifest, rows, plots, config)

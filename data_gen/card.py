@@ -1,10 +1,11 @@
-"""DATA_CARD.md for a built dataset: counts, length histograms, dedup/leakage numbers and the style-only baseline.
+"""DATA_CARD.md for a built dataset: counts, length percentiles and language mix per label, dedup/leakage numbers and
+the shortcut checks.
 
-The style-only baseline answers "can a classifier tell allowed from disallowed without reading the content?". It sees
-only features of form (length, lines, capitals, digits, punctuation, emoji, bullets, prices, hashtags); a second
-variant adds counts of English function words. Both are trained on train and scored on test. Close to the
-majority-class rate means style does not leak the label; the content baseline (TF-IDF words) beside it shows how
-much the content itself carries.
+The shortcut checks answer "can a classifier tell allowed from disallowed without reading the content?". They see only
+form: style features (length, lines, capitals, digits, punctuation, emoji, bullets, prices, hashtags; a variant adds
+English function words), the page layout with the content masked, or the page language. Each is trained on train and
+scored on test. Close to the majority-class rate means form does not leak the label; the content baseline (TF-IDF
+words) beside them shows how much the content itself carries.
 """
 
 from __future__ import annotations
@@ -36,19 +37,27 @@ FUNCTION_WORDS = tuple(
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+\.)\s", re.MULTILINE)
 
 
+_UPPER = re.compile(r"[A-ZÀ-ÖØ-ÞА-ЯЁ]")
+_DIGIT = re.compile(r"\d")
+_NOT_LETTER = re.compile(r"[\W\d_]+")
+_LETTERS = re.compile(r"[^\W\d_]+")
+_MASKED_RUN = re.compile(r"w(?:[ \t]+w)*")
+_NUMBER = re.compile(r"\d[\d,.:/%-]*")
+
+
 def style_features(texts: list[str]) -> np.ndarray:
-    """Form-only features of each text (no content words)."""
+    """Form-only features of each text (no content words); regex counts, so long pages stay fast."""
     rows = []
     for t in texts:
         words = t.split()
-        letters = [c for c in t if c.isalpha()] or ["a"]
+        letters = max(1, len(_NOT_LETTER.sub("", t)))
         rows.append(
             [
                 np.log1p(len(t)),
                 np.log1p(len(words)),
                 t.count("\n"),
-                sum(c.isupper() for c in letters) / len(letters),
-                sum(c.isdigit() for c in t) / max(1, len(t)),
+                len(_UPPER.findall(t)) / letters,
+                len(_DIGIT.findall(t)) / max(1, len(t)),
                 t.count("!"),
                 t.count("?"),
                 t.count(","),
@@ -59,20 +68,41 @@ def style_features(texts: list[str]) -> np.ndarray:
                 len(_EMOJI.findall(t)),
                 len(_BULLET.findall(t)),
                 1.0 if _PRICE.search(t) else 0.0,
-                np.mean([len(w) for w in words]) if words else 0.0,
+                sum(map(len, words)) / max(1, len(words)),
                 1.0 if t[:1].islower() else 0.0,
             ]
         )
     return np.asarray(rows, dtype=float)
 
 
+def masked(text: str) -> str:
+    """The text with every run of words replaced by `w` and every number by `0`; punctuation, markup, emoji stay."""
+    return _MASKED_RUN.sub("w", _LETTERS.sub("w", _NUMBER.sub("0", text)))
+
+
+def page_shape(masked_text: str) -> str:
+    """The page's layout from its `masked` text: per line, the markup before the first word (heading marks, bullets,
+    emoji, numbers, prices) and the line's last character, lines joined by a break token."""
+    lines = []
+    for line in masked_text.split("\n"):
+        first = line.find("w")
+        if first < 0:
+            lines.append(line.strip() or "_")
+            continue
+        last = line.rstrip()[-1:]
+        lines.append(f"{line[:first].strip() or '_'}w{'' if last == 'w' else last}")
+    return " ⏎ ".join(lines)
+
+
 def style_baseline(train: list[dict], test: list[dict]) -> dict:
-    """Accuracy of predicting the label from style features only, next to majority and content baselines."""
+    """Shortcut checks: accuracy of predicting the label from form only (style, page shape, language), next to the
+    majority class and the content baseline. Trained on train, scored on test; form near the majority rate means
+    it does not give the label away."""
     from scipy.sparse import csr_matrix, hstack
-    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     y_train = [r["label"] for r in train]
     y_test = [r["label"] for r in test]
@@ -80,25 +110,45 @@ def style_baseline(train: list[dict], test: list[dict]) -> dict:
         return {"note": "needs both labels in train and a non-empty test split"}
     train_text, test_text = [r["text"] for r in train], [r["text"] for r in test]
     form_train, form_test = style_features(train_text), style_features(test_text)
-    function_words = CountVectorizer(vocabulary=FUNCTION_WORDS, lowercase=True)
+    # one tokenisation serves the content baseline and the function-word counts
+    words = CountVectorizer(ngram_range=(1, 2), min_df=2, dtype=np.float32)
+    words_train, words_test = words.fit_transform(train_text), words.transform(test_text)
+    function = [words.vocabulary_[w] for w in FUNCTION_WORDS if w in words.vocabulary_]
+
+    masked_train, masked_test = [masked(t) for t in train_text], [masked(t) for t in test_text]
+
+    def tokens(train_view: list[str], test_view: list[str]):
+        vectorizer = CountVectorizer(token_pattern=r"\S+", ngram_range=(1, 3), min_df=2, lowercase=False)
+        return vectorizer.fit_transform(train_view), vectorizer.transform(test_view)
+
+    languages = OneHotEncoder(handle_unknown="ignore")
+    language_train = languages.fit_transform([[r.get("language", "")] for r in train])
+    language_test = languages.transform([[r.get("language", "")] for r in test])
 
     def fit_predict(x_train, x_test):
         scaler = StandardScaler(with_mean=False)
         model = LogisticRegression(solver="liblinear").fit(scaler.fit_transform(x_train), y_train)
         return model.predict(scaler.transform(x_test))
 
-    length_pred = fit_predict(form_train[:, :3], form_test[:, :3])
-    style_pred = fit_predict(form_train, form_test)
-    words_pred = fit_predict(
-        hstack([csr_matrix(form_train), function_words.transform(train_text)]).tocsr(),
-        hstack([csr_matrix(form_test), function_words.transform(test_text)]).tocsr(),
-    )
-    tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    content_pred = (
-        LogisticRegression(solver="liblinear")
-        .fit(tfidf.fit_transform(train_text), y_train)
-        .predict(tfidf.transform(test_text))
-    )
+    def tfidf_predict(x_train, x_test):
+        tfidf = TfidfTransformer(sublinear_tf=True)
+        model = LogisticRegression(solver="liblinear").fit(tfidf.fit_transform(x_train), y_train)
+        return model.predict(tfidf.transform(x_test))
+
+    predictions = {
+        "length_only": fit_predict(form_train[:, :3], form_test[:, :3]),
+        "style_only": fit_predict(form_train, form_test),
+        "style_and_function_words": fit_predict(
+            hstack([csr_matrix(form_train), words_train[:, function]]).tocsr(),
+            hstack([csr_matrix(form_test), words_test[:, function]]).tocsr(),
+        ),
+        "page_shape_only": tfidf_predict(
+            *tokens([page_shape(t) for t in masked_train], [page_shape(t) for t in masked_test])
+        ),
+        "masked_words": tfidf_predict(*tokens(masked_train, masked_test)),
+        "language_only": LogisticRegression(solver="liblinear").fit(language_train, y_train).predict(language_test),
+        "content_tfidf": tfidf_predict(words_train, words_test),
+    }
     majority = Counter(y_train).most_common(1)[0][0]
 
     def score(pred) -> dict:
@@ -107,14 +157,31 @@ def style_baseline(train: list[dict], test: list[dict]) -> dict:
             "balanced_accuracy": round(float(balanced_accuracy_score(y_test, pred)), 4),
         }
 
-    return {
-        "test_rows": len(test),
-        "majority_class": score([majority] * len(y_test)),
-        "length_only": score(length_pred),
-        "style_only": score(style_pred),
-        "style_and_function_words": score(words_pred),
-        "content_tfidf": score(content_pred),
+    return {"test_rows": len(test), "majority_class": score([majority] * len(y_test))} | {
+        name: score(pred) for name, pred in predictions.items()
     }
+
+
+def length_percentiles(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """Characters per listing at p10/p50/p90/max, per label: the two must look alike."""
+    out = {}
+    for label in ("allow", "disallow"):
+        lengths = [len(r["text"]) for r in rows if r["label"] == label]
+        if lengths:
+            p10, p50, p90 = np.percentile(lengths, [10, 50, 90])
+            out[label] = {"p10": int(p10), "p50": int(p50), "p90": int(p90), "max": max(lengths)}
+    return out
+
+
+def language_mix(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Share of each language per label (language must not give the label away)."""
+    out = {}
+    for label in ("allow", "disallow"):
+        part = Counter(r.get("language", "") for r in rows if r["label"] == label)
+        total = sum(part.values())
+        if total:
+            out[label] = {lang: round(n / total, 4) for lang, n in sorted(part.items())}
+    return out
 
 
 def counts(rows: list[dict]) -> dict:
@@ -212,12 +279,26 @@ def render_card(manifest: dict, rows: list[dict], plots: list[str], config) -> s
             ["classifier (train → test)", "accuracy", "balanced accuracy"],
             [
                 [k, s[k]["accuracy"], s[k]["balanced_accuracy"]]
-                for k in ("majority_class", "length_only", "style_only", "style_and_function_words", "content_tfidf")
+                for k in (
+                    "majority_class",
+                    "length_only",
+                    "style_only",
+                    "style_and_function_words",
+                    "page_shape_only",
+                    "masked_words",
+                    "language_only",
+                    "content_tfidf",
+                )
             ],
         )
     else:
         baseline = s.get("note", "")
     backend = manifest["backend"]
+    lengths, mix = manifest["length_chars"], manifest["language_mix"]
+    reuse = d["held_out_rows_reusing_train_template"]
+    length_rows = [[label, *v.values()] for label, v in lengths.items()]
+    languages = sorted({lang for v in mix.values() for lang in v})
+    language_rows = [[label, *(f"{v.get(lang, 0):.1%}" for lang in languages)] for label, v in mix.items()]
     return f"""# Data card: `{manifest["name"]}`
 
 Policy `{manifest["policy"]}`, seed {manifest["seed"]}, backend `{backend["backend"]}`,
@@ -257,6 +338,9 @@ own examples are used by both sides. `content_tfidf` below is therefore a train 
 
 ## Dedup and leakage
 
+Near-duplicates are judged on what a listing sells (its content without the page around it): pages share their
+sections by design.
+
 - Generated: {d["generated"]}; dropped empty: {d["dropped_empty"]}.
 - Near-duplicates dropped (word-3-gram Jaccard ≥ {config.dedup_threshold}): {d["dropped_near_duplicates"]}
   {d["dropped_near_duplicates_by_source"]}; held-out rows dropped as similar (≥ {config.leakage_threshold}) to a train
@@ -264,18 +348,30 @@ own examples are used by both sides. `content_tfidf` below is therefore a train 
 - Similar pairs (Jaccard ≥ {config.leakage_threshold}) kept in the same split: {d["similar_pairs_kept_together"]}.
 - **Cross-split near-duplicates: {d["cross_split_near_duplicates"]}** at Jaccard ≥ {config.leakage_threshold}
   ({d["cross_split_near_duplicates_at_dedup_threshold"]} at ≥ {config.dedup_threshold}).
+- **Dev/test rows filled from a title or pitch template a train row also uses: {reuse["dev"]} dev, {reuse["test"]}
+  test** (goal 0; atomic kinds such as those built from a policy's single example serve one side only).
 
-## Style-only baseline
+## Shortcut checks
 
 Can form alone predict the label? Logistic regression, trained on train, scored on test. `length_only`: characters,
 words, lines. `style_only`: plus capitals, digits, punctuation, emoji, bullets, price, hashtags, word length.
 `style_and_function_words`: plus counts of closed-class words (articles, pronouns, prepositions), which partly carry
-voice and target ("her", "you"). `content_tfidf`: word uni/bigrams, for contrast. Goal: style close to the
-majority-class rate.
+voice and target ("her", "you"). `page_shape_only`: TF-IDF over the page layout with the content masked (per line:
+heading marks, bullets, emoji, numbers and prices before the first word, and the line's last character).
+`masked_words`: TF-IDF over the whole text with every word masked and every number `0` (in-sentence punctuation of
+the content stays, so this one still sees a little content). `language_only`: the page language alone.
+`content_tfidf`: word uni/bigrams, for contrast. Goal: everything but content at most 0.60, near the majority rate.
 
 {baseline}
 
-## Length
+## Length and language
+
+Every listing is content × page: the page (title heading, prices, ratings, calls to action, sections, long tails) and
+its language are drawn independently of the label (configs/data/lexicon/pages.yaml), so neither may give it away.
+
+{_table(["label", "p10 chars", "median", "p90", "max"], length_rows)}
+
+{_table(["label", *languages], language_rows)}
 
 {chr(10).join(f"![{p}]({p})" for p in plots)}
 

@@ -34,14 +34,18 @@ from data_gen.io import atomic_write_text
 from data_gen.templates import (
     STYLES,
     CategoryKinds,
+    Kind,
     PolicyLexicon,
     SeedLexicon,
     SharedStyle,
     combine,
     fallback_kinds,
     fill,
+    phrases_of,
     pick_slots,
     render,
+    side_kinds,
+    without,
 )
 from moderation.errors import UserError
 from moderation.policy import Policy
@@ -73,10 +77,16 @@ def hold_out(requests: list[Request], fraction: float, seed: int) -> list[Reques
 
 @dataclass(frozen=True)
 class Generated:
+    """One listing's content. `title` and `details` are placed again deeper in its page; `templates`: the title
+    and pitch templates it was filled from (empty for LLM listings), for counting template reuse across splits."""
+
     request: Request
     text: str
     rationale: str
     generator: str
+    title: str = ""
+    details: tuple[str, ...] = ()
+    templates: tuple[str, ...] = ()
 
 
 class Backend(Protocol):
@@ -109,12 +119,14 @@ class TemplateBackend:
                     hard_negatives=[*extra.hard_negatives, *own.hard_negatives[:1]],
                 )
         # (held_out) → the phrase pools of that side, per category, and the lexicon-wide slots
-        self._sides = {
-            h: (
-                {c: k.side(h, seed, held_out_phrases) for c, k in self.kinds.items()},
-                pick_slots(lexicon.slots, h, seed, held_out_phrases),
-            )
-            for h in (False, True)
+        train = {c: k.side(False, seed, held_out_phrases) for c, k in self.kinds.items()}
+        used = phrases_of([k for c in train.values() for k in c.kinds])
+        held = {c: k.side(True, seed, held_out_phrases) for c, k in self.kinds.items()}
+        if held_out_phrases > 0:  # (with no held-out share both sides are the whole lexicon)
+            held = {c: k.without(used) for c, k in held.items()}
+        self.sides = {
+            h: (side, pick_slots(lexicon.slots, h, seed, held_out_phrases))
+            for h, side in ((False, train), (True, held))
         }
         self.covered = sorted(set(lexicon.categories) & set(policy.category_ids))
 
@@ -124,27 +136,33 @@ class TemplateBackend:
     def _one(self, request: Request) -> Generated:
         rng = rng_for(self.seed, request.key)
         pool = "offers" if request.kind == "disallowed" else "hard_negatives"
-        side, slots = self._sides[request.held_out]
+        side, slots = self.sides[request.held_out]
         specs = []
         for category_id in request.categories:
             specs.append(fill(rng.choice(getattr(side[category_id], pool)), rng, slots))
         spec = specs[0] if len(specs) == 1 else combine(specs[0], specs[1])
         text, style = render(spec, rng, self.shared)
-        return Generated(request, text, spec.why, f"template/{pool}/{style}")
+        return Generated(
+            request, text, spec.why, f"template/{pool}/{style}", spec.title, tuple(spec.details), spec.templates
+        )
 
     def stats(self) -> dict:
         return {"backend": "template", "lexicon_categories": self.covered, "held_out_phrases": self.held_out_phrases}
+
+
+def seed_sides(lexicon: SeedLexicon, seed: int, fraction: float) -> dict[bool, tuple[list[Kind], dict]]:
+    """held_out → (the seed kinds of that side, the lexicon-wide slots of that side)."""
+    train = side_kinds(lexicon.kinds, False, seed, fraction)
+    held = side_kinds(lexicon.kinds, True, seed, fraction)
+    held = without(held, phrases_of(train)) if fraction > 0 else held
+    return {h: (kinds, pick_slots(lexicon.slots, h, seed, fraction)) for h, kinds in ((False, train), (True, held))}
 
 
 def seed_listings(
     lexicon: SeedLexicon, shared: SharedStyle, requests: list[Request], seed: int, held_out_phrases: float = 0.0
 ) -> list[Generated]:
     """The allowed seed corpus, one listing per request, kinds drawn round-robin so every product type is present."""
-    fraction = held_out_phrases
-    sides = {
-        h: ([k.side(h, seed, fraction) for k in lexicon.kinds], pick_slots(lexicon.slots, h, seed, fraction))
-        for h in (False, True)
-    }
+    sides = seed_sides(lexicon, seed, held_out_phrases)
     out = []
     for i, request in enumerate(tqdm(requests, desc="seed listings", leave=False)):
         rng = rng_for(seed, request.key)
@@ -152,7 +170,8 @@ def seed_listings(
         kind = kinds[i % len(kinds)]
         spec = fill(kind, rng, slots)
         text, style = render(spec, rng, shared)
-        out.append(Generated(request, text, spec.why, f"template/seed/{kind.kind.replace(' ', '_')}/{style}"))
+        generator = f"template/seed/{kind.kind.replace(' ', '_')}/{style}"
+        out.append(Generated(request, text, spec.why, generator, spec.title, tuple(spec.details), spec.templates))
     return out
 
 

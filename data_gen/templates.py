@@ -43,15 +43,57 @@ class Kind(BaseModel):
     tags: list[str] = Field(default_factory=list)
     slots: dict[str, list[str]] = Field(default_factory=dict)
 
-    def side(self, held_out: bool, seed: int, fraction: float) -> Kind:
-        """This kind with only the train-side (held_out=False) or the eval-side phrases of each list."""
-        lists = {f: pick(getattr(self, f), held_out, seed, fraction) for f in ("titles", "pitches", "details")}
-        for name in slot_names(self.why):
-            # the rationale must cite what the listing shows: a slot left with no phrase showing it gets them all back
-            if not any(name in slot_names(t) for phrases in lists.values() for t in phrases):
-                for f, phrases in lists.items():
-                    phrases += [t for t in getattr(self, f) if name in slot_names(t) and t not in phrases]
-        return self.model_copy(update={**lists, "slots": pick_slots(self.slots, held_out, seed, fraction)})
+    def side(self, held_out: bool, seed: int, fraction: float) -> Kind | None:
+        """This kind with only the train-side (held_out=False) or the eval-side phrases of each list (tags too), or
+        None when that side shows no phrase carrying a slot the rationale cites: the kind then serves the other side
+        only (borrowing the other side's phrases would put one template in train and dev/test)."""
+        lists = {f: pick(getattr(self, f), held_out, seed, fraction) for f in ("titles", "pitches", "details", "tags")}
+        return self._usable(lists | {"slots": pick_slots(self.slots, held_out, seed, fraction)})
+
+    def without(self, phrases: set[str]) -> Kind | None:
+        """This kind minus the titles and pitches in `phrases`, or None when that leaves it unusable."""
+        return self._usable({f: [t for t in getattr(self, f) if t not in phrases] for f in ("titles", "pitches")})
+
+    def _usable(self, update: dict) -> Kind | None:
+        kind = self.model_copy(update=update)
+        shown = {n for t in kind.titles + kind.pitches + kind.details for n in slot_names(t)}
+        if not kind.titles or not kind.pitches or not set(slot_names(self.why)) <= shown:
+            return None
+        return kind
+
+    @property
+    def atomic(self) -> bool:
+        """One title or one pitch: it cannot be split into sides, so the whole kind goes to one side."""
+        return len(self.titles) < 2 or len(self.pitches) < 2
+
+
+def side_kinds(kinds: list[Kind], held_out: bool, seed: int, fraction: float) -> list[Kind]:
+    """The kinds of one side: splittable kinds with that side's phrases; atomic kinds (e.g. built from a policy's
+    single example) whole, chosen by hash, and a lone atomic kind beside splittable ones on the train side only, so
+    no title+pitch template is used on both sides. A list of one atomic kind alone serves both sides."""
+    atomic = [k for k in kinds if k.atomic]
+    split = [s for k in kinds if not k.atomic and (s := k.side(held_out, seed, fraction)) is not None]
+    if len(atomic) == 1 and len(atomic) < len(kinds):
+        atomic = [] if held_out else atomic
+    elif fraction > 0:
+        atomic = pick(atomic, held_out, seed, fraction, by=[f"{k.titles[0]}|{k.pitches[0]}" for k in atomic])
+    return _some(split + atomic, kinds, "held-out" if held_out else "train")
+
+
+def phrases_of(kinds: list[Kind]) -> set[str]:
+    return {t for k in kinds for t in k.titles + k.pitches}
+
+
+def without(kinds: list[Kind], phrases: set[str]) -> list[Kind]:
+    """Held-out kinds minus the titles and pitches train kinds use: a phrase shared by several kinds can land on the
+    train side in one list and the held-out side in another; it then stays on the train side only."""
+    return _some([w for k in kinds if (w := k.without(phrases)) is not None], kinds, "held-out")
+
+
+def _some(chosen: list[Kind], kinds: list[Kind], side: str) -> list[Kind]:
+    if not chosen:
+        raise UserError(f"lexicon: no kind of {kinds[0].kind or kinds[0].titles[0]!r}'s group has {side} phrases")
+    return chosen
 
 
 class CategoryKinds(BaseModel):
@@ -62,9 +104,16 @@ class CategoryKinds(BaseModel):
 
     def side(self, held_out: bool, seed: int, fraction: float) -> CategoryKinds:
         return CategoryKinds(
-            offers=[k.side(held_out, seed, fraction) for k in self.offers],
-            hard_negatives=[k.side(held_out, seed, fraction) for k in self.hard_negatives],
+            offers=side_kinds(self.offers, held_out, seed, fraction),
+            hard_negatives=side_kinds(self.hard_negatives, held_out, seed, fraction),
         )
+
+    @property
+    def kinds(self) -> list[Kind]:
+        return [*self.offers, *self.hard_negatives]
+
+    def without(self, phrases: set[str]) -> CategoryKinds:
+        return CategoryKinds(offers=without(self.offers, phrases), hard_negatives=without(self.hard_negatives, phrases))
 
 
 class SharedStyle(BaseModel):
@@ -146,6 +195,7 @@ class Spec:
     details: list[str]
     why: str
     tags: list[str] = field(default_factory=list)
+    templates: tuple[str, ...] = ()  # the title and pitch templates it was filled from (leak accounting)
 
 
 def fill(kind: Kind, rng: random.Random, extra_slots: dict[str, list[str]] | None = None) -> Spec:
@@ -192,7 +242,8 @@ def fill(kind: Kind, rng: random.Random, extra_slots: dict[str, list[str]] | Non
         return text.format(**values)
 
     why = _A_BEFORE_VOWEL.sub(r"\1n \2", sub(kind.why))
-    return Spec(_capitalise(sub(title)), _capitalise(sub(pitch)), [sub(d) for d in details], why, kind.tags)
+    title_text, pitch_text = _capitalise(sub(title)), _capitalise(sub(pitch))
+    return Spec(title_text, pitch_text, [sub(d) for d in details], why, kind.tags, (title, pitch))
 
 
 def combine(first: Spec, second: Spec) -> Spec:
@@ -203,6 +254,7 @@ def combine(first: Spec, second: Spec) -> Spec:
         details=first.details[:2] + second.details[:2],
         why=f"{first.why} {second.why}",
         tags=list(dict.fromkeys(first.tags + second.tags)),
+        templates=first.templates + second.templates,
     )
 
 
@@ -281,9 +333,13 @@ def render(spec: Spec, rng: random.Random, shared: SharedStyle) -> tuple[str, st
     return _tidy(text), style
 
 
+def amount(rng: random.Random, shared: SharedStyle) -> str:
+    """A bare price in one of the shared currency formats ("$19", "12 EUR")."""
+    return rng.choice(shared.currencies).format(amount=rng.choice(shared.amounts))
+
+
 def _price(rng: random.Random, shared: SharedStyle) -> str:
-    price = rng.choice(shared.currencies).format(amount=rng.choice(shared.amounts))
-    return rng.choice(shared.price_phrases).format(price=price)
+    return rng.choice(shared.price_phrases).format(price=amount(rng, shared))
 
 
 def _typos(text: str, rng: random.Random, n: int) -> str:

@@ -15,8 +15,9 @@ import pytest
 from data_gen.build import SCHEMA, BuildConfig, build, normalise
 from data_gen.dedup import clusters, near_duplicate_pairs
 from data_gen.importer import main as import_main
-from data_gen.synth import Request, TemplateBackend
-from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, pick_slots, slot_names
+from data_gen.pages import PageLexicon
+from data_gen.synth import Request, TemplateBackend, seed_sides
+from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, slot_names
 from moderation.config import load_config, parse_overrides
 from moderation.errors import UserError
 from moderation.paths import CONFIGS
@@ -89,42 +90,74 @@ class TestBuild:
         for r in rows:
             assert r["rationale"].lower() not in ("allow", "disallow", "allowed", "disallowed")
 
-    def test_eval_wording_never_in_train(self, built, policy):
-        """Phrases only the held-out pools hold (cues, titles, pitches, details) show in dev/test, never in train."""
-        out, manifest = built
-        seed, fraction = manifest["seed"], manifest["config"]["held_out_phrases"]
+    @staticmethod
+    def sides(policy, seed: int, fraction: float) -> dict[bool, dict[str, list[str]]]:
+        """held_out → the phrases the generator really draws on that side: title/pitch templates, other templates
+        (details), slot values and tags."""
         shared = load_config(SharedStyle, LEXICON / "shared.yaml")
         lexicon = load_config(PolicyLexicon, LEXICON / "marketplace.yaml")
         seed_lexicon = load_config(SeedLexicon, LEXICON / "seed.yaml")
-        backend = TemplateBackend(policy, lexicon, shared, seed=seed)
-        kinds = [k for c in backend.kinds.values() for k in c.offers + c.hard_negatives] + seed_lexicon.kinds
+        backend = TemplateBackend(policy, lexicon, shared, seed, fraction)
+        seeds = seed_sides(seed_lexicon, seed, fraction)
+        out = {}
+        for held_out in (False, True):
+            categories, slots = backend.sides[held_out]
+            kinds = [k for c in categories.values() for k in c.kinds] + seeds[held_out][0]
+            all_slots = [slots, seeds[held_out][1], *(k.slots for k in kinds)]
+            out[held_out] = {
+                "title_pitch": [t for k in kinds for t in k.titles + k.pitches],
+                "details": [t for k in kinds for t in k.details],
+                "values": [v for s in all_slots for vs in s.values() for v in vs],
+                "tags": [t for k in kinds for t in k.tags],
+            }
+        return out
 
-        def side_texts(held_out: bool) -> tuple[list[str], list[str]]:
-            """(titles, pitches and details; slot values) of every kind on one side."""
-            slots = [pick_slots(s, held_out, seed, fraction) for s in (lexicon.slots, seed_lexicon.slots)]
-            templates = []
-            for kind in kinds:
-                side = kind.side(held_out, seed, fraction)
-                slots.append(side.slots)
-                templates += side.titles + side.pitches + side.details
-            return templates, [v for s in slots for vs in s.values() for v in vs]
-
-        # train listings may show train-side phrases, tags and the shared style material
-        train_templates, train_values = side_texts(False)
-        shown = [*train_templates, *train_values, *(t for k in kinds for t in k.tags)]
-        shown += [v for vs in shared.model_dump().values() for v in vs]
-        blob = "\n".join(shown).lower()
-        templates, values = side_texts(True)
-        # eval-side phrases: slot values, and the slot-free runs of three or more words of the templates
+    @staticmethod
+    def only_on(side: dict[str, list[str]], other: dict[str, list[str]], fields: tuple[str, ...]) -> re.Pattern:
+        """A pattern for the phrases of `side` that `other` (and the material every page shares) never shows: the
+        slot-free runs of 3+ words of its templates, slot values of 5+ characters and #tags."""
+        pages = load_config(PageLexicon, LEXICON / "pages.yaml")
+        shared = load_config(SharedStyle, LEXICON / "shared.yaml")
+        shown = [t for vs in other.values() for t in vs] + [v for vs in shared.model_dump().values() for v in vs]
+        blob = "\n".join([*shown, json.dumps(pages.model_dump(), ensure_ascii=False)]).lower()
+        templates = [t for f in fields if f in ("title_pitch", "details") for t in side[f]]
         runs = {f.strip(" ,.:;-!").lower() for t in templates for f in re.split(r"\{\w+\}", t)}
-        phrases = {r for r in runs if len(r.split()) >= 3} | {v.lower() for v in values if len(v) >= 5}
-        eval_only = sorted(p for p in phrases if p not in blob)
-        assert len(eval_only) > 100
-        pattern = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, eval_only)) + r")(?!\w)")
+        phrases = {r for r in runs if len(r.split()) >= 3}
+        if "values" in fields:
+            phrases |= {v.lower() for v in side["values"] if len(v) >= 5}
+        only = {p for p in phrases if p not in blob}
+        if "tags" in fields:
+            only |= {f"#{t.lower()}" for t in set(side["tags"]) - set(other["tags"])}
+        assert len(only) > 50
+        return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, sorted(only))) + r")(?!\w)")
+
+    def test_eval_wording_never_in_train(self, built, policy):
+        """Phrases only the held-out pools hold (cues, titles, pitches, details, tags) show in dev/test, never in
+        train."""
+        out, manifest = built
+        sides = self.sides(policy, manifest["seed"], manifest["config"]["held_out_phrases"])
+        pattern = self.only_on(sides[True], sides[False], ("title_pitch", "details", "values", "tags"))
         leaks = [(m.group(), r["text"]) for r in read_split(out, "train") if (m := pattern.search(r["text"].lower()))]
         assert not leaks, leaks[:3]
         held = [r for s in ("dev", "test") for r in read_split(out, s) if pattern.search(r["text"].lower())]
         assert len(held) > 0.5 * sum(len(read_split(out, s)) for s in ("dev", "test"))
+
+    def test_train_templates_never_in_eval(self, built, policy):
+        """The reverse: title and pitch templates only train uses never show in dev/test, and the build counts 0
+        dev/test rows filled from a template a train row was filled from."""
+        out, manifest = built
+        sides = self.sides(policy, manifest["seed"], manifest["config"]["held_out_phrases"])
+        pattern = self.only_on(sides[False], sides[True], ("title_pitch",))
+        leaks = [
+            (m.group(), r["text"][:300])
+            for s in ("dev", "test")
+            for r in read_split(out, s)
+            if (m := pattern.search(r["text"].lower()))
+        ]
+        assert not leaks, leaks[:3]
+        train = read_split(out, "train")
+        assert sum(bool(pattern.search(r["text"].lower())) for r in train) > 0.3 * len(train)
+        assert manifest["dedup"]["held_out_rows_reusing_train_template"] == {"dev": 0, "test": 0}
 
     def test_same_seed_same_bytes(self, built, tmp_path):
         out, manifest = built
@@ -232,14 +265,16 @@ class TestTemplates:
         assert all(g.text and g.rationale for g in out)
         assert len({g.text for g in out}) == len(out)
 
-    def test_every_kind_can_cite_its_rationale(self, backend):
-        # each slot a rationale names is shown by some title, pitch or detail on both sides, and every slot has values
-        for category in backend.kinds.values():
-            for kind in category.offers + category.hard_negatives:
-                for side in (kind.side(False, 0, 0.3), kind.side(True, 0, 0.3)):
-                    shown = {n for t in side.titles + side.pitches + side.details for n in slot_names(t)}
-                    assert set(slot_names(kind.why)) <= shown, kind.titles[0]
-                    assert all(side.slots.get(n) or backend.lexicon.slots.get(n) for n in shown), kind.titles[0]
+    def test_every_kind_can_cite_its_rationale(self, policy):
+        # on each side, each slot a rationale names is shown by some title, pitch or detail, and every slot has values
+        shared = load_config(SharedStyle, LEXICON / "shared.yaml")
+        lexicon = load_config(PolicyLexicon, LEXICON / "marketplace.yaml")
+        backend = TemplateBackend(policy, lexicon, shared, seed=0, held_out_phrases=0.3)
+        for categories, _ in backend.sides.values():
+            for kind in (k for c in categories.values() for k in c.kinds):
+                shown = {n for t in kind.titles + kind.pitches + kind.details for n in slot_names(t)}
+                assert set(slot_names(kind.why)) <= shown, kind.titles[0]
+                assert all(kind.slots.get(n) or lexicon.slots.get(n) for n in shown), kind.titles[0]
 
     def test_same_key_same_listing(self, backend):
         request = Request("x/iptv/1", "disallowed", ("iptv",))
