@@ -1,7 +1,8 @@
 """Moderators that are not a local causal LM: a keyword baseline and any OpenAI-compatible chat endpoint.
 
-Both subclass `moderation.generate.Moderator` for its batching (`moderate`, `moderate_batches`) and replace only how
-one batch is judged; their completions go through the same `moderation.verdict.parse` as a model's.
+(The TF-IDF baseline lives in `evals.tfidf`.) These subclass `moderation.generate.Moderator` for its batching
+(`moderate`, `moderate_batches`) and replace only how one batch is judged; their completions go through the same
+`moderation.verdict.parse` as a model's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from moderation.errors import UserError
 from moderation.generate import GenerationConfig, Moderation, Moderator
@@ -20,6 +22,15 @@ from moderation.prompt import PromptConfig, build_messages
 from moderation.verdict import ALLOW, DISALLOW, parse, render
 
 KEYWORD = "keyword"
+MIN_HITS_CANDIDATES = (1, 2, 3, 4, 5)
+
+
+@dataclass(frozen=True)
+class ScoredModeration(Moderation):
+    """A result that also carries P(disallow), for ROC AUC and calibration (baselines with probabilities)."""
+
+    score: float | None = None
+
 
 _WORD = re.compile(r"[a-z0-9$][a-z0-9$'+\-]*[a-z0-9+]|[a-z0-9$]")
 _STOPWORDS = frozenset(
@@ -59,9 +70,13 @@ class KeywordModerator(Moderator):
             allowed = set(words(" ".join([category.allowed_nearby, *category.allowed_examples])))
             self.cues[category.id] = frozenset(set(words(_disallowed_text(category))) - allowed - common)
 
-    def judge(self, text: str) -> str:
+    def hits(self, text: str) -> dict[str, list[str]]:
+        """Per category, the distinct cue words present in `text`."""
         present = set(words(text))
-        hits = {cid: sorted(cues & present) for cid, cues in self.cues.items()}
+        return {cid: sorted(cues & present) for cid, cues in self.cues.items()}
+
+    def judge(self, text: str) -> str:
+        hits = self.hits(text)
         flagged = [cid for cid, found in hits.items() if len(found) >= self.min_hits]
         if not flagged:
             return render(ALLOW, (), f"Fewer than {self.min_hits} cue words of any category.")
@@ -73,6 +88,25 @@ class KeywordModerator(Moderator):
         completions = [self.judge(text) for text in listings]
         latency = (time.perf_counter() - began) / max(1, len(completions))
         return [Moderation(c, parse(c, self.policy.category_ids), latency) for c in completions]
+
+
+def choose_min_hits(policy: Policy, items: Sequence, candidates: Sequence[int] = MIN_HITS_CANDIDATES) -> dict:
+    """The `min_hits` with the best disallow F1 on `items` (the train split; ties go to the larger, stricter value).
+
+    Returns {"min_hits": chosen, "train_f1": {candidate: F1}} for metrics.json.
+    """
+    from sklearn.metrics import f1_score
+
+    moderator = KeywordModerator(policy)
+    most = [max(map(len, moderator.hits(item.text).values()), default=0) for item in items]
+    truth = [item.label == DISALLOW for item in items]
+    scores = {m: float(f1_score(truth, [n >= m for n in most], zero_division=0)) for m in candidates}
+    best = max(candidates, key=lambda m: (scores[m], m))
+    return {
+        "min_hits": best,
+        "criterion": "disallow F1 on train",
+        "train_f1": {str(m): round(f, 4) for m, f in scores.items()},
+    }
 
 
 def _disallowed_text(category) -> str:

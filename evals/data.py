@@ -9,8 +9,9 @@ moderation samples (a `prompt` column and per-code 0/1 columns):
     category_columns: {S: adult, S3: adult, H: harassment, H2: harassment, HR: harassment, V: other, V2: other,
                        SH: other}
 
-A row flagged only under "other" (or any name outside the policy) is disallowed for the binary metrics and reported
-separately by the metrics. A bad row (no text, unknown label, undecodable bytes) is skipped and counted, unless
+Label-map keys (label values, category names, 0/1 column names) match case-insensitively. A row flagged only under
+"other" (or any names outside the policy) is no violation of the policy being evaluated: the metrics leave it out and
+report it apart. A bad row (no text, unknown label, undecodable bytes) is skipped and counted, unless
 `strict`, where it is an error; a file with no usable row is always an error.
 """
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from moderation.errors import UserError
 from moderation.paths import REPO_ROOT
@@ -63,6 +64,12 @@ class LabelMap(BaseModel):
         default_factory=dict, description="0/1 column -> our category id or 'other'; any 1 makes the row disallowed"
     )
 
+    @field_validator("labels", "categories", "category_columns")
+    @classmethod
+    def _fold_case(cls, mapping: dict) -> dict:
+        """Keys match case-insensitively: `Spam`, `spam` and `SPAM` are one key."""
+        return {str(key).strip().lower(): value for key, value in mapping.items()}
+
 
 @dataclass(frozen=True)
 class Item:
@@ -99,6 +106,20 @@ def resolve_data(name_or_path: str | Path) -> Path:
             return candidate
         raise UserError(f"split {text!r} not found at {candidate} (run `make generate_data` first, or pass a file)")
     raise UserError(f"data file not found: {text}")
+
+
+def train_split_for(data: Path, train: str | Path | None = None) -> Path:
+    """The train split a baseline fits on: `train` when given, else train.parquet next to the evaluated file."""
+    path = Path(train) if train else data.parent / "train.parquet"
+    if not path.is_file():
+        hint = "" if train else " (pass --train FILE for data from elsewhere)"
+        raise UserError(f"baselines fit on a train split: {path} not found{hint}")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def load_label_map(path: str | Path | None) -> LabelMap:
@@ -197,8 +218,9 @@ def _to_item(row: dict | _BadRow, label_map: LabelMap) -> Item:
     if not isinstance(text, str) or not text.strip():
         raise _BadRow(f"no text (column {label_map.text_column!r})")
     if label_map.category_columns:
+        columns = {str(name).strip().lower(): value for name, value in row.items()}
         categories = tuple(
-            dict.fromkeys(ours for column, ours in label_map.category_columns.items() if _truthy(row.get(column)))
+            dict.fromkeys(ours for column, ours in label_map.category_columns.items() if _truthy(columns.get(column)))
         )
         label: Decision = DISALLOW if categories else ALLOW
     else:
@@ -247,7 +269,8 @@ def _category_list(value: object) -> list[str]:
 
 
 def _map_category(raw: str, label_map: LabelMap) -> str:
-    return label_map.categories.get(raw, label_map.categories.get(normalize_category(raw), normalize_category(raw)))
+    ours = normalize_category(raw)
+    return label_map.categories.get(raw.strip().lower(), label_map.categories.get(ours, ours))
 
 
 def _truthy(value: object) -> bool:

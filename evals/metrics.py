@@ -1,14 +1,20 @@
 """Metrics over scored predictions. sklearn does the maths; this module decides what is counted, explicitly.
 
 Disallow is the positive class. A prediction is `allow`, `disallow`, or a parse failure (no decision could be read by
-`moderation.verdict.parse`). A parse failure is never correct:
+`moderation.verdict.parse`). A parse failure is never correct; it always counts as the wrong answer:
 - on a disallowed item it is a miss (a false negative for recall and F1);
-- on an allowed item it is not a false positive (nothing was flagged) but it is not a correct answer either: accuracy
-  counts it wrong and `allowed_parse_failures` reports it, so a model cannot look precise by failing to answer.
+- on an allowed item it is a false alarm for `fpr`, because serving flags an unparseable answer for review (its
+  default `on_parse_failure` policy): `fpr` = (allowed items answered DISALLOW or unparseable) / allowed items.
+  `fpr_parsed` = (allowed items answered DISALLOW) / (allowed items with a readable answer) is the model's own
+  false-positive rate when it does answer; `allowed_parse_failures` says how many were left out of it.
+Accuracy counts a parse failure wrong on either side, so a model cannot look precise by failing to answer.
 
-Per-category scores are multi-label over the policy's categories (a parse failure predicts no category). Gold names
-outside the policy ("other", a foreign taxonomy's leftovers) are kept out of the per-category scores; their rows still
-count in the binary metrics and are summarised under `out_of_policy`.
+Per-category scores are multi-label over the policy's categories (a parse failure predicts no category). A disallowed
+row whose gold categories all lie outside the policy ("other", a foreign taxonomy's leftovers such as OpenAI's
+violence or self-harm codes) is no violation of this policy and no allowed listing either: it is left out of every
+metric and reported under `out_of_policy` (how many, which names, how many the model flagged). Names outside the policy
+on a row that also has a policy category are ignored. Where every record carries a `score` (P(disallow), from a
+baseline with probabilities), ROC AUC and the Brier score are added.
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ def compute_metrics(
     Each record needs `label`, `categories` (gold), `decision` (None on parse failure), `predicted_categories`,
     `status`, `reasoning`, `latency_s`; `text` length and `source` are used when present.
     """
+    records, outside = split_out_of_policy(records, category_ids)
     if not records:
-        raise ValueError("no predictions to score")
+        raise ValueError("no predictions to score (every row is outside the policy)" if outside else "no predictions")
     y_true = [r["label"] for r in records]
     y_pred = [predicted_label(r) for r in records]
     precision, recall, f1, _ = precision_recall_fscore_support(
@@ -63,9 +70,11 @@ def compute_metrics(
         "precision": float(precision[0]),
         "recall": float(recall[0]),
         "f1": float(f1[0]),
-        "f1_ci95": bootstrap_f1(y_true, y_pred, n_bootstrap, seed),
-        "fpr": float(matrix[0][1] / allowed) if allowed else None,
+        "fpr": float((matrix[0][1] + matrix[0][2]) / allowed) if allowed else None,
+        "fpr_parsed": float(matrix[0][1] / (matrix[0][1] + matrix[0][0])) if matrix[0][:2].sum() else None,
         "macro_f1": macro_f1,
+        **{f"{name}_ci95": ci for name, ci in bootstrap_intervals(records, category_ids, n_bootstrap, seed).items()},
+        **_score_metrics(records),
         "exact_category_match": exact,
         "parse_failure_rate": float(np.mean(failures)),
         "allowed_parse_failures": int(matrix[0][2]),
@@ -77,28 +86,63 @@ def compute_metrics(
         "latency_p95_s": float(np.percentile(latencies, 95)),
         "items_per_s": float(len(records) / latencies.sum()) if latencies.sum() > 0 else None,
         "per_category": per_category,
-        "out_of_policy": _out_of_policy(records, category_ids),
+        "out_of_policy": _out_of_policy(outside, category_ids),
         "by_source": _by_source(records),
     }
 
 
-def bootstrap_f1(y_true: Sequence[str], y_pred: Sequence[str], n_bootstrap: int, seed: int) -> list[float] | None:
-    """95% percentile bootstrap interval of the disallow F1 (resampling items with replacement).
+def split_out_of_policy(records: Sequence[dict], category_ids: Sequence[str]) -> tuple[list[dict], list[dict]]:
+    """(records scored against the policy, disallowed records whose gold categories all lie outside it)."""
+    known = set(category_ids)
+    inside, outside = [], []
+    for r in records:
+        beyond = r["label"] == DISALLOW and r["categories"] and not any(c in known for c in r["categories"])
+        (outside if beyond else inside).append(r)
+    return inside, outside
 
-    F1 = 2TP / (2TP + FP + FN), vectorised over resamples (sklearn's definition, zero_division=0; the point estimate
-    itself comes from sklearn and a test checks the two agree).
+
+def bootstrap_intervals(
+    records: Sequence[dict], category_ids: Sequence[str], n_bootstrap: int, seed: int
+) -> dict[str, list[float] | None]:
+    """95% percentile bootstrap intervals of accuracy, disallow F1, FPR and macro-F1 (items resampled with
+    replacement, the same resamples for all four); None for each when `n_bootstrap` is 0.
+
+    Vectorised over resamples with the definitions `compute_metrics` uses (F1 = 2TP / (2TP + FP + FN) with
+    zero_division=0; FPR counts parse failures on allowed items as flagged); a test checks they agree with sklearn.
     """
+    names = ("accuracy", "f1", "fpr", "macro_f1")
     if n_bootstrap <= 0:
-        return None
+        return dict.fromkeys(names)
     rng = np.random.default_rng(seed)
-    truth, pred = np.asarray(y_true) == DISALLOW, np.asarray(y_pred) == DISALLOW
-    idx = rng.integers(0, len(truth), size=(n_bootstrap, len(truth)))
-    t, p = truth[idx], pred[idx]
-    tp, fp, fn = (t & p).sum(1), (~t & p).sum(1), (t & ~p).sum(1)
-    denominator = 2 * tp + fp + fn
-    scores = np.divide(2 * tp, denominator, out=np.zeros(n_bootstrap), where=denominator > 0)
-    low, high = np.percentile(scores, [2.5, 97.5])
-    return [float(low), float(high)]
+    y_true = np.array([r["label"] for r in records])
+    y_pred = np.array([predicted_label(r) for r in records])
+    idx = rng.integers(0, len(records), size=(n_bootstrap, len(records)))
+    truth, pred, failure = (y_true == DISALLOW)[idx], (y_pred == DISALLOW)[idx], (y_pred == PARSE_FAILURE)[idx]
+    tp, fp, fn = (truth & pred).sum(1), (~truth & pred).sum(1), (truth & ~pred).sum(1)
+    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(n_bootstrap), where=2 * tp + fp + fn > 0)
+    allowed = (~truth).sum(1)
+    flagged = (~truth & (pred | failure)).sum(1)
+    fpr = np.divide(flagged, allowed, out=np.full(n_bootstrap, np.nan), where=allowed > 0)
+    gold, predicted = _category_matrices(records, category_ids)
+    present = gold.any(0)
+    intervals = {
+        "accuracy": _interval((y_true == y_pred)[idx].mean(1)),
+        "f1": _interval(f1),
+        "fpr": _interval(fpr[~np.isnan(fpr)]) if (allowed > 0).any() else None,
+        "macro_f1": _interval(_macro_f1(gold, predicted, idx, present)) if present.any() else None,
+    }
+    return intervals
+
+
+def _score_metrics(records: Sequence[dict]) -> dict:
+    """ROC AUC and Brier score of P(disallow) when every record has a score and both labels occur."""
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    scores = [r.get("score") for r in records]
+    truth = [r["label"] == DISALLOW for r in records]
+    if any(s is None for s in scores) or len(set(truth)) < 2:
+        return {}
+    return {"roc_auc": float(roc_auc_score(truth, scores)), "brier": float(brier_score_loss(truth, scores))}
 
 
 def paired_difference(
@@ -112,6 +156,7 @@ def paired_difference(
     """
     if len(base) != len(other) or any(a["id"] != b["id"] for a, b in zip(base, other, strict=True)):
         raise ValueError("paired_difference needs the same items in the same order")
+    base, other = (split_out_of_policy(records, category_ids)[0] for records in (base, other))
     right = [np.array([predicted_label(r) == r["label"] for r in records]) for records in (base, other)]
     (_, macro_base, _), (_, macro_other, _) = (_category_metrics(r, category_ids) for r in (base, other))
     rng = np.random.default_rng(seed)
@@ -186,13 +231,18 @@ def _category_metrics(records: Sequence[dict], category_ids: Sequence[str]) -> t
     return per_category, macro, exact
 
 
-def _out_of_policy(records: Sequence[dict], category_ids: Sequence[str]) -> dict:
-    """Disallowed rows whose gold categories include names outside the policy: how many, which, and recall on them."""
+def _out_of_policy(rows: Sequence[dict], category_ids: Sequence[str]) -> dict:
+    """The rows left out of the metrics as outside the policy: how many, which names, how many the model flagged
+    (answered DISALLOW; parse failures are counted apart)."""
     known = set(category_ids)
-    rows = [r for r in records if any(c not in known for c in r["categories"])]
-    names = Counter(c for r in rows for c in r["categories"] if c not in known)
-    caught = sum(r["decision"] == DISALLOW for r in rows)
-    return {"n": len(rows), "categories": dict(names), "recall": caught / len(rows) if rows else None}
+    flagged = sum(r["decision"] == DISALLOW for r in rows)
+    return {
+        "n": len(rows),
+        "categories": dict(Counter(c for r in rows for c in r["categories"] if c not in known)),
+        "flagged": flagged,
+        "parse_failures": sum(r["decision"] is None for r in rows),
+        "flag_rate": flagged / len(rows) if rows else None,
+    }
 
 
 def _by_source(records: Sequence[dict]) -> dict:

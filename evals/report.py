@@ -141,7 +141,6 @@ def write_report(out: Path, metrics: dict, records: Sequence[dict], policy: Poli
     plot_category_f1([metrics], out / "per_category_f1.png")
     plot_length_reliability(lengths, out / "reliability_by_length.png")
     audit = audit_section(records, policy)
-    ci = metrics["f1_ci95"]
     cfg = metrics["config"]
     exact = metrics["exact_category_match"]
     outside = metrics["out_of_policy"]
@@ -151,13 +150,18 @@ def write_report(out: Path, metrics: dict, records: Sequence[dict], policy: Poli
         "",
         f"Model `{cfg['model']}`, policy `{policy.name}`, data `{cfg['data']}`: n={metrics['n']} "
         f"({metrics['n_disallowed']} disallowed, {metrics['n_allowed']} allowed); skipped rows: "
-        f"{_counts(metrics['skipped_rows'])}. Disallow is the positive class; a "
-        "parse failure is never correct (a miss on a disallowed item, reported separately on an allowed one).",
+        f"{_counts(metrics['skipped_rows'])}; rows outside the policy, left out of every metric: "
+        f"{metrics['out_of_policy']['n']}.",
+        "",
+        "Disallow is the positive class. A parse failure is never correct: a miss on a disallowed item, a false alarm"
+        " on an allowed one. `fpr` = allowed items answered DISALLOW *or unparseable* / allowed items (what serving"
+        " flags: it sends an unparseable answer to review by default); `fpr_parsed` = allowed items answered DISALLOW"
+        " / allowed items with a readable answer (the model's own rate when it answers). Intervals are 95% bootstrap"
+        " intervals (items resampled).",
         "",
         headline_table([metrics]),
         "",
-        f"F1 95% bootstrap interval: {_fmt(ci[0]) if ci else '–'} – {_fmt(ci[1]) if ci else '–'}. "
-        f"Parse failures on allowed items: {metrics['allowed_parse_failures']}, on disallowed items: "
+        f"{_scores(metrics)}Parse failures on allowed items: {metrics['allowed_parse_failures']}, on disallowed items: "
         f"{metrics['disallowed_parse_failures']}. Exact category-set match: {_fmt(exact['all'])} "
         f"(disallowed items: {_fmt(exact['disallowed'])}).",
         "",
@@ -192,9 +196,10 @@ def write_report(out: Path, metrics: dict, records: Sequence[dict], policy: Poli
         "",
         "## Outside the policy",
         "",
-        f"{outside['n']} disallowed rows carry categories outside the policy "
-        f"({', '.join(f'{n} × {c}' for c, n in outside['categories'].items()) or 'none'}); "
-        f"recall on them: {_fmt(outside['recall'])}.",
+        f"{outside['n']} disallowed rows have only categories outside the policy "
+        f"({', '.join(f'{n} × {c}' for c, n in outside['categories'].items()) or 'none'}). They are no violation of"
+        f" this policy, so they are left out of every metric above; the model flagged {outside['flagged']} of them"
+        f" ({outside['parse_failures']} unparseable).",
         "",
         "## Reward-hacking audit",
         "",
@@ -206,14 +211,27 @@ def write_report(out: Path, metrics: dict, records: Sequence[dict], policy: Poli
     return path
 
 
-HEADLINE = ("accuracy", "precision", "recall", "f1", "fpr", "macro_f1", "parse_failure_rate")
+HEADLINE = ("accuracy", "precision", "recall", "f1", "fpr", "fpr_parsed", "macro_f1", "parse_failure_rate")
+WITH_CI = ("accuracy", "f1", "fpr", "macro_f1")  # shown as `value (low–high)`
 
 
 def headline_table(runs: Sequence[dict]) -> str:
-    return markdown_table(
-        ["model", "n", *HEADLINE, "F1 95% CI"],
-        [[m.get("label", "?"), m["n"], *(m[k] for k in HEADLINE), _ci(m.get("f1_ci95"))] for m in runs],
-    )
+    """One row per run; accuracy, F1, FPR and macro-F1 with their 95% bootstrap intervals."""
+    rows = []
+    for m in runs:
+        cells = [_with_ci(m.get(k), m.get(f"{k}_ci95")) if k in WITH_CI else m.get(k) for k in HEADLINE]
+        rows.append([m.get("label", "?"), m["n"], *cells])
+    return markdown_table(["model", "n", *HEADLINE], rows)
+
+
+def _with_ci(value, ci) -> str:
+    return f"{_fmt(value)} ({_ci(ci)})" if ci else _fmt(value)
+
+
+def _scores(metrics: dict) -> str:
+    if "roc_auc" not in metrics:
+        return ""
+    return f"P(disallow) scores: ROC AUC {_fmt(metrics['roc_auc'])}, Brier {_fmt(metrics['brier'])}. "
 
 
 def paired_section(dirs: Sequence[Path], runs: Sequence[dict]) -> list[str]:
@@ -223,7 +241,7 @@ def paired_section(dirs: Sequence[Path], runs: Sequence[dict]) -> list[str]:
     """
     if len(dirs) < 2 or not all((d / PREDICTIONS).is_file() for d in dirs):
         return []
-    predictions = [read_predictions(d / PREDICTIONS) for d in dirs]
+    predictions = [_evaluated(d, m) for d, m in zip(dirs, runs, strict=True)]
     categories = list(runs[0]["per_category"])
     rows = []
     for (before, after), (old, new) in zip(pairwise(predictions), pairwise(runs), strict=True):
@@ -247,6 +265,16 @@ def paired_section(dirs: Sequence[Path], runs: Sequence[dict]) -> list[str]:
         markdown_table(header, rows),
         "",
     ]
+
+
+def _evaluated(folder: Path, metrics: dict) -> dict[str, dict]:
+    """The run's own records: the ids its metrics were computed on (predictions.jsonl may hold more, e.g. from an
+    earlier run of the same folder with a larger --limit)."""
+    saved = read_predictions(folder / PREDICTIONS)
+    ids = metrics.get("ids")
+    if ids is None:
+        raise UserError(f"{folder}/{METRICS} lists no evaluated ids (made by an older version): re-run the evaluation")
+    return {i: saved[i] for i in ids if i in saved}
 
 
 def _f1_if_present(metrics: dict, category: str) -> float | None:
@@ -333,5 +361,6 @@ def compare(dirs: Sequence[str | Path], out: str | Path) -> Path:
     ]
     path = out / "compare.md"
     write_text(path, "\n".join(lines))
-    write_json(out / "compare.json", {"runs": [{k: m[k] for k in ("label", *HEADLINE, "n")} for m in runs]})
+    keys = ("label", "n", *HEADLINE, *(f"{k}_ci95" for k in WITH_CI))
+    write_json(out / "compare.json", {"runs": [{k: m.get(k) for k in keys} for m in runs]})
     return path

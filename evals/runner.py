@@ -12,43 +12,40 @@ evaluation resumes where it stopped; a different model, policy or data in the sa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from evals.baselines import KEYWORD, EndpointModerator, KeywordModerator
-from evals.data import Dataset, Item, load_dataset, load_label_map
+from evals.baselines import KEYWORD, EndpointModerator, KeywordModerator, choose_min_hits
+from evals.data import Dataset, Item, file_sha256, load_dataset, load_label_map, resolve_data, train_split_for
 from evals.files import MANIFEST, METRICS, PREDICTIONS, read_predictions, write_json
 from evals.metrics import compute_metrics
 from evals.report import write_report
+from evals.tfidf import TFIDF, TfidfModerator, load_or_fit
 from moderation.errors import UserError
 from moderation.generate import GenerationConfig
 from moderation.jsonl import drop_torn_tail
+from moderation.models import resolve_model
 from moderation.paths import REPO_ROOT
 from moderation.policy import load_policy
 from moderation.runs import MANIFEST as RUN_MANIFEST
 from moderation.runs import MERGED, RunInfo, load_moderator, read_run
 
 # Settings that change predictions: resuming into a folder made with other values would mix two evaluations.
-IDENTITY = (
-    "model",
-    "endpoint",
-    "policy",
-    "prompt_from",
-    "data",
-    "label_map",
-    "max_new_tokens",
-    "temperature",
-    "keyword_min_hits",
-)
+# `identity_of` adds the model's fingerprint (a hash of its weights, or of the train split a baseline fits on) and the
+# generation settings.
+IDENTITY = ("model", "endpoint", "policy", "prompt_from", "data", "label_map", "keyword_min_hits", "train")
+BASELINES = (KEYWORD, TFIDF)
 
 
 class EvalConfig(BaseModel):
@@ -56,7 +53,9 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="HF id, local folder, embedded name, runs/<name>, 'keyword', or an endpoint's model")
+    model: str = Field(
+        description="HF id, local folder, embedded name, runs/<name>, 'keyword', 'tfidf', or an endpoint's model"
+    )
     data: str = Field(description="split name (dev, test, <dataset>/dev) or a .parquet/.jsonl/.csv file")
     out: str = Field(description="output folder (resumed when it holds a run of the same config)")
     policy: str | None = Field(None, description="policy name or YAML; default: the run's policy, else marketplace")
@@ -71,15 +70,21 @@ class EvalConfig(BaseModel):
     batch_size: int = Field(8, ge=1, description="listings per generate() call")
     max_new_tokens: int = Field(128, ge=1)
     temperature: float = Field(0.0, ge=0, description="0 is greedy")
-    keyword_min_hits: int = Field(2, ge=1, description="keyword baseline: cue words needed to flag a category")
+    keyword_min_hits: int | None = Field(
+        None, ge=1, description="keyword baseline: cue words needed to flag a category (default: chosen on train)"
+    )
+    train: str | None = Field(
+        None, description="train split the keyword and tfidf baselines fit on (default: train.parquet beside --data)"
+    )
     n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the F1 confidence interval")
     seed: int = 0
     device: str = "cpu"
 
 
 def build_moderator(config: EvalConfig):
-    """The moderator the config names: the keyword baseline, an endpoint, or a local model / run folder."""
-    generation = GenerationConfig(config.max_new_tokens, config.batch_size, config.temperature)
+    """The moderator the config names: a baseline, an endpoint, or a local model / run folder. The one place models
+    are loaded. A baseline fitted on train carries what it chose as `fitted` (recorded in metrics.json)."""
+    generation = _generation(config)
     model, run = locate_model(config.model)
     if config.prompt_from:
         run = read_run(config.prompt_from)
@@ -87,12 +92,35 @@ def build_moderator(config: EvalConfig):
             raise UserError(f"--prompt-from {config.prompt_from}: not a run folder (no {RUN_MANIFEST})")
     policy = config.policy or (run.policy if run else None)
     prompt = run.prompt if run else None
-    if config.model == KEYWORD:
-        return KeywordModerator(load_policy(policy or "marketplace"), config.keyword_min_hits)
+    if config.model in BASELINES and not config.endpoint:
+        return _baseline(config, load_policy(policy or "marketplace"))
     if config.endpoint:
         policy = load_policy(policy or "marketplace")
         return EndpointModerator(config.endpoint, config.model, policy, prompt, generation, config.api_key_env)
     return load_moderator(model, policy, prompt, generation=generation, device=config.device)
+
+
+def _generation(config: EvalConfig) -> GenerationConfig:
+    return GenerationConfig(config.max_new_tokens, config.batch_size, config.temperature)
+
+
+def _baseline(config: EvalConfig, policy):
+    """The keyword or TF-IDF baseline, fitted on the train split (keyword: only when `keyword_min_hits` is unset)."""
+    if config.model == KEYWORD and config.keyword_min_hits is not None:
+        moderator = KeywordModerator(policy, config.keyword_min_hits)
+        moderator.fitted = {"min_hits": config.keyword_min_hits, "criterion": "given (--keyword-min-hits)"}
+        return moderator
+    train_path = train_split_for(resolve_data(config.data), config.train)
+    train = load_dataset(train_path).items
+    if config.model == KEYWORD:
+        chosen = choose_min_hits(policy, train)
+        moderator = KeywordModerator(policy, chosen["min_hits"])
+        moderator.fitted = {"train": str(train_path), "train_sha256": file_sha256(train_path), **chosen}
+        return moderator
+    model, fitted = load_or_fit(train_path, train, policy)
+    moderator = TfidfModerator(model, policy)
+    moderator.fitted = fitted
+    return moderator
 
 
 def locate_model(model: str) -> tuple[str, RunInfo | None]:
@@ -140,6 +168,7 @@ def _record(item: Item, result) -> dict:
         "status": str(verdict.status),
         "reasoning": verdict.reasoning,
         "latency_s": result.latency_s,
+        "score": getattr(result, "score", None),  # P(disallow), from moderators that have one
     }
 
 
@@ -160,6 +189,9 @@ def run_eval(config: EvalConfig, report: bool = True) -> dict:
     metrics["label"] = label_for(config.model)
     metrics["policy"] = moderator.policy.name
     metrics["config"] = config.model_dump()
+    if fitted := getattr(moderator, "fitted", None):
+        metrics["baseline"] = fitted
+    metrics["ids"] = [item.id for item in dataset.items]  # what `compare` pairs: this run's items, not the whole file
     write_json(out / METRICS, metrics)
     write_json(
         out / MANIFEST,
@@ -182,9 +214,45 @@ def label_for(model: str) -> str:
 
 
 def identity_of(config: EvalConfig, dataset: Dataset) -> dict:
+    """What must match for a folder to be resumed: the IDENTITY settings, the data file, the model's fingerprint and,
+    for generating models, the generation settings."""
     identity = {key: getattr(config, key) for key in IDENTITY}
     identity["data"] = str(dataset.path.resolve())
+    identity["fingerprint"] = model_fingerprint(config, dataset.path)
+    baseline = config.model in BASELINES and not config.endpoint
+    identity["generation"] = None if baseline else asdict(_generation(config))
     return identity
+
+
+def model_fingerprint(config: EvalConfig, data: Path) -> dict | None:
+    """Hashes of what the predictions depend on beyond the config: a baseline's train split; a local model's weight
+    files and the run manifests that set its prompt (a model retrained at the same path gets a new fingerprint).
+    None for an endpoint or a hub id that is not on disk."""
+    if config.endpoint:
+        return None
+    if config.model in BASELINES:
+        if config.model == KEYWORD and config.keyword_min_hits is not None:
+            return None
+        return {"train_sha256": file_sha256(train_split_for(data, config.train))}
+    model, run = locate_model(config.model)
+    run = run or read_run(model)
+    folder = run.model_path if run and model == config.model else Path(resolve_model(model))
+    if not folder.is_dir():
+        return None
+    found = {"weights_sha256": folder_sha256(folder)}
+    manifests = {"run": run.model_path.parent if run else None, "prompt_from": config.prompt_from}
+    for name, run_folder in manifests.items():
+        if run_folder and (Path(run_folder) / RUN_MANIFEST).is_file():
+            found[f"{name}_manifest_sha256"] = file_sha256(Path(run_folder) / RUN_MANIFEST)
+    return found
+
+
+def folder_sha256(folder: Path) -> str:
+    """One hash over every file under `folder` (relative names and contents), in a fixed order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\0".encode())
+    return digest.hexdigest()
 
 
 def check_resume(out: Path, identity: dict) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import f1_score
 
-from evals.metrics import bootstrap_f1, compute_metrics, paired_difference
+from evals.metrics import bootstrap_intervals, compute_metrics, paired_difference
 
 CASES = json.loads((Path(__file__).parent / "cases" / "evals_metrics.json").read_text())
 CATEGORY_IDS = ("harassment", "adult", "spam", "non_fiat_currency", "gambling", "iptv", "phishing")
@@ -55,18 +55,27 @@ class TestBootstrap:
         assert 0 <= low <= first["f1"] <= high <= 1
         assert compute_metrics(records(self.rows), CATEGORY_IDS, n_bootstrap=200, seed=1)["f1_ci95"] == [low, high]
 
-    def test_resampled_f1_matches_sklearn_on_the_unresampled_data(self):
-        y_true = [r[0] for r in self.rows]
-        y_pred = [r[2] or "parse_failure" for r in self.rows]
-        expected = f1_score(y_true, y_pred, labels=["disallow"], average="macro", zero_division=0)
-        # With every resample equal to the data itself, the interval collapses onto sklearn's F1.
-        assert bootstrap_f1(y_true[:1] * 3, y_pred[:1] * 3, 5, 0) == [1.0, 1.0]
-        assert compute_metrics(records(self.rows), CATEGORY_IDS, n_bootstrap=0)["f1"] == pytest.approx(expected)
-        low, high = bootstrap_f1(y_true, y_pred, 2000, 0)
-        assert low < expected < high
+    def test_resampled_scores_match_the_point_estimates_on_the_unresampled_data(self):
+        rows = records(self.rows)
+        expected = f1_score(
+            [r[0] for r in self.rows], [r[2] or "parse_failure" for r in self.rows], labels=["disallow"],
+            average="macro", zero_division=0,
+        )  # fmt: skip
+        # With every resample equal to the data itself, each interval collapses onto the point estimate.
+        one = records(self.rows[:1] * 3)
+        assert bootstrap_intervals(one, CATEGORY_IDS, 5, 0)["f1"] == [1.0, 1.0]
+        metrics = compute_metrics(rows, CATEGORY_IDS, n_bootstrap=0)
+        assert metrics["f1"] == pytest.approx(expected)
+        intervals = bootstrap_intervals(rows, CATEGORY_IDS, 2000, 0)
+        for name in ("accuracy", "f1", "fpr", "macro_f1"):
+            low, high = intervals[name]
+            assert low < metrics[name] < high, name
+        alike = records([self.rows[4]] * 2 + [self.rows[6]] * 2)  # allowed: one answered ALLOW, one unparseable
+        assert bootstrap_intervals(alike, CATEGORY_IDS, 3000, 0)["fpr"] == [0.0, 1.0]
 
     def test_disabled_gives_none(self):
-        assert compute_metrics(records(self.rows), CATEGORY_IDS, n_bootstrap=0)["f1_ci95"] is None
+        metrics = compute_metrics(records(self.rows), CATEGORY_IDS, n_bootstrap=0)
+        assert metrics["f1_ci95"] is metrics["fpr_ci95"] is metrics["accuracy_ci95"] is metrics["macro_f1_ci95"] is None
 
 
 def test_latency_throughput_and_reasoning_length():
@@ -82,7 +91,18 @@ def test_latency_throughput_and_reasoning_length():
 
 def test_metrics_json_has_the_issue_keys():
     metrics = compute_metrics(records(CASES[0]["rows"]), CATEGORY_IDS, n_bootstrap=10)
-    for key in ("accuracy", "precision", "recall", "f1", "fpr", "macro_f1", "parse_failure_rate", "per_category"):
+    keys = (
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "fpr",
+        "fpr_parsed",
+        "macro_f1",
+        "parse_failure_rate",
+        "per_category",
+    )
+    for key in keys:
         assert key in metrics
     json.dumps(metrics)  # serialisable as is
 
@@ -118,3 +138,26 @@ def test_paired_difference_refuses_unpaired_items():
     rows = with_ids([("allow", [], "allow", [])] * 3)
     with pytest.raises(ValueError, match="same items"):
         paired_difference(rows, rows[::-1], CATEGORY_IDS)
+
+
+def test_paired_difference_leaves_out_rows_outside_the_policy():
+    rows = [
+        ("disallow", ["spam"], "disallow", ["spam"]),
+        ("allow", [], "allow", []),
+        ("disallow", ["other"], "allow", []),
+    ]
+    base = with_ids(rows)
+    other = with_ids([*rows[:2], ("disallow", ["other"], "disallow", ["spam"])])
+    d = paired_difference(base, other, CATEGORY_IDS)
+    assert (d["n"], d["fixed"], d["accuracy"]["delta"]) == (2, 0, 0.0)
+
+
+def test_scores_give_roc_auc_and_brier_only_when_every_item_has_one():
+    rows = records([("disallow", ["spam"], "disallow", ["spam"]), ("allow", [], "allow", []),
+                    ("allow", [], "disallow", ["spam"])])  # fmt: skip
+    assert "roc_auc" not in compute_metrics(rows, CATEGORY_IDS, n_bootstrap=0)
+    for row, score in zip(rows, [0.9, 0.2, 0.6], strict=True):
+        row["score"] = score
+    metrics = compute_metrics(rows, CATEGORY_IDS, n_bootstrap=0)
+    assert metrics["roc_auc"] == 1.0
+    assert metrics["brier"] == pytest.approx((0.1**2 + 0.2**2 + 0.6**2) / 3)

@@ -1,15 +1,17 @@
 """The runner end to end (keyword baseline, tiny random model), resume, robustness, compare and CLI errors."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from evals.__main__ import main
 from evals.baselines import KeywordModerator
 from evals.data import Item
+from evals.files import read_predictions
 from evals.report import compare
 from evals.robustness import TRANSFORMS, run_robustness, score, transform_items
-from evals.files import read_predictions
 from evals.runner import EvalConfig, predict, run_eval
 from moderation.errors import UserError
 from moderation.generate import Moderation
@@ -27,10 +29,24 @@ OUTPUTS = ("metrics.json", "predictions.jsonl", "manifest.json", "report.md", "c
            "confusion_categories.png", "per_category_f1.png", "reliability_by_length.png")  # fmt: skip
 
 
+TRAIN_ROWS = Path(__file__).parent / "fixtures" / "evals" / "train_rows.jsonl"
+
+
+def write_train(folder: Path) -> Path:
+    """The fixture train split as `folder/train.parquet`, where the baselines look for it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(line) for line in TRAIN_ROWS.read_text(encoding="utf-8").splitlines()]
+    pq.write_table(pa.Table.from_pylist(rows), folder / "train.parquet")
+    return folder / "train.parquet"
+
+
 @pytest.fixture
 def data_file(tmp_path):
     path = tmp_path / "outside.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
+    write_train(tmp_path)
     return path
 
 
@@ -125,11 +141,18 @@ def test_attack_success_rate_counts_flips_of_caught_items():
         rec("b", "clean", "disallow", "disallow"),
         rec("c", "clean", "disallow", "allow"),  # missed when clean: not an attack success
         rec("a", "leetspeak", "disallow", "allow"),
-        rec("b", "leetspeak", "disallow", None),  # a parse failure is not a flip to allow
+        rec("b", "leetspeak", "disallow", None),  # unparseable: the verdict is stopped, so the attack succeeded
         rec("c", "leetspeak", "disallow", "allow"),
+        rec("a", "spacing", "disallow", "disallow"),
+        rec("b", "spacing", "disallow", None),
     ]
     leet = score(records)["leetspeak"]
-    assert leet["attack_success_rate"] == 0.5 and leet["caught_when_clean"] == 2
+    assert leet["attack_success_rate"] == 1.0 and leet["caught_when_clean"] == 2
+    assert (leet["flipped_to_allow"], leet["parse_failure_successes"]) == (1, 1)
+    spacing = score(records)["spacing"]
+    assert (spacing["attack_success_rate"], spacing["flipped_to_allow"], spacing["parse_failure_successes"]) == (
+        0.5, 0, 1,
+    )  # fmt: skip
     assert leet["accuracy"] == 0.0 and score(records)["clean"]["attack_success_rate"] is None
 
 
@@ -143,6 +166,32 @@ def test_compare_puts_runs_side_by_side(tmp_path, data_file):
     assert "keyword (k2)" in text and (tmp_path / "cmp" / "per_category_f1.png").exists()
     paired = next(line for line in text.splitlines() if line.startswith("| keyword (k2) − keyword |"))
     assert paired.split(" | ")[1] == str(len(ROWS))  # every item paired
+
+
+def test_compare_pairs_only_the_ids_each_run_evaluated(tmp_path, data_file):
+    settings = {"model": "keyword", "data": str(data_file), "n_bootstrap": 0}
+    run_eval(EvalConfig(out=str(tmp_path / "k1"), keyword_min_hits=1, **settings), report=False)
+    run_eval(EvalConfig(out=str(tmp_path / "k1"), keyword_min_hits=1, limit=2, **settings), report=False)
+    assert len(read_predictions(tmp_path / "k1" / "predictions.jsonl")) == len(ROWS)  # the file keeps all four
+    run_eval(EvalConfig(out=str(tmp_path / "k2"), keyword_min_hits=2, **settings), report=False)
+    text = compare([tmp_path / "k1", tmp_path / "k2"], tmp_path / "cmp").read_text()
+    paired = next(line for line in text.splitlines() if line.startswith("| keyword (k2) − keyword |"))
+    assert paired.split(" | ")[1] == "2"
+
+
+def test_resume_identity_has_the_weights_hash_and_generation_settings(tmp_path, data_file, tiny_model_dir):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config = EvalConfig(
+        model=str(model), data=str(data_file), out=str(tmp_path / "e"), max_new_tokens=2, limit=1, n_bootstrap=0
+    )
+    run_eval(config, report=False)
+    with pytest.raises(UserError, match="generation"):
+        run_eval(config.model_copy(update={"max_new_tokens": 3}), report=False)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x00\x01")  # retrained in place: same path
+    with pytest.raises(UserError, match="fingerprint"):
+        run_eval(config, report=False)
 
 
 @pytest.mark.parametrize(
@@ -223,8 +272,6 @@ def test_embedded_model_on_an_outside_file(tmp_path):
 
 
 def test_run_stage_folders_and_prompt_from(tmp_path, tiny_model_dir):
-    import shutil
-
     from evals.runner import build_moderator
 
     run = tmp_path / "run"
