@@ -12,7 +12,7 @@ MODEL ?= $(RUN)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo zero-shot test test-slow lint format generate_data train eval robustness serve load-test clean
+.PHONY: setup demo zero-shot test test-slow lint format generate_data train eval robustness serve load-test mlflow-ui clean
 
 setup: $(SETUP_DONE)
 
@@ -50,6 +50,9 @@ serve: setup
 
 load-test: setup
 	$(PY) benchmarks/load_test.py --model smollm2-135m
+
+mlflow-ui: setup
+	$(PY) -m training.mlflow_tracking
 
 test: setup
 	WANDB_MODE=disabled $(PY) -m pytest -q

@@ -17,6 +17,7 @@ completions.jsonl, rewards.png and manifest.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from moderation.config import describe_fields, load_config
 from moderation.errors import UserError, cli_main
@@ -137,6 +138,11 @@ class Recipe(BaseModel):
     log_completions_steps: int = Field(5, ge=1, description="append sample completions every N steps")
     zero_std_warning: float = Field(0.75, gt=0, le=1, description="warn when this share of groups has no signal...")
     zero_std_patience: int = Field(5, ge=1, description="...for this many consecutive logs")
+    tracking: list[Literal["wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["wandb"],
+        description="trackers beside metrics.jsonl: wandb (mode: `wandb`), mlflow (MLFLOW_TRACKING_URI, default the "
+        "local store that `make mlflow-ui` opens); one name or a list",
+    )
     wandb: Literal["auto", "online", "offline", "disabled"] = Field(
         "auto", description="auto: online with WANDB_API_KEY, else offline"
     )
@@ -144,6 +150,11 @@ class Recipe(BaseModel):
     seed: int = Field(42, description="seed for data order, sampling and LoRA init")
     resume: bool = Field(False, description="continue from the latest checkpoint in runs/<name>")
     overwrite: bool = Field(False, description="delete an existing runs/<name> and start over")
+
+    @field_validator("tracking", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Recipe:
@@ -187,6 +198,8 @@ def require_runtime(recipe: Recipe) -> None:
         unsloth_backend.prepare(recipe.use_vllm)
     elif recipe.use_vllm and importlib.util.find_spec("vllm") is None:
         raise UserError("use_vllm=true needs vllm (the `gpu` extra) on a CUDA GPU: set use_vllm=false or use Modal")
+    if "mlflow" in recipe.tracking and importlib.util.find_spec("mlflow") is None:
+        raise UserError("tracking=mlflow needs mlflow: pip install -e '.[track]'")
 
 
 # ── data ────────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -237,8 +250,9 @@ def to_prompt_rows(rows: list[dict], policy: Policy, tokenizer, recipe: Recipe) 
 # ── tracking ────────────────────────────────────────────────────────────────────────────────────────────────────
 
 
-def make_tracker(recipe: Recipe, log_dir: Path, rows: list[dict]):
-    """A TrainerCallback writing metrics.jsonl and completions.jsonl, and warning when groups carry no signal."""
+def make_tracker(recipe: Recipe, log_dir: Path, rows: list[dict], mlflow_run=None):
+    """A TrainerCallback writing metrics.jsonl (and to `mlflow_run`) and completions.jsonl, and warning when groups
+    carry no signal."""
     from transformers import TrainerCallback
 
     from rewards.registry import completion_text
@@ -259,6 +273,8 @@ def make_tracker(recipe: Recipe, log_dir: Path, rows: list[dict]):
                 return
             record = {"stage": self.stage, "step": state.global_step, **logs}
             append_record(log_dir / METRICS, record)
+            if mlflow_run:
+                mlflow_run.log_record(record)
             self._guard(logs)
             step = state.global_step
             if self.stage == "grpo" and step % recipe.log_completions_steps == 0 and step > self.completions_through:
@@ -338,7 +354,7 @@ def plot_metrics(metrics_path: Path, png_path: Path) -> None:
 def report_to(recipe: Recipe) -> list[str]:
     """wandb when asked or when a key is set; offline otherwise; never fails for lack of a key."""
     mode = recipe.wandb
-    if os.environ.get("WANDB_MODE") == "disabled" or mode == "disabled":
+    if "wandb" not in recipe.tracking or os.environ.get("WANDB_MODE") == "disabled" or mode == "disabled":
         return []
     if mode == "auto":
         mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
@@ -516,7 +532,7 @@ def save_merged(peft_model, tokenizer, target: Path) -> None:
     staging.rename(target)
 
 
-def write_manifest(recipe: Recipe, timings: dict, metrics: dict, counts: dict) -> None:
+def write_manifest(recipe: Recipe, timings: dict, metrics: dict, counts: dict, mlflow_run_id: str | None) -> None:
     import importlib.metadata as md
 
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
@@ -532,6 +548,7 @@ def write_manifest(recipe: Recipe, timings: dict, metrics: dict, counts: dict) -
         "counts": counts,
         "final_metrics": metrics,
         "peak_rss_gb": peak_rss_gb(),
+        "mlflow_run_id": mlflow_run_id,
     }
     tmp = recipe.run_dir / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, default=str))
@@ -540,6 +557,15 @@ def write_manifest(recipe: Recipe, timings: dict, metrics: dict, counts: dict) -
 
 def peak_rss_gb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
+
+
+def open_mlflow_run(recipe: Recipe):
+    """The run's MLflow side when the recipe tracks with MLflow (a resumed run reopens its MLflow run), else None."""
+    if "mlflow" not in recipe.tracking:
+        return None
+    from training.mlflow_tracking import TrainingRun
+
+    return TrainingRun(recipe.run_dir, recipe.name, recipe.model_dump(mode="json"), resume=recipe.resume)
 
 
 def prepare_run_dir(recipe: Recipe) -> None:
@@ -580,24 +606,32 @@ def main(recipe: Recipe, callbacks=()) -> Path:
         raise UserError("no training prompts left: raise max_prompt_tokens or lower prompt.max_listing_tokens")
     timings["data"] = time.perf_counter() - start
 
-    # SFT warm-start
-    tracker = make_tracker(recipe, recipe.run_dir, rows)
-    start_path: Path | str = base_path
-    if recipe.sft.enabled:
-        stage = time.perf_counter()
-        start_path = run_sft(recipe, base_path, rows, tokenizer, tracker, callbacks)
-        timings["sft"] = time.perf_counter() - stage
+    # tracking
+    mlflow_run = open_mlflow_run(recipe)
+    tracker = make_tracker(recipe, recipe.run_dir, rows, mlflow_run)
 
-    # GRPO
-    stage = time.perf_counter()
-    metrics = run_grpo(recipe, start_path, rows, tokenizer, tracker, policy, callbacks)
-    timings["grpo"] = time.perf_counter() - stage
+    with mlflow_run or contextlib.nullcontext():  # a stage that raises marks the MLflow run failed
+        # SFT warm-start
+        start_path: Path | str = base_path
+        if recipe.sft.enabled:
+            stage = time.perf_counter()
+            start_path = run_sft(recipe, base_path, rows, tokenizer, tracker, callbacks)
+            timings["sft"] = time.perf_counter() - stage
+
+        # GRPO
+        stage = time.perf_counter()
+        metrics = run_grpo(recipe, start_path, rows, tokenizer, tracker, policy, callbacks)
+        timings["grpo"] = time.perf_counter() - stage
 
     # save
-    if (recipe.run_dir / "metrics.jsonl").exists():
-        plot_metrics(recipe.run_dir / "metrics.jsonl", recipe.run_dir / "rewards.png")
+    if (recipe.run_dir / METRICS).exists():
+        plot_metrics(recipe.run_dir / METRICS, recipe.run_dir / "rewards.png")
     timings["total"] = time.perf_counter() - start
-    write_manifest(recipe, timings, metrics, {"train_prompts": len(rows), "dropped_prompts": dropped})
+    counts = {"train_prompts": len(rows), "dropped_prompts": dropped}
+    write_manifest(recipe, timings, metrics, counts, mlflow_run.run_id if mlflow_run else None)
+    if mlflow_run:
+        mlflow_run.finish([recipe.run_dir / name for name in ("rewards.png", MANIFEST, COMPLETIONS)])
+        print(f"MLflow run {mlflow_run.run_id} at {mlflow_run.client.tracking_uri}")
     print(f"done in {timings['total'] / 60:.1f} min, peak RSS {peak_rss_gb()} GB; model: {recipe.run_dir / MERGED}")
     return recipe.run_dir
 
