@@ -331,10 +331,14 @@ Multi-label rows: {sum(pair_counts.values())} over {len(pair_counts)} category p
 ## Held-out phrasings
 
 Dev and test measure generalisation to unseen wording: {config.dev_fraction + config.test_fraction:.0%} of the requests
-of each kind are held out, and those draw their titles, pitches, details and slot values (the violation cues: coins,
-platforms, parts, documents...) only from held-out pools, {config.held_out_phrases:.0%} of every list of the lexicons,
-chosen by a hash of the phrase; train rows never use them. One-item lists, the shared style material and the policy's
-own examples are used by both sides. `content_tfidf` below is therefore a train → unseen-wording number.
+of each kind are held out, and those draw their titles, pitches, details, slot values (the violation cues: coins,
+platforms, parts, documents...) and tags only from held-out pools, {config.held_out_phrases:.0%} of every list of the
+lexicons, chosen by a hash of the phrase; train rows never use them. A title or pitch shared by several kinds stays on
+the train side; a kind whose side cannot show what its rationale cites, or that has a single title or pitch (such as
+one built from a policy's own example), serves one side only. Held-out rows also get held-out page shapes: title and
+heading styles, bullets, separators and the page wording of every language come from held-out pools too. The shared
+style material inside a description is used by both sides. `content_tfidf` below is therefore a train →
+unseen-wording number.
 
 ## Dedup and leakage
 
@@ -380,5 +384,7 @@ its language are drawn independently of the label (configs/data/lexicon/pages.ya
 The offline synthetic rows come from a grammar: varied, but a finite set of phrasings. Held-out pools make dev/test
 wording unseen in train, but the sentence frames around the slots, the shared style material and the kinds of offer
 are still ours: a score here is an upper bound on what to expect from listings written by other people, so evaluate on
-real listings (`scraped`, `imported`) and listings written elsewhere.
+real listings (`scraped`, `imported`) and listings written elsewhere. In pages of other languages the page wording
+(headings, prices, calls to action, sections) is in that language, but the product description itself (title, pitch,
+details) is still English: the lexicons of what listings sell are English only.
 """
