@@ -40,7 +40,7 @@ train: setup
 	$(PY) train_grpo.py --recipe $(RECIPE) resume=true
 
 eval: setup
-	$(PY) -m evals suite --models keyword smollm2-135m $(RUN)/sft $(RUN) --data $(EVAL_DATA) --out $(RUN)/eval --limit $(EVAL_LIMIT)
+	$(PY) -m evals suite --models keyword tfidf smollm2-135m $(RUN)/sft $(RUN) --data $(EVAL_DATA) --out $(RUN)/eval --limit $(EVAL_LIMIT)
 
 robustness: setup
 	$(PY) -m evals robustness --model $(RUN) --data $(DATA)/dev.parquet --limit $(EVAL_LIMIT) --out $(RUN)/robustness

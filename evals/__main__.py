@@ -1,10 +1,11 @@
 """Evaluate moderators: `run` one model on one dataset, `robustness`, `compare` finished runs, `suite` of both.
 
     python -m evals run --model smollm2-135m --data dev --out /tmp/e
-    python -m evals run --model keyword --data my.jsonl --out /tmp/k
+    python -m evals run --model keyword --data my.jsonl --train data/default/train.parquet --out /tmp/k
+    python -m evals run --model tfidf --data test --out /tmp/t
     python -m evals robustness --model runs/cpu-smollm2 --data dev --limit 40 --out /tmp/r
     python -m evals compare /tmp/k /tmp/e --out /tmp/compare
-    python -m evals suite --models keyword smollm2-135m runs/cpu-smollm2 --data dev test --out runs/evals
+    python -m evals suite --data dev test --out runs/evals   # keyword, tfidf, base, SFT, SFT+GRPO
 
 `run` and `robustness` take `--config FILE.yaml` (keys are EvalConfig fields) and flags that override it.
 """
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from evals import judge
 from evals.runner import EvalConfig
+from evals.suite import DEFAULT_SUITE
 from moderation.config import read_config_file
 from moderation.errors import UserError, cli_main
 
@@ -51,7 +53,12 @@ def main(argv: list[str] | None = None) -> None:
     _add_eval_options(robustness)
     robustness.add_argument("--long-chars", type=int, default=1500, help="length of the long benign listing")
     suite = commands.add_parser("suite", help="several models on several datasets, compared per dataset")
-    suite.add_argument("--models", nargs="+", required=True, help="models, run folders or 'keyword'")
+    suite.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_SUITE),
+        help=f"models, run folders, 'keyword' or 'tfidf' (default: {' '.join(DEFAULT_SUITE)})",
+    )
     suite.add_argument("--data", nargs="+", required=True, help="split names or files")
     suite.add_argument("--out", type=Path, required=True)
     suite.add_argument("--limit", type=int, help="evaluate only the first N rows of each dataset")

@@ -1,6 +1,7 @@
 """Several models on several datasets, then one comparison per dataset: what `make demo` ends with.
 
-    python -m evals suite --models keyword smollm2-135m runs/cpu-smollm2 --data dev test --out runs/evals
+    python -m evals suite --data dev test --out runs/evals   # the DEFAULT_SUITE models
+    python -m evals suite --models keyword tfidf runs/other --data dev --out runs/evals-other
 
 Writes <out>/<data>/<model>/ (a full evaluation each, resumable) and <out>/<data>/compare.md side by side.
 """
@@ -15,6 +16,8 @@ from evals.runner import EvalConfig, label_for, run_eval
 from moderation.paths import REPO_ROOT
 from moderation.runs import MANIFEST
 
+# Both baselines, the base model, the CPU recipe's SFT stage and its SFT+GRPO result (`make train`'s run).
+DEFAULT_SUITE = ("keyword", "tfidf", "smollm2-135m", "runs/cpu-smollm2/sft", "runs/cpu-smollm2")
 # Hand-written listings from outside the generated data (text, label, categories): a quick, fixed smoke set.
 FIXTURE_LISTINGS = REPO_ROOT / "tests" / "fixtures" / "evals" / "outside_listings.jsonl"
 
