@@ -84,6 +84,21 @@ def test_label_and_category_renaming(tmp_path):
     assert load_dataset(path, label_map).items[0].categories == ("adult",)
 
 
+def test_label_map_keys_match_case_insensitively(tmp_path):
+    path = write_jsonl(
+        tmp_path / "x.jsonl",
+        [{"text": "a", "label": "blocked", "categories": ["porn"]}, {"text": "b", "label": "BLOCKED"}],
+    )
+    label_map = LabelMap(labels={"Blocked": "disallow"}, categories={"PORN": "adult"})
+    assert [(i.label, i.categories) for i in load_dataset(path, label_map).items] == [
+        ("disallow", ("adult",)),
+        ("disallow", ()),
+    ]
+    columns = write_jsonl(tmp_path / "c.jsonl", [{"prompt": "explicit", "s": 1}])
+    by_column = LabelMap(text_column="prompt", category_columns={"S": "adult"})
+    assert load_dataset(columns, by_column).items[0].categories == ("adult",)
+
+
 class TestBadInput:
     def test_bad_rows_are_skipped_and_counted(self, tmp_path):
         path = tmp_path / "x.jsonl"
