@@ -2,13 +2,15 @@
 with dynamic batching (ours) and one request at a time (baseline, `--max-batch-size 1`), measured in one run.
 
     python benchmarks/load_test.py                                  # smollm2-135m, fast mode, ~5 minutes on 2 cores
+    python benchmarks/fault_run.py                                  # partial bodies, nested JSON, SIGTERM mid-load
     python benchmarks/load_test.py --model runs/my-run --mode reasoning --requests 8 --concurrency 1,8
 
 Each server is a real subprocess on a free loopback port; every cell sends at most `--requests` single-listing
 requests at a fixed concurrency and stops issuing after `--max-seconds`, so the run is bounded in count and time.
 Listings are cut from the sample listings to a token count drawn uniformly inside the bucket (the prompt keeps at
 most `max_listing_tokens`, 384 by default, of a longer listing: head and tail). Prints a table, the baseline / ours /
-ratio line per bucket at the highest concurrency, and writes results.json and a PNG to `--out`.
+ratio line per bucket at the highest concurrency, and writes results.json and a PNG to `--out`. Fast mode is served
+with `--allow-unvalidated-fast`: this measures throughput, not what the mode is worth (see serve.validation).
 """
 
 from __future__ import annotations
@@ -79,27 +81,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextmanager
-def server(model: str, mode: str, max_batch_size: int, threads: int, log: Path):
-    """A `python -m serve` subprocess on a free loopback port; yields its URL once /health answers."""
+def start_server(arguments: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    """A `python -m serve ARGUMENTS` subprocess on a free loopback port, and its URL once /health answers."""
     port = free_port()
-    command = [sys.executable, "-m", "serve", "--model", model, "--mode", mode, "--port", str(port)]
-    command += ["--max-batch-size", str(max_batch_size), "--request-timeout-s", "120", "--threads", str(threads)]
+    command = [sys.executable, "-m", "serve", *arguments, "--port", str(port)]
     with log.open("w") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        if process.poll() is not None:
+            raise UserError(f"the server exited with {process.returncode}; see {log}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise UserError(f"the server did not start in 300s; see {log}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.5)
+
+
+@contextmanager
+def server(model: str, mode: str, max_batch_size: int, threads: int, log: Path):
+    """A `python -m serve` subprocess on a free loopback port; yields its URL once /health answers."""
+    arguments = ["--model", model, "--mode", mode, "--max-batch-size", str(max_batch_size)]
+    arguments += ["--request-timeout-s", "120", "--threads", str(threads)]
+    arguments += ["--allow-unvalidated-fast"] if mode == "fast" else []
+    process, url = start_server(arguments, log)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                raise UserError(f"the server exited with {process.returncode}; see {log}")
-            if time.monotonic() > deadline:
-                raise UserError(f"the server did not start in 300s; see {log}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
         yield url
     finally:
         process.terminate()
