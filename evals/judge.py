@@ -116,13 +116,27 @@ def parse_judgement(text: object) -> Judgement:
         if "score" not in found:
             return Judgement(None, unscored_reason="no score in the JSON reply")
         return _judgement(found["score"], found.get("justification", ""))
-    if "{" in body:  # JSON cut short (e.g. by max_tokens): its score may belong to a half-written justification
-        return Judgement(None, unscored_reason=f"malformed JSON reply: {text.strip()[:80]!r}")
+    if "{" in body:
+        return _cut_short(body) or Judgement(None, unscored_reason=f"malformed JSON reply: {text.strip()[:80]!r}")
     loose = re.search(r"\bscore\b\W{0,3}\s*(-?\d+(?:\.\d+)?)", text, re.IGNORECASE)
     if loose:
         rest = (text[: loose.start()] + " " + text[loose.end() :]).strip(" \n\t:-,.{}\"'")
         return _judgement(loose.group(1), rest)
     return Judgement(None, unscored_reason=f"no JSON object or score in the reply: {text.strip()[:80]!r}")
+
+
+def _cut_short(body: str) -> Judgement | None:
+    """A JSON reply cut off by max_tokens after its score. An unescaped `"score":` cannot sit inside a JSON string,
+    so it is the key; the justification is kept as far as it got."""
+    score = re.search(r'"score"\s*:\s*"?(-?\d+(?:\.\d+)?)', body)
+    if not score:
+        return None
+    partial = re.search(r'"justification"\s*:\s*"((?:[^"\\]|\\.)*)', body)
+    try:
+        justification = json.loads(f'"{partial.group(1)}"') if partial else ""
+    except json.JSONDecodeError:
+        justification = partial.group(1)
+    return _judgement(score.group(1), f"{justification} [reply cut off]".strip())
 
 
 def _first_json_object(text: str) -> dict | None:

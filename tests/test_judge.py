@@ -23,6 +23,8 @@ class TestParse:
             ('Here is my grade:\n{"justification": "Generic.", "score": "2"}\nThanks!', 2, "Generic."),
             ('{"score": 3.0, "justification": "ok"}', 3, "ok"),
             ("Score: 1. It contradicts the verdict.", 1, "It contradicts the verdict"),
+            ('The JSON object is:\n{\n  "score": 5, "justification": "Cites the pr', 5, "Cites the pr [reply cut off]"),
+            ('{"score": 2, "justifi', 2, "[reply cut off]"),
         ],
     )
     def test_readable_replies(self, reply, score, justification):
@@ -38,7 +40,8 @@ class TestParse:
             ('{"score": true, "justification": "x"}', "not a number"),
             ('{"score": "great", "justification": "x"}', "not a number"),
             ('{"grade": 4}', "no score"),
-            ('{"score": 4, "justification": "cut off', "malformed JSON"),
+            ('{"justification": "a score: 4 would be', "malformed JSON"),
+            ('{"justification": "cut off", "score": 9', "out of range"),
             ("The reasoning is quite good overall.", "no JSON object or score"),
             ("", "empty reply"),
             (None, "empty reply"),
