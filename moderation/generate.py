@@ -52,6 +52,10 @@ class Moderator:
         messages = build_messages(self.policy, listing, self.tokenizer, self.prompt_config)
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def prompt_ids(self, listing: str) -> list[int]:
+        """Token ids of `prompt(listing)`; every engine feeds these, so all engines see the same tokens."""
+        return self.tokenizer(self.prompt(listing), add_special_tokens=False)["input_ids"]
+
     def moderate(self, listings: Sequence[str]) -> list[Moderation]:
         return [result for batch in self.moderate_batches(listings) for result in batch]
 
@@ -62,13 +66,18 @@ class Moderator:
             yield self._moderate_batch(listings[start : start + size])
 
     def _moderate_batch(self, listings: Sequence[str]) -> list[Moderation]:
+        started = time.perf_counter()
+        completions = self.complete([self.prompt_ids(text) for text in listings])
+        latency = (time.perf_counter() - started) / len(listings)
+        known = self.policy.category_ids
+        return [Moderation(text, parse(text, known), latency) for text in completions]
+
+    def complete(self, prompts: list[list[int]]) -> list[str]:
+        """The completion of each tokenized prompt, up to and including `</answer>`: the engine-specific step."""
         import torch
 
-        started = time.perf_counter()
         self.tokenizer.padding_side = "left"
-        inputs = self.tokenizer(
-            [self.prompt(text) for text in listings], return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(self.model.device)
+        inputs = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(self.model.device)
         sampling = self.generation.temperature > 0
         with torch.inference_mode():
             output = self.model.generate(
@@ -82,7 +91,4 @@ class Moderator:
                 tokenizer=self.tokenizer,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        completions = self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        latency = (time.perf_counter() - started) / len(listings)
-        known = self.policy.category_ids
-        return [Moderation(text, parse(text, known), latency) for text in completions]
+        return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -1,0 +1,62 @@
+"""Inference engines behind one moderation interface: `load_moderator(model, engine=...)` returns an object with
+`Moderator`'s methods (`prompt`, `moderate`, `moderate_batches`) whichever engine runs it.
+
+    transformers  HF generate, fp32 (the reference path)
+    ct2           CTranslate2 on CPU: int8, int8_float32 or float32 (converted once, cached beside the model)
+    vllm          GPU only; needs CUDA and the `gpu` extra
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moderation.errors import UserError
+from moderation.generate import GenerationConfig, Moderator
+from moderation.models import resolve_model
+from moderation.policy import load_policy
+from moderation.prompt import PromptConfig
+from moderation.runs import load_moderator as load_transformers_moderator
+from moderation.runs import read_run
+
+ENGINES = ("transformers", "ct2", "vllm")
+
+
+def load_moderator(
+    model: str | Path,
+    engine: str = "transformers",
+    compute_type: str = "int8",
+    policy: str | Path | None = None,
+    prompt_config: PromptConfig | None = None,
+    generation: GenerationConfig | None = None,
+    device: str = "cpu",
+) -> Moderator:
+    """A moderator for a run folder, model folder or embedded name on the chosen engine (`compute_type`: ct2 only).
+
+    >>> load_moderator("runs/cpu-smollm2", engine="ct2", compute_type="int8").moderate(["Premium IPTV"])
+    """
+    if engine == "transformers":
+        return load_transformers_moderator(model, policy, prompt_config, generation, device)
+    if engine == "ct2":
+        from inference.ct2 import load_ct2_moderator
+
+        run = read_run(model)
+        return load_ct2_moderator(
+            run.model_path if run else resolve_model(model),
+            load_policy(policy or (run.policy if run else "marketplace")),
+            prompt_config or (run.prompt if run else PromptConfig()),
+            generation,
+            compute_type,
+            device,
+        )
+    if engine == "vllm":
+        raise UserError(vllm_unavailable())
+    raise UserError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+
+
+def vllm_unavailable() -> str:
+    """Why the vLLM engine cannot run here (this CPU build has no vLLM moderator)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return "engine vllm needs a CUDA machine with vllm installed (pip install -e '.[gpu]'); use --engine ct2 on CPU"
+    return "engine vllm is not wired into moderation yet on this build; use --engine transformers or ct2"

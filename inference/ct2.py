@@ -1,0 +1,138 @@
+"""CTranslate2 engine: convert a model folder once (cached beside it), then moderate and score with CT2 on CPU.
+
+The converted model lives next to its source (`runs/<name>/merged` -> `runs/<name>/ct2-int8`, any other folder
+`X` -> `X-ct2-int8`) with a `source.json` holding the SHA-256 of the source's safetensors files, so retraining into
+the same run folder triggers a fresh conversion instead of serving stale weights.
+
+Generation and scoring see exactly the token ids of the transformers path (`Moderator.prompt_ids`), so a listing's
+text never becomes a control token here either, and completions go through the same parser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from moderation.errors import UserError
+from moderation.generate import GenerationConfig, Moderator
+from moderation.models import load_tokenizer
+from moderation.policy import Policy
+from moderation.prompt import PromptConfig
+
+COMPUTE_TYPES = ("int8", "int8_float32", "float32")
+SOURCE = "source.json"
+STOP = "</answer>"
+
+
+def weights_hash(folder: Path) -> str:
+    """SHA-256 over the folder's safetensors files (names and bytes): what a cached conversion was made from."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise UserError(f"{folder}: no *.safetensors weights to convert")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_path(model_dir: Path, compute_type: str) -> Path:
+    """Where the conversion of `model_dir` for `compute_type` is cached: beside the source folder."""
+    name = f"ct2-{compute_type}" if model_dir.name == "merged" else f"{model_dir.name}-ct2-{compute_type}"
+    return model_dir.parent / name
+
+
+def convert(model_dir: str | Path, compute_type: str = "int8", output: Path | None = None) -> Path:
+    """The CT2 conversion of an HF model folder, reused while its weights are unchanged, redone (atomically) after."""
+    import ctranslate2
+
+    if compute_type not in COMPUTE_TYPES:
+        raise UserError(f"unknown CT2 compute type {compute_type!r} (choose from {', '.join(COMPUTE_TYPES)})")
+    source = Path(model_dir)
+    if not (source / "config.json").is_file():
+        raise UserError(f"{source}: not a local HF model folder (no config.json); CT2 converts local folders only")
+    target = output or cache_path(source, compute_type)
+    stamp = {"source": str(source.resolve()), "sha256": weights_hash(source), "quantization": compute_type}
+    if (target / SOURCE).is_file() and json.loads((target / SOURCE).read_text(encoding="utf-8")) == stamp:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        converter = ctranslate2.converters.TransformersConverter(str(source), load_as_float16=False)
+        converter.convert(str(staging), quantization=compute_type, force=True)
+        (staging / SOURCE).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+class CT2Moderator(Moderator):
+    """`Moderator` with generation by `ctranslate2.Generator.generate_batch`: greedy (or sampled), batched, and
+    stopped per listing as soon as its completion contains `</answer>` (or at end of turn)."""
+
+    def __init__(
+        self,
+        generator,
+        tokenizer,
+        policy: Policy,
+        prompt_config: PromptConfig | None = None,
+        generation: GenerationConfig | None = None,
+    ):
+        super().__init__(generator, tokenizer, policy, prompt_config, generation)
+        self.end_tokens = sorted({tokenizer.eos_token, *(tokenizer.convert_ids_to_tokens(_end_ids(tokenizer)))})
+
+    def complete(self, prompts: list[list[int]]) -> list[str]:
+        tails: list[list[str]] = [[] for _ in prompts]
+        to_text = self.tokenizer.convert_tokens_to_string  # never `self` in the callback: see below
+
+        def answered(step) -> bool:
+            """Stop this listing once `</answer>` is written (only the last tokens are decoded). Runs on CT2's worker
+            thread, so it holds no `self`: a Generator freed from its own worker thread aborts the process."""
+            tails[step.batch_id] = [*tails[step.batch_id][-7:], step.token]
+            return STOP in to_text(tails[step.batch_id])
+
+        sampling = self.generation.temperature > 0
+        results = self.model.generate_batch(
+            [self.tokenizer.convert_ids_to_tokens(ids) for ids in prompts],
+            max_batch_size=self.generation.batch_size,
+            max_length=self.generation.max_new_tokens,
+            include_prompt_in_result=False,
+            end_token=self.end_tokens,
+            sampling_topk=0 if sampling else 1,
+            sampling_temperature=self.generation.temperature if sampling else 1.0,
+            callback=answered,
+        )
+        return self.tokenizer.batch_decode([result.sequences_ids[0] for result in results], skip_special_tokens=True)
+
+
+def _end_ids(tokenizer) -> list[int]:
+    """End-of-turn ids: the tokenizer's eos plus `<|im_end|>`-style tokens the chat template closes turns with."""
+    ids = [tokenizer.eos_token_id]
+    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.append(token_id)
+    return [i for i in ids if i is not None]
+
+
+def load_ct2_moderator(
+    model_dir: str | Path,
+    policy: Policy,
+    prompt_config: PromptConfig | None,
+    generation: GenerationConfig | None,
+    compute_type: str = "int8",
+    device: str = "cpu",
+) -> CT2Moderator:
+    """Convert (or reuse the cached conversion of) `model_dir` and wrap it in a CT2Moderator."""
+    import ctranslate2
+
+    converted = convert(model_dir, compute_type)
+    generator = ctranslate2.Generator(str(converted), device=device, compute_type=compute_type)
+    return CT2Moderator(generator, load_tokenizer(model_dir), policy, prompt_config, generation)
