@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ import numpy as np
 
 from evals.baselines import ScoredModeration
 from evals.data import Item, file_sha256
+from evals.files import temporary_sibling
 from moderation.errors import UserError
 from moderation.generate import GenerationConfig, Moderator
 from moderation.policy import Policy
@@ -76,10 +76,12 @@ def load_or_fit(train_path: Path, train_items: Sequence[Item], policy: Policy) -
     else:
         model = fit(train_items, policy)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        joblib.dump(model, temporary)
-        os.replace(temporary, path)
+        temporary = temporary_sibling(path)
+        try:
+            joblib.dump(model, temporary)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
     info = {
         "train": str(train_path),
         "train_sha256": file_sha256(train_path),
