@@ -36,7 +36,7 @@ from data_gen import card
 from data_gen.dedup import clusters, near_duplicate_pairs
 from data_gen.importer import read_records
 from data_gen.io import atomic_write_bytes, atomic_write_text, ensure_writable_dir, sha256_file
-from data_gen.pages import Content, PageLexicon, detect_language, render_page
+from data_gen.pages import Content, PageLexicon, detect_language, language_of, render_page
 from data_gen.scrape import listing_text
 from data_gen.synth import (
     Generated,
@@ -171,9 +171,14 @@ class Pages:
             cats = list(g.request.categories) if disallowed else []
             label = "disallow" if disallowed else "allow"
             rng = rng_for(self.seed, f"page/{g.request.key}")
+            side = self.sides[g.request.held_out]
+            language = language_of(rng, side)
+            key = cats[0] if disallowed else f"near_{near}" if near else "allowed"
+            summaries = side.languages[language].summaries.get(key)
             title = g.title or g.text.strip().split("\n", 1)[0]
-            content = Content(title, g.text, amount(rng, self.shared), list(g.details))
-            text, language = render_page(content, rng, self.sides[g.request.held_out])
+            summary = rng.choice(summaries) if summaries else ""
+            content = Content(title, g.text, amount(rng, self.shared), list(g.details), summary)
+            text, _ = render_page(content, rng, side, language)
             row = make_row(text, label, cats, source, g.generator, g.rationale, near, g.request.held_out, language)
             rows.append(row | {"content": g.text, "templates": g.templates})
         return rows

@@ -53,6 +53,9 @@ class Language(BaseModel):
     requirements: list[str]
     inside: list[str]
     footer: list[str]
+    summaries: dict[str, list[str]] = Field(
+        default_factory=dict, description="one line on what is sold, by `allowed`, <category> or near_<category>"
+    )
 
 
 class Length(BaseModel):
@@ -107,6 +110,7 @@ class Content:
     body: str
     price: str
     details: list[str] = field(default_factory=list)
+    summary: str = ""  # a line in the page's language on what is sold, placed above the body
 
 
 def language_of(rng: random.Random, lexicon: PageLexicon) -> str:
@@ -189,7 +193,7 @@ class _Page:
             lines.append(rng.choice(lang.cta))
         if rng.random() < 0.35:
             lines.append(self.fill(rng.choice(lang.lead)))
-        return ["\n".join(lines), self.c.body]
+        return ["\n".join(lines), self.c.summary, self.c.body]
 
     def section(self, name: str, size: int = 1) -> str:
         """One section; `size` scales the growing ones (more changelog entries, files, reviews)."""
