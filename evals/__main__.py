@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     suite.add_argument("--out", type=Path, required=True)
     suite.add_argument("--limit", type=int, help="evaluate only the first N rows of each dataset")
     suite.add_argument("--policy", help="policy for every model (default: each run's own, else marketplace)")
+    suite.add_argument("--engine", default="transformers", help="engine for local models: transformers, ct2, vllm")
+    suite.add_argument("--compute-type", default="int8", help="ct2 engine: int8, int8_float32 or float32")
     comparison = commands.add_parser("compare", help="put finished evaluation folders side by side")
     comparison.add_argument("dirs", nargs="+", type=Path)
     comparison.add_argument("--out", type=Path, required=True)
@@ -80,7 +82,15 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "suite":
         from evals.suite import run_suite
 
-        for path in run_suite(args.models, args.data, args.out, limit=args.limit, policy=args.policy):
+        for path in run_suite(
+            args.models,
+            args.data,
+            args.out,
+            limit=args.limit,
+            policy=args.policy,
+            engine=args.engine,
+            compute_type=args.compute_type,
+        ):
             print(path.read_text(encoding="utf-8"))
             print(f"report: {path}")
     elif args.command == "robustness":

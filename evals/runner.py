@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
@@ -32,6 +33,7 @@ from evals.files import MANIFEST, METRICS, PREDICTIONS, read_predictions, write_
 from evals.metrics import compute_metrics
 from evals.report import write_report
 from evals.tfidf import TFIDF, TfidfModerator, load_or_fit
+from inference import load_moderator
 from moderation.errors import UserError
 from moderation.generate import GenerationConfig
 from moderation.jsonl import drop_torn_tail
@@ -39,12 +41,23 @@ from moderation.models import resolve_model
 from moderation.paths import REPO_ROOT
 from moderation.policy import load_policy
 from moderation.runs import MANIFEST as RUN_MANIFEST
-from moderation.runs import MERGED, RunInfo, load_moderator, read_run
+from moderation.runs import MERGED, RunInfo, read_run
 
 # Settings that change predictions: resuming into a folder made with other values would mix two evaluations.
 # `identity_of` adds the model's fingerprint (a hash of its weights, or of the train split a baseline fits on) and the
 # generation settings.
-IDENTITY = ("model", "endpoint", "policy", "prompt_from", "data", "label_map", "keyword_min_hits", "train")
+IDENTITY = (
+    "model",
+    "endpoint",
+    "policy",
+    "prompt_from",
+    "data",
+    "label_map",
+    "keyword_min_hits",
+    "train",
+    "engine",
+    "compute_type",
+)
 BASELINES = (KEYWORD, TFIDF)
 
 
@@ -79,6 +92,8 @@ class EvalConfig(BaseModel):
     n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the F1 confidence interval")
     seed: int = 0
     device: str = "cpu"
+    engine: Literal["transformers", "ct2", "vllm"] = Field("transformers", description="engine for local models")
+    compute_type: Literal["int8", "int8_float32", "float32"] = Field("int8", description="ct2 engine: weights type")
 
 
 def build_moderator(config: EvalConfig):
@@ -97,7 +112,7 @@ def build_moderator(config: EvalConfig):
     if config.endpoint:
         policy = load_policy(policy or "marketplace")
         return EndpointModerator(config.endpoint, config.model, policy, prompt, generation, config.api_key_env)
-    return load_moderator(model, policy, prompt, generation=generation, device=config.device)
+    return load_moderator(model, config.engine, config.compute_type, policy, prompt, generation, config.device)
 
 
 def _generation(config: EvalConfig) -> GenerationConfig:

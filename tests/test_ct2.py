@@ -109,3 +109,14 @@ def test_user_errors(tmp_path, tiny_model_dir):
         load_moderator(tiny_model_dir, "vllm")
     with pytest.raises(UserError, match="unknown engine"):
         load_moderator(tiny_model_dir, "onnx")
+
+
+def test_evals_run_with_ct2_engine(tmp_path, tiny_model_dir, tiny_dataset_dir):
+    from evals.__main__ import main
+
+    out = tmp_path / "eval"
+    args = ["run", "--model", str(tiny_model_dir), "--data", str(tiny_dataset_dir / "train.parquet"), "--out", str(out)]
+    main([*args, "--engine", "ct2", "--compute-type", "float32", "--max-new-tokens", "4", "--limit", "3"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["identity"]["engine"], manifest["identity"]["compute_type"]) == ("ct2", "float32")
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 3
