@@ -218,10 +218,9 @@ class _Page:
             return self.heading("faq") + "\n" + "\n\n".join(form.format(q=q, a=self.fill(a)) for q, a in pairs)
         if name == "reviews":
             count = rng.randint(2, 5) * size
-            lines = [
-                f"{self.fill('{stars}')} {rng.choice(lang.reviews)} — {rng.choice(lang.reviewers)}"
-                for _ in range(count)
-            ]
+            quotes = [lang.reviews[i % len(lang.reviews)] for i in range(rng.randrange(99), 99 + count)]
+            names = rng.sample(lang.reviewers * (1 + count // len(lang.reviewers)), k=count)
+            lines = [f"{self.fill('{stars}')} {q} — {name}" for q, name in zip(quotes, names, strict=False)]
             return f"{self.heading('reviews')}\n" + "\n".join(lines)
         if name == "updates":
             entries = [self.fill(rng.choice(lang.updates)) for _ in range(rng.randint(3, 8) * size)]

@@ -175,6 +175,13 @@ class TestBuild:
         style = manifest["style_baseline"]
         # content still carries the label on unseen wording, but no longer perfectly (train and test share no phrasing)
         assert 0 <= style["style_only"]["accuracy"] <= 1 and 0.6 < style["content_tfidf"]["accuracy"] < 1
+        assert "page_shape_only" in card and "language_only" in card and "p90" in card
+        # pages: long, in several languages, alike for both labels
+        for label in ("allow", "disallow"):
+            assert manifest["length_chars"][label]["p50"] >= 1500 and manifest["length_chars"][label]["p90"] >= 5000
+            assert 1 - manifest["language_mix"][label].get("en", 0) >= 0.2
+        rows = [r for s in ("train", "dev", "test") for r in read_split(out, s)]
+        assert {r["language"] for r in rows} >= {"en", "es", "de", "ru", "zh", "ja", "ar"}
 
 
 class TestOtherPolicies:

@@ -58,6 +58,11 @@ class TestRenderPage:
         assert 0.2 <= 1 - drawn.count("en") / len(drawn) <= 0.4
         assert set(drawn) == set(lexicon.languages)
 
+    def test_summary_sits_above_the_description(self, lexicon):
+        content = Content(**{**CONTENT.__dict__, "summary": "Guía práctica de masa madre."})
+        text, _ = render_page(content, random.Random(0), lexicon, "es")
+        assert 0 < text.index("Guía práctica de masa madre.") < text.index(CONTENT.body.splitlines()[-1])
+
     def test_same_rng_same_page(self, lexicon):
         assert pages(lexicon, 3) == pages(lexicon, 3)
 
