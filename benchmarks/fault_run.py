@@ -133,7 +133,10 @@ def sigterm_mid_load(process, url: str, count: int, failures: list[str]) -> None
         f"(drained in {time.monotonic() - signalled:.1f}s, all JSON: {json_only}, "
         f"transport errors: {count - len(answered)}); exit code {code} after {time.monotonic() - started:.1f}s"
     ) + "".join(f"; {n}x {what}" for what, n in others.items())
-    check("SIGTERM mid-load", ok_count == count and json_only and code in (0, -signal.SIGTERM), detail, failures)
+    # A request may outlive --request-timeout-s on a slow CPU: its own 503 "timeout" JSON is an answer, not a cut-off.
+    timed_out = sum(r.status_code == 503 and '"timeout"' in r.text for r in answered)
+    drained = len(answered) == count and ok_count + timed_out == count and json_only
+    check("SIGTERM mid-load", drained and code in (0, -signal.SIGTERM), detail, failures)
 
 
 @cli_main
@@ -151,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "server.log"
     arguments = ["--model", args.model, "--mode", args.mode, "--max-new-tokens", str(args.max_new_tokens)]
-    arguments += ["--body-timeout-s", str(args.body_timeout_s), "--max-concurrent-requests", str(4 * args.clients)]
+    limit = args.clients + args.in_flight + 8  # room for every fault client plus the load: no 429 in this run
+    arguments += ["--body-timeout-s", str(args.body_timeout_s), "--max-concurrent-requests", str(limit)]
     arguments += ["--allow-unvalidated-fast"] if args.mode == "fast" else []
     print(f"starting python -m serve {' '.join(arguments)} (log: {log})", flush=True)
     process, url = start_server(arguments, log)

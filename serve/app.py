@@ -114,7 +114,10 @@ class ModerationResult(BaseModel):
     category_scores: dict[str, float]
     category_applied_input_types: dict[str, list[str]]
     reasoning: str | None = Field(description="the model's reasoning (reasoning mode); null in fast mode")
-    status: str = Field(description="'ok', or why a reasoning-mode completion did not parse")
+    status: str = Field(
+        description="'ok', or the verdict parser's status (why a reasoning-mode completion is off-format); with no "
+        "readable verdict, `flagged` follows the server's on_parse_failure policy (default: flagged for review)"
+    )
 
 
 class ModerationResponse(BaseModel):
@@ -294,6 +297,8 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
         except TimeoutError:
             message = f"timed out after {time.monotonic() - started:.1f}s waiting for the model"
             raise ApiError(503, message, "timeout", retry_after=5) from None
+        if await request.is_disconnected():
+            log.info("client %s disconnected before its answer (%d listings)", client_of(request), len(texts))
         unparsed = [f"input[{i}]: {r.status}" for i, r in enumerate(results) if not r.parsed]
         if unparsed and config.on_parse_failure == "error":
             message = "the model's answer has no readable verdict (" + ", ".join(unparsed) + ")"
