@@ -223,6 +223,7 @@ class Judge:
         self.cache_dir = cache_dir() / "judge"
         self.structured = True  # cleared for the whole run the first time the server refuses response_format
         self.calls = 0
+        self._lock = threading.Lock()
 
     def cache_key(self, messages: list[dict[str, str]]) -> str:
         payload = json.dumps({"model": self.config.model, "messages": messages}, sort_keys=True, ensure_ascii=False)
@@ -231,10 +232,15 @@ class Judge:
     def rate(self, messages: list[dict[str, str]]) -> tuple[Judgement, bool]:
         """(judgement, came from the cache). Raises UserError when the endpoint cannot be used at all, and the SDK's
         timeout / rate-limit / server errors after its retries (the caller leaves those items for the next run)."""
+        import openai
+
         path = self.cache_dir / f"{self.cache_key(messages)}.json"
         if self.config.cache and path.is_file():
             return parse_judgement(json.loads(path.read_text(encoding="utf-8"))["reply"]), True
-        reply = self._ask(messages)
+        try:
+            reply = self._ask(messages)
+        except openai.BadRequestError as error:  # e.g. too long for the judge: unscored, not cached, not retried
+            return Judgement(None, unscored_reason=f"request refused: {error.message}"[:300]), False
         if self.config.cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -252,27 +258,28 @@ class Judge:
             "temperature": 0.0,
         }
         try:
-            self.calls += 1
             if self.structured:
                 try:
-                    response = self.client.chat.completions.create(**request, response_format=RESPONSE_FORMAT)
+                    response = self._create(request, response_format=RESPONSE_FORMAT)
                 except (openai.BadRequestError, openai.UnprocessableEntityError):
+                    response = self._create(request)  # a 400 here is about the item, not response_format
                     self.structured = False  # the server has no structured output: ask for JSON in words only
-                    self.calls += 1
-                    response = self.client.chat.completions.create(**request)
             else:
-                response = self.client.chat.completions.create(**request)
+                response = self._create(request)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as error:
             raise UserError(f"judge endpoint {self.config.endpoint} model {self.config.model!r}: {error}") from None
         except openai.APIConnectionError as error:
             if isinstance(error, openai.APITimeoutError):
                 raise
             raise UserError(f"cannot reach judge endpoint {self.config.endpoint}: {error}") from None
-        except openai.BadRequestError as error:
-            return f"(request refused: {error})"  # e.g. too long for the judge: recorded as unscored, not retried
         if not response.choices:
             return ""
         return response.choices[0].message.content or ""
+
+    def _create(self, request: dict, **extra):
+        with self._lock:
+            self.calls += 1
+        return self.client.chat.completions.create(**request, **extra)
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -254,6 +254,20 @@ class TestJudgeRun:
         assert metrics["n_scored"] == 4
         assert sum("response_format" in r for r in server.requests) == 1  # refused once, then never sent again
 
+    def test_a_refused_item_is_unscored_and_not_cached(self, eval_dir, tmp_path):
+        def refuse_one(request):
+            return (400, "") if "9000" in reasoning_of(request) else canned(request)
+
+        with JudgeServer(refuse_one) as server:
+            metrics = run_judge(eval_dir, server.url)
+            assert metrics["n_scored"] == 3 and metrics["unscored_reasons"]["request refused"] == 1
+            # asked once more without response_format, which stays on for the other items
+            assert [reasoning_of(r) for r in server.requests if "response_format" not in r] == [PREDICTIONS[0][5]]
+            again = tmp_path / "again"
+            again.mkdir()
+            (again / "predictions.jsonl").write_bytes((eval_dir / "predictions.jsonl").read_bytes())
+            assert run_judge(again, server.url)["requests_this_run"] == 2  # only the refused item, asked again
+
     def test_server_errors_leave_the_item_for_the_next_run(self, eval_dir):
         def flaky(request):
             return (500, "") if "9000" in reasoning_of(request) else canned(request)
