@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -208,17 +207,33 @@ def jupyter_sessions(port: int, token: str, timeout_s: float = 10) -> int:
     return count
 
 
-async def require_api_key(request, call_next):
-    """vLLM middleware (`--middleware launch_modal.require_api_key`): every path needs `Bearer $VLLM_API_KEY`.
-    vLLM's own key check covers /v1 routes only, which would leave /invocations, /pooling, /tokenize and the like
-    open to anyone who finds the tunnel's URL. Without a key in the environment nothing is served."""
-    from fastapi.responses import JSONResponse
+# vLLM's own key check covers /v1 routes only, which would leave /invocations, /pooling, /tokenize and the like open
+# to anyone who finds the tunnel's URL. This middleware (loaded with --middleware) refuses every path without the key,
+# and everything when no key is set. It is a standalone module written next to the server, so vLLM's process does not
+# import this launcher (and Modal) to load it.
+KEY_GUARD = "vllm_key_guard"
+KEY_GUARD_SOURCE = '''"""Written by launch_modal.py: every vLLM path needs `Authorization: Bearer $VLLM_API_KEY`."""
 
-    key = os.environ.get(CREDENTIAL_ENV["vllm"], "")
+import hmac
+import os
+
+from fastapi.responses import JSONResponse
+
+
+async def require_api_key(request, call_next):
+    key = os.environ.get("VLLM_API_KEY", "")
     given = request.headers.get("authorization", "").encode()
     if len(key) < 32 or not hmac.compare_digest(given, f"Bearer {key}".encode()):
         return JSONResponse({"error": "Unauthorized"}, status_code=401)
     return await call_next(request)
+'''
+
+
+def write_key_guard(folder: Path) -> Path:
+    """Write the key-guard module into `folder` (put it on vLLM's PYTHONPATH); return the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{KEY_GUARD}.py").write_text(KEY_GUARD_SOURCE, encoding="utf-8")
+    return folder
 
 
 def vllm_requests(metrics_text: str) -> tuple[float, float]:
@@ -260,7 +275,7 @@ class VllmActivity:
 
 def vllm_command(config: BoxConfig, port: int = VLLM_PORT) -> list[str]:
     """vLLM's OpenAI-compatible server. The API key is not on this command line: vLLM reads it from $VLLM_API_KEY
-    (the launch's Secret) and then refuses /v1 requests without it, and `require_api_key` refuses every other path
+    (the launch's Secret) and then refuses /v1 requests without it, and the key guard refuses every other path
     without it; on the command line it would show in the process list and in the arguments vLLM logs at startup,
     which Modal keeps."""
     return [
@@ -270,7 +285,7 @@ def vllm_command(config: BoxConfig, port: int = VLLM_PORT) -> list[str]:
         "--host=0.0.0.0",
         f"--port={port}",
         f"--max-model-len={config.max_model_len}",
-        "--middleware=launch_modal.require_api_key",
+        f"--middleware={KEY_GUARD}.require_api_key",
     ]
 
 
@@ -337,7 +352,9 @@ def serve_jupyter(config: BoxConfig) -> None:
 
 def serve_vllm(config: BoxConfig) -> None:
     key = required_credential("vllm")
-    server = subprocess.Popen(vllm_command(config))  # reads $VLLM_API_KEY
+    guard = write_key_guard(Path("/tmp/vllm-key-guard"))
+    python_path = os.pathsep.join(filter(None, [str(guard), os.environ.get("PYTHONPATH")]))
+    server = subprocess.Popen(vllm_command(config), env={**os.environ, "PYTHONPATH": python_path})  # $VLLM_API_KEY
     deadline = time.monotonic() + VLLM_START_S
     while local_get(VLLM_PORT, "/health", f"Bearer {key}", timeout_s=5) is None:
         if server.poll() is not None or time.monotonic() > deadline:

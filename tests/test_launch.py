@@ -246,16 +246,21 @@ class TestVllm:
         assert "--port=8000" in command and "--max-model-len=4096" in command
         # vLLM requires the key from $VLLM_API_KEY on /v1; on argv it would land in vLLM's startup log line.
         assert launch_modal.CREDENTIAL_ENV["vllm"] == "VLLM_API_KEY"
-        assert "--middleware=launch_modal.require_api_key" in command
+        assert "--middleware=vllm_key_guard.require_api_key" in command
         assert not any("key" in arg.lower() for arg in command if not arg.startswith("--middleware"))
 
-    def test_every_path_needs_the_key(self, monkeypatch):
-        """No anonymous access: vLLM checks /v1 only; the middleware it loads refuses everything else too."""
+    def test_every_path_needs_the_key(self, monkeypatch, tmp_path):
+        """No anonymous access: vLLM checks /v1 only; the middleware module it loads refuses everything else too."""
+        import importlib
+
         from fastapi import FastAPI
         from fastapi.testclient import TestClient
 
+        monkeypatch.syspath_prepend(str(launch_modal.write_key_guard(tmp_path / "guard")))
+        guard = importlib.import_module(launch_modal.KEY_GUARD)
+        assert Path(guard.__file__).parent == tmp_path / "guard"
         api = FastAPI()
-        api.middleware("http")(launch_modal.require_api_key)
+        api.middleware("http")(guard.require_api_key)
         for path in ("/v1/chat/completions", "/invocations", "/tokenize"):
             api.post(path)(lambda: {"ok": True})
         api.get("/health")(lambda: {"ok": True})
