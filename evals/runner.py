@@ -3,11 +3,14 @@
     python -m evals run --model smollm2-135m --data dev --out runs/evals/base-dev
     python -m evals run --model runs/cpu-smollm2 --data data/default/test.parquet --out runs/evals/trained-test
     python -m evals run --model keyword --data dev --out runs/evals/keyword-dev
+    python -m evals run --model tfidf --data test --out runs/evals/tfidf-test
     python -m evals run --model gpt-4o-mini --endpoint https://api.openai.com/v1 --data dev --out /tmp/e
 
 The output folder holds predictions.jsonl (one line per item, appended per batch), metrics.json, manifest.json,
 report.md and PNG plots. Re-running the same command skips items already in predictions.jsonl, so an interrupted
-evaluation resumes where it stopped; a different model, policy or data in the same folder is refused.
+evaluation resumes where it stopped; a different model (or the same path with other weights), policy, data or
+generation settings in the same folder is refused. The baselines (`keyword`, `tfidf`) fit on the train split beside
+the evaluated file (or `--train`) and record what they chose under `baseline` in metrics.json.
 """
 
 from __future__ import annotations
