@@ -36,8 +36,7 @@ from data_gen import card
 from data_gen.dedup import clusters, near_duplicate_pairs
 from data_gen.importer import read_records
 from data_gen.io import atomic_write_bytes, atomic_write_text, ensure_writable_dir, sha256_file
-from data_gen.pages import Content, PageLexicon, detect_language, language_of, render_page
-from data_gen.scrape import listing_text
+from data_gen.pages import Content, PageLexicon, detect_language, language_of, render_page, render_record
 from data_gen.synth import (
     Generated,
     OpenAIBackend,
@@ -190,7 +189,7 @@ def read_jsonl_rows(path: str | Path, source: str, policy: Policy) -> list[dict]
     rows = []
     for number, record in enumerate(read_records(path), 1):
         try:
-            text = record["text"] if "text" in record else listing_text(record)
+            text = record["text"] if "text" in record else render_record(record)
         except (KeyError, TypeError):
             raise UserError(f"{path}: record {number} has no text field") from None
         categories = list(record.get("categories") or [])
