@@ -38,15 +38,16 @@ def run_variant(variant: str, model_name: str, steps: int, warmup: int, queue) -
     from trl import GRPOConfig, GRPOTrainer
 
     import rewards
-    import train_grpo
     from moderation.config import load_config
     from moderation.models import load_tokenizer, resolve_model
     from moderation.policy import load_policy
     from moderation.prompt import build_messages
+    from training.models import device_kwargs, lora_config
+    from training.recipe import Recipe
     from training.rollout import SharedPrefixRollout
     from training.shared_prefix import SharedPrefixGRPOTrainer
 
-    recipe = load_config(train_grpo.Recipe, RECIPE)
+    recipe = load_config(Recipe, RECIPE)
     policy = load_policy(recipe.policy)
     path = resolve_model(model_name)
     tokenizer = load_tokenizer(path)
@@ -82,7 +83,7 @@ def run_variant(variant: str, model_name: str, steps: int, warmup: int, queue) -
     )
     ours = variant != "baseline"
     if ours:
-        extra = dict(gradient_checkpointing=False, **train_grpo.device_kwargs())
+        extra = dict(gradient_checkpointing=False, **device_kwargs())
     else:
         extra = {} if torch.cuda.is_available() else {"use_cpu": True}
     torch.manual_seed(recipe.seed)
@@ -94,7 +95,7 @@ def run_variant(variant: str, model_name: str, steps: int, warmup: int, queue) -
         args=GRPOConfig(**shared, **extra),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=train_grpo.lora_config(recipe, model.config.num_hidden_layers),
+        peft_config=lora_config(recipe, model.config.num_hidden_layers),
         callbacks=[timer],
         rollout_func=SharedPrefixRollout() if ours else None,
     )

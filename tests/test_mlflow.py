@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-import train_grpo
+from moderation.errors import UserError
 from training import mlflow_tracking
+from training.pipeline import train
+from training.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs" / "recipes" / "cpu-smollm2.yaml"
@@ -24,8 +26,8 @@ def store(tmp_path, monkeypatch):
 
 def test_training_run_is_tracked_and_an_eval_links_to_it(store, tiny_recipe, tmp_path):
     overrides = tiny_recipe(tmp_path, tracking="[wandb, mlflow]", **{"sft.max_steps": 1})
-    recipe = train_grpo.load_recipe(RECIPE, overrides)
-    run_dir = train_grpo.main(recipe)
+    recipe = load_recipe(RECIPE, overrides)
+    run_dir = train(recipe)
 
     run_id = json.loads((run_dir / "manifest.json").read_text())["mlflow_run_id"]
     client = MlflowClient(tracking_uri=store)
@@ -54,9 +56,9 @@ def test_training_run_is_tracked_and_an_eval_links_to_it(store, tiny_recipe, tmp
 
 
 def test_tracking_takes_one_name_or_a_list(tiny_dataset_dir):
-    assert train_grpo.load_recipe(RECIPE, [f"dataset={tiny_dataset_dir}", "tracking=mlflow"]).tracking == ["mlflow"]
-    with pytest.raises(train_grpo.UserError, match="tracking"):
-        train_grpo.load_recipe(RECIPE, [f"dataset={tiny_dataset_dir}", "tracking=tensorboard"])
+    assert load_recipe(RECIPE, [f"dataset={tiny_dataset_dir}", "tracking=mlflow"]).tracking == ["mlflow"]
+    with pytest.raises(UserError, match="tracking"):
+        load_recipe(RECIPE, [f"dataset={tiny_dataset_dir}", "tracking=tensorboard"])
 
 
 def test_flatten_uses_the_override_syntax():

@@ -13,7 +13,10 @@ from modal.exception import NotFoundError
 import train_grpo
 from moderation.errors import UserError
 from training import modal_app
+from training.grpo import run_grpo
 from training.modal_app import ModalSettings
+from training.pipeline import train
+from training.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_RECIPE = REPO / "configs" / "recipes" / "modal-llama8b.yaml"
@@ -28,7 +31,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 class TestGpuRecipeOnCpu:
     def test_gpu_recipe_validates_here(self, tiny_dataset_dir):
-        recipe = train_grpo.load_recipe(GPU_RECIPE, [f"dataset={tiny_dataset_dir}"])
+        recipe = load_recipe(GPU_RECIPE, [f"dataset={tiny_dataset_dir}"])
         assert (recipe.backend, recipe.use_vllm, recipe.vllm_mode, recipe.rollout) == (
             "unsloth",
             True,
@@ -48,9 +51,9 @@ class TestGpuRecipeOnCpu:
     def test_vllm_on_the_transformers_backend_needs_vllm(self, tiny_dataset_dir):
         if importlib.util.find_spec("vllm") is not None:
             pytest.skip("vllm is installed here")
-        recipe = train_grpo.load_recipe(CPU_RECIPE, [f"dataset={tiny_dataset_dir}", "use_vllm=true", "rollout=trl"])
+        recipe = load_recipe(CPU_RECIPE, [f"dataset={tiny_dataset_dir}", "use_vllm=true", "rollout=trl"])
         with pytest.raises(UserError, match="use_vllm=true needs vllm"):
-            train_grpo.main(recipe)
+            train(recipe)
 
     @pytest.mark.parametrize(
         ("overrides", "message"),
@@ -65,7 +68,7 @@ class TestGpuRecipeOnCpu:
     )
     def test_bad_gpu_recipes_fail_at_load(self, tiny_dataset_dir, overrides, message):
         with pytest.raises(UserError, match=message):
-            train_grpo.load_recipe(GPU_RECIPE, [f"dataset={tiny_dataset_dir}", *overrides])
+            load_recipe(GPU_RECIPE, [f"dataset={tiny_dataset_dir}", *overrides])
 
     def test_vllm_settings_reach_grpo_config(self, tiny_recipe, tmp_path, monkeypatch, policy):
         import trl
@@ -87,9 +90,9 @@ class TestGpuRecipeOnCpu:
             "vllm_mode=server",
             "vllm_server_port=8123",
         ]
-        recipe = train_grpo.load_recipe(CPU_RECIPE, overrides)
+        recipe = load_recipe(CPU_RECIPE, overrides)
         with pytest.raises(Stop):
-            train_grpo.run_grpo(recipe, recipe.model, [], None, None, policy)
+            run_grpo(recipe, recipe.model, [], None, None, policy)
         args = seen["args"]
         assert (args.use_vllm, args.vllm_mode, args.vllm_server_port) == (True, "server", 8123)
         assert args.vllm_gpu_memory_utilization == recipe.vllm_gpu_memory_utilization
@@ -128,7 +131,7 @@ class TestModalApp:
         assert {"unsloth", "vllm", "trl", "transformers", "torch", "modal"} <= names
 
     def test_remote_recipe_points_at_the_volumes_and_resumes(self, tiny_dataset_dir):
-        recipe = train_grpo.load_recipe(GPU_RECIPE, [f"dataset={tiny_dataset_dir}"])
+        recipe = load_recipe(GPU_RECIPE, [f"dataset={tiny_dataset_dir}"])
         remote = modal_app.remote_recipe(recipe)
         assert remote.dataset == Path("/data") / tiny_dataset_dir.name
         assert remote.output_root == Path("/runs") and remote.resume
@@ -191,7 +194,7 @@ def test_remote_body_trains_locally(tiny_recipe, tmp_path, monkeypatch):
     """`train.local()` runs the container's function body here: the tiny model, GRPO only, on CPU."""
     monkeypatch.setenv("WANDB_DIR", "set-by-the-body")
     monkeypatch.delenv("WANDB_DIR")  # absent while the body runs, restored after the test
-    recipe = train_grpo.load_recipe(CPU_RECIPE, tiny_recipe(tmp_path, max_steps=1, **{"sft.enabled": "false"}))
+    recipe = load_recipe(CPU_RECIPE, tiny_recipe(tmp_path, max_steps=1, **{"sft.enabled": "false"}))
     run_dir = Path(modal_app.train.local(recipe.model_dump_json()))
     assert run_dir == tmp_path / "tiny" and os.environ["WANDB_DIR"] == str(run_dir)
     assert (run_dir / "merged" / "READY").exists() and (run_dir / "checkpoints" / "checkpoint-1").is_dir()

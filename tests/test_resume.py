@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import train_grpo
+from training.pipeline import train
+from training.recipe import load_recipe
 from training.resume import read_records, resume_point, rewind_logs
+from training.tracking import plot_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs" / "recipes" / "cpu-smollm2.yaml"
@@ -46,7 +48,7 @@ def logged(run_dir: Path) -> tuple[list, Counter]:
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_recipe, tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
-    train_grpo.main(train_grpo.load_recipe(RECIPE, tiny_recipe(root, **STEPS)))
+    train(load_recipe(RECIPE, tiny_recipe(root, **STEPS)))
     return logged(root / "tiny")
 
 
@@ -73,7 +75,7 @@ def test_killed_then_resumed_run_logs_as_an_uninterrupted_run(stage, uninterrupt
     shutil.copytree(checkpoints / "checkpoint-2", checkpoints / "checkpoint-3")
     (checkpoints / "checkpoint-3" / "trainer_state.json").unlink()
 
-    train_grpo.main(train_grpo.load_recipe(RECIPE, [*overrides, "resume=true"]))
+    train(load_recipe(RECIPE, [*overrides, "resume=true"]))
     out = capsys.readouterr().out
     assert f"resuming {stage.upper()} from {checkpoints / 'checkpoint-2'}" in out
     assert f"skipping incomplete checkpoint {checkpoints / 'checkpoint-3'}" in out
@@ -127,5 +129,5 @@ def test_plot_skips_a_torn_last_line(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     rows = [{"stage": "grpo", "step": s, "reward": 0.1 * s, "frac_reward_zero_std": 0.5} for s in (1, 2)]
     metrics.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"stage": "grpo", "st')
-    train_grpo.plot_metrics(metrics, tmp_path / "rewards.png")
+    plot_metrics(metrics, tmp_path / "rewards.png")
     assert (tmp_path / "rewards.png").stat().st_size > 0

@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import train_grpo
 from moderation.errors import UserError
 from training import shared_prefix
+from training.data import gold_reasoning
+from training.pipeline import train
+from training.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,7 +21,7 @@ RECIPE = REPO / "configs" / "recipes" / "cpu-smollm2.yaml"
 
 class TestRecipeValidation:
     def test_cpu_recipe_is_valid(self, tiny_dataset_dir):
-        recipe = train_grpo.load_recipe(RECIPE, [f"dataset={tiny_dataset_dir}"])
+        recipe = load_recipe(RECIPE, [f"dataset={tiny_dataset_dir}"])
         assert recipe.run_dir == Path("runs/cpu-smollm2")
 
     @pytest.mark.parametrize(
@@ -38,7 +40,7 @@ class TestRecipeValidation:
     )
     def test_invalid_recipes_fail_at_load(self, tiny_dataset_dir, overrides, message):
         with pytest.raises(UserError, match=message.replace("[", r"\[")):
-            train_grpo.load_recipe(RECIPE, [f"dataset={tiny_dataset_dir}", *overrides])
+            load_recipe(RECIPE, [f"dataset={tiny_dataset_dir}", *overrides])
 
     def test_cli_error_is_one_line(self):
         result = subprocess.run(
@@ -62,8 +64,8 @@ class TestRecipeValidation:
 
 def test_gold_reasoning_uses_rationale_or_policy(policy):
     row = {"label": "disallow", "categories": ["iptv", "gambling"], "text": "x"}
-    assert "unlicensed iptv and streaming and gambling" in train_grpo.gold_reasoning(row, policy)
-    assert train_grpo.gold_reasoning({**row, "rationale": "Sells M3U links."}, policy) == "Sells M3U links."
+    assert "unlicensed iptv and streaming and gambling" in gold_reasoning(row, policy)
+    assert gold_reasoning({**row, "rationale": "Sells M3U links."}, policy) == "Sells M3U links."
 
 
 def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monkeypatch):
@@ -72,8 +74,8 @@ def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monke
     monkeypatch.setattr(
         shared_prefix, "grouped_logps_and_entropies", lambda *a, **k: grouped_calls.append(1) or grouped(*a, **k)
     )
-    recipe = train_grpo.load_recipe(RECIPE, tiny_recipe(tmp_path))
-    run_dir = train_grpo.main(recipe)
+    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path))
+    run_dir = train(recipe)
     assert len(grouped_calls) == recipe.max_steps, "the GRPO loss must take the shared-prefix path"
     for part in ("merged/model.safetensors", "adapter/adapter_config.json", "sft/merged/READY", "rewards.png"):
         assert (run_dir / part).exists(), part
@@ -92,4 +94,4 @@ def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monke
     )  # fmt: skip
     assert audit.returncode == 0, audit.stderr
     with pytest.raises(UserError, match="already exists"):
-        train_grpo.main(recipe)
+        train(recipe)

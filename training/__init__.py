@@ -1,1 +1,1 @@
-"""Training helpers for train_grpo.py: faster CPU rollouts and run tracking."""
+"""The training library behind train_grpo.py: recipe, data, sft, grpo, tracking, resume, artifacts, pipeline, Modal."""

@@ -19,33 +19,16 @@ from pathlib import Path, PurePosixPath
 
 import modal
 from modal.exception import NotFoundError
-from pydantic import BaseModel, ConfigDict, Field
 
 from moderation.errors import UserError
+from training.recipe import ModalSettings, Recipe, require_runtime
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON_VERSION = "3.11"  # the version the pinned sets are resolved and tested for
-PACKAGES = ("moderation", "rewards", "training", "train_grpo")  # what train_grpo.main imports
+PACKAGES = ("moderation", "rewards", "training", "train_grpo")  # the pipeline, and the entry point `modal run` names
 HF_CACHE_MOUNT = "/cache"
 DATA_MOUNT = "/data"
 RUNS_MOUNT = "/runs"
-
-
-class ModalSettings(BaseModel):
-    """Where `modal run train_grpo.py` runs a recipe; local runs ignore it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    gpu: str = Field("H100", description="Modal GPU type (L4, A10G, L40S, A100-80GB, H100, H200, ...)")
-    timeout_s: int = Field(4 * 3600, ge=60, le=24 * 3600, description="wall-clock limit of one attempt, seconds")
-    retries: int = Field(2, ge=0, le=10, description="restarts after a failure; each resumes from the last checkpoint")
-    hf_cache_volume: str = Field("grpo-moderation-hf-cache", description="Volume for model weights (HF cache)")
-    data_volume: str = Field("grpo-moderation-data", description="Volume the dataset is uploaded to before a launch")
-    runs_volume: str = Field("grpo-moderation-runs", description="Volume for runs/<name> (committed per checkpoint)")
-    secrets: list[str] = Field(
-        default_factory=lambda: ["wandb", "huggingface"],
-        description="Modal Secrets attached when they exist; missing ones are skipped (wandb then logs offline)",
-    )
 
 
 def pins(*extras: str, pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
@@ -65,7 +48,7 @@ def gpu_environment(*extras: str) -> modal.Image:
 
 
 def training_image() -> modal.Image:
-    """The GPU environment plus what train_grpo.main needs from the repo (mounted at container start)."""
+    """The GPU environment plus what the training pipeline needs from the repo (mounted at container start)."""
     return (
         gpu_environment()
         .add_local_file(REPO_ROOT / "pyproject.toml", "/root/pyproject.toml")  # pins() runs in the container too
@@ -107,14 +90,14 @@ image = training_image()
 @app.function(image=image, **function_options(ModalSettings(), secrets=[]))
 def train(recipe_json: str) -> str:
     """The container side: train the forwarded recipe, committing the runs volume after every checkpoint."""
-    import train_grpo
+    from training.pipeline import train as run_pipeline
 
-    recipe = train_grpo.Recipe.model_validate_json(recipe_json)
-    train_grpo.require_runtime(recipe)  # before the callback imports transformers: Unsloth must patch it first
+    recipe = Recipe.model_validate_json(recipe_json)
+    require_runtime(recipe)  # before the callback imports transformers: Unsloth must patch it first
     os.environ.setdefault("WANDB_DIR", str(recipe.run_dir))  # offline wandb logs persist on the runs volume
     in_container = not modal.is_local()  # `.local()` runs (the tests) have no volume to commit
     callbacks = [commit_callback(volumes(recipe.modal)[RUNS_MOUNT])] if in_container else []
-    return str(train_grpo.main(recipe, callbacks=callbacks))
+    return str(run_pipeline(recipe, callbacks=callbacks))
 
 
 def commit_callback(volume):
@@ -131,7 +114,7 @@ def commit_callback(volume):
 # ── the local side ──────────────────────────────────────────────────────────────────────────────────────────────
 
 
-def remote_recipe(recipe):
+def remote_recipe(recipe: Recipe) -> Recipe:
     """The recipe as the container sees it: dataset and runs on their volumes, and always resumable (retries)."""
     if recipe.overwrite:
         raise UserError(
@@ -143,10 +126,10 @@ def remote_recipe(recipe):
         "output_root": RUNS_MOUNT,
         "resume": True,
     }
-    return type(recipe).model_validate({**recipe.model_dump(mode="json"), **update})
+    return Recipe.model_validate({**recipe.model_dump(mode="json"), **update})
 
 
-def describe(recipe) -> str:
+def describe(recipe: Recipe) -> str:
     """What a launch would do, for `--dry-run`: resources, volumes, secrets, image pins, the forwarded recipe."""
     settings, remote = recipe.modal, remote_recipe(recipe)
     lines = [
@@ -161,7 +144,7 @@ def describe(recipe) -> str:
     return "\n".join(lines)
 
 
-def upload_dataset(recipe) -> None:
+def upload_dataset(recipe: Recipe) -> None:
     """Put the local dataset folder on the data volume (replacing an older copy of the same name)."""
     with volumes(recipe.modal)[DATA_MOUNT].batch_upload(force=True) as batch:
         batch.put_directory(str(recipe.dataset), f"/{recipe.dataset.name}")
@@ -181,7 +164,7 @@ def available_secrets(names: list[str]) -> list[modal.Secret]:
     return found
 
 
-def launch(recipe, dry_run: bool = False) -> None:
+def launch(recipe: Recipe, dry_run: bool = False) -> None:
     """Print the configuration, then (unless `dry_run`) upload the data and train remotely; blocks until done."""
     print(describe(recipe))
     if dry_run:

@@ -52,6 +52,15 @@ def resume_point(folder: Path) -> tuple[Path | None, int]:
     return None, 0
 
 
+def start_stage(run_dir: Path, stage: str, checkpoints: Path, resume: bool) -> tuple[Path | None, int]:
+    """The checkpoint a stage resumes from and its step ((None, 0): from scratch), with the logs rewound to it."""
+    last, step = resume_point(checkpoints) if resume and checkpoints.is_dir() else (None, 0)
+    rewind_logs(run_dir, stage, step)
+    if last:
+        print(f"resuming {stage.upper()} from {last}")
+    return last, step
+
+
 def read_records(path: Path) -> Iterator[dict]:
     """The complete records of a JSONL file: split on "\\n" only (text may hold U+2028), a torn last line skipped."""
     if not path.exists():

@@ -1,6 +1,6 @@
 """The `unsloth` backend: a 4-bit QLoRA model from Unsloth, with vLLM rollouts inside the trainer process.
 
-Only the model differs from the transformers backend: train_grpo builds the prompts, rewards, GRPOConfig,
+Only the model differs from the transformers backend: the pipeline builds the prompts, rewards, GRPOConfig,
 checkpoints, tracking and saving for both. Unsloth patches TRL and transformers when it is imported, so `prepare`
 imports it before anything else loads them. It needs a CUDA GPU and the `gpu` extra (see pyproject.toml); on any
 other machine `prepare` fails with one line before anything is written.

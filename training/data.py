@@ -1,0 +1,53 @@
+"""Dataset rows → conversational prompts (and SFT targets) built from the policy at train time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moderation.errors import UserError
+from moderation.policy import Policy
+from moderation.prompt import build_messages, prompt_length
+from moderation.verdict import DISALLOW, render
+from training.recipe import Recipe
+
+
+def load_rows(dataset: Path) -> list[dict]:
+    import pandas as pd
+
+    frame = pd.read_parquet(dataset / "train.parquet")
+    missing = {"text", "label", "categories"} - set(frame.columns)
+    if missing:
+        raise UserError(f"{dataset / 'train.parquet'} lacks columns: {', '.join(sorted(missing))}")
+    frame["categories"] = frame["categories"].map(list)
+    return frame.to_dict("records")
+
+
+def gold_reasoning(row: dict, policy: Policy) -> str:
+    """The SFT reasoning target: the row's own rationale when the data has one, else one built from the policy."""
+    if isinstance(row.get("rationale"), str) and row["rationale"].strip():
+        return row["rationale"].strip()
+    if row["label"] == DISALLOW:
+        titles = " and ".join(policy.category(c).title.lower() for c in row["categories"])
+        return f"The listing offers {titles}, which the policy disallows."
+    return "The listing offers an ordinary digital product that no policy category covers."
+
+
+def to_prompt_rows(rows: list[dict], policy: Policy, tokenizer, recipe: Recipe) -> tuple[list[dict], int]:
+    """Rows with a conversational `prompt` (and SFT `completion`); prompts over the budget are dropped and counted."""
+    kept, dropped = [], 0
+    for row in rows:
+        messages = build_messages(policy, row["text"], tokenizer, recipe.prompt)
+        if prompt_length(messages, tokenizer) > recipe.max_prompt_tokens:
+            dropped += 1
+            continue
+        answer = render(row["label"], row["categories"], gold_reasoning(row, policy))
+        kept.append(
+            {
+                "prompt": messages,
+                "completion": [{"role": "assistant", "content": answer}],
+                "text": row["text"],
+                "label": row["label"],
+                "categories": row["categories"],
+            }
+        )
+    return kept, dropped

@@ -1,0 +1,83 @@
+"""The training pipeline, stage by stage: data → SFT warm-start → GRPO → save (plot, manifest, MLflow artifacts)."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from pathlib import Path
+
+from moderation.errors import UserError
+from moderation.policy import load_policy
+from moderation.runs import MANIFEST, MERGED
+from training.artifacts import peak_rss_gb, prepare_run_dir, write_manifest
+from training.data import load_rows, to_prompt_rows
+from training.grpo import run_grpo
+from training.recipe import Recipe, require_runtime
+from training.resume import COMPLETIONS, METRICS
+from training.sft import run_sft
+from training.tracking import make_tracker, plot_metrics
+
+
+def open_mlflow_run(recipe: Recipe):
+    """The run's MLflow side when the recipe tracks with MLflow (a resumed run reopens its MLflow run), else None."""
+    if "mlflow" not in recipe.tracking:
+        return None
+    from training.mlflow_tracking import TrainingRun
+
+    return TrainingRun(recipe.run_dir, recipe.name, recipe.model_dump(mode="json"), resume=recipe.resume)
+
+
+def train(recipe: Recipe, callbacks=()) -> Path:
+    """Train one recipe; `callbacks` are extra TrainerCallbacks (Modal adds a volume commit per checkpoint)."""
+    require_runtime(recipe)
+    import torch
+
+    from moderation.models import load_tokenizer, resolve_model
+
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    random.seed(recipe.seed)
+    torch.manual_seed(recipe.seed)
+    prepare_run_dir(recipe)
+    print(f"run: {recipe.run_dir}  (recipe saved to {recipe.run_dir / 'recipe.json'})")
+
+    # data
+    policy = load_policy(recipe.policy)
+    base_path = resolve_model(recipe.model)
+    tokenizer = load_tokenizer(base_path)
+    rows, dropped = to_prompt_rows(load_rows(recipe.dataset), policy, tokenizer, recipe)
+    random.Random(recipe.seed).shuffle(rows)
+    print(f"data: {len(rows)} training prompts, {dropped} dropped for exceeding {recipe.max_prompt_tokens} tokens")
+    if not rows:
+        raise UserError("no training prompts left: raise max_prompt_tokens or lower prompt.max_listing_tokens")
+    timings["data"] = time.perf_counter() - start
+
+    # tracking
+    mlflow_run = open_mlflow_run(recipe)
+    tracker = make_tracker(recipe, recipe.run_dir, rows, mlflow_run)
+
+    with mlflow_run or contextlib.nullcontext():  # a stage that raises marks the MLflow run failed
+        # SFT warm-start
+        start_path: Path | str = base_path
+        if recipe.sft.enabled:
+            stage = time.perf_counter()
+            start_path = run_sft(recipe, base_path, rows, tokenizer, tracker, callbacks)
+            timings["sft"] = time.perf_counter() - stage
+
+        # GRPO
+        stage = time.perf_counter()
+        metrics = run_grpo(recipe, start_path, rows, tokenizer, tracker, policy, callbacks)
+        timings["grpo"] = time.perf_counter() - stage
+
+    # save
+    if (recipe.run_dir / METRICS).exists():
+        plot_metrics(recipe.run_dir / METRICS, recipe.run_dir / "rewards.png")
+    timings["total"] = time.perf_counter() - start
+    counts = {"train_prompts": len(rows), "dropped_prompts": dropped}
+    write_manifest(recipe, timings, metrics, counts, mlflow_run.run_id if mlflow_run else None)
+    if mlflow_run:
+        mlflow_run.finish([recipe.run_dir / name for name in ("rewards.png", MANIFEST, COMPLETIONS)])
+        print(f"MLflow run {mlflow_run.run_id} at {mlflow_run.client.tracking_uri}")
+    print(f"done in {timings['total'] / 60:.1f} min, peak RSS {peak_rss_gb()} GB; model: {recipe.run_dir / MERGED}")
+    return recipe.run_dir

@@ -1,0 +1,186 @@
+"""The recipe: everything a training run needs, validated in full before any model loads.
+
+YAML keys are the field names of `Recipe`; `key=value` on the command line overrides them (`lora.r=8`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from moderation.config import load_config
+from moderation.errors import UserError
+from moderation.paths import PlainName
+from moderation.policy import load_policy
+from moderation.prompt import PromptConfig
+
+
+class ModalSettings(BaseModel):
+    """Where `modal run train_grpo.py` runs a recipe; local runs ignore it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpu: str = Field("H100", description="Modal GPU type (L4, A10G, L40S, A100-80GB, H100, H200, ...)")
+    timeout_s: int = Field(4 * 3600, ge=60, le=24 * 3600, description="wall-clock limit of one attempt, seconds")
+    retries: int = Field(2, ge=0, le=10, description="restarts after a failure; each resumes from the last checkpoint")
+    hf_cache_volume: str = Field("grpo-moderation-hf-cache", description="Volume for model weights (HF cache)")
+    data_volume: str = Field("grpo-moderation-data", description="Volume the dataset is uploaded to before a launch")
+    runs_volume: str = Field("grpo-moderation-runs", description="Volume for runs/<name> (committed per checkpoint)")
+    secrets: list[str] = Field(
+        default_factory=lambda: ["wandb", "huggingface"],
+        description="Modal Secrets attached when they exist; missing ones are skipped (wandb then logs offline)",
+    )
+
+
+class LoraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
+    target_modules: str | list[str] = Field("all-linear", description="modules to adapt ('all-linear' or names)")
+    top_layers: int | None = Field(
+        None, ge=1, description="adapt only the top N decoder layers: backprop stops there (~2x faster on CPU)"
+    )
+
+    @model_validator(mode="after")
+    def _layers_need_names(self) -> LoraSettings:
+        if self.top_layers is not None and isinstance(self.target_modules, str):
+            raise ValueError("lora.top_layers needs lora.target_modules as a list of module names")
+        return self
+
+    def layers(self, num_layers: int) -> list[int] | None:
+        """The decoder layer indices to adapt (None: all of them)."""
+        return list(range(max(0, num_layers - self.top_layers), num_layers)) if self.top_layers else None
+
+
+class SFTSettings(BaseModel):
+    """A short supervised pass on rendered gold answers, so a small model learns the format before GRPO."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="run the SFT warm-start before GRPO")
+    max_steps: int = Field(60, ge=1, description="SFT optimizer steps")
+    batch_size: int = Field(8, ge=1, description="SFT examples per step")
+    learning_rate: float = Field(1e-3, gt=0, description="SFT learning rate (LoRA)")
+    save_steps: int = Field(20, ge=1, description="checkpoint every N SFT steps (resume loses at most this many)")
+
+
+class Recipe(BaseModel):
+    """Everything a training run needs. YAML keys are these field names; `key=value` on the CLI overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: PlainName = Field("cpu-smollm2", description="run name (a plain folder name); outputs go to runs/<name>")
+    backend: Literal["transformers", "unsloth"] = Field("transformers", description="training backend")
+    model: str = Field("smollm2-135m", description="base model: embedded name, HF id or local folder")
+    policy: str = Field("marketplace", description="policy name in configs/policies or a YAML path")
+    dataset: Path = Field(Path("data/default"), description="folder with train.parquet (from make generate_data)")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="prompt settings (saved with the run)")
+    max_prompt_tokens: int = Field(640, ge=32, description="longer prompts are dropped before training (counted)")
+
+    reward_funcs: list[str] = Field(
+        default_factory=lambda: ["format_partial", "verdict", "categories", "reasoning_length"],
+        description="reward names from rewards.REGISTRY",
+    )
+    reward_weights: list[float] | None = Field(None, description="one weight per reward (default: all 1.0)")
+    reward_params: dict[str, dict] = Field(default_factory=dict, description="per-reward keyword arguments")
+
+    num_generations: int = Field(4, ge=2, description="completions per prompt (the GRPO group)")
+    max_completion_length: int = Field(96, ge=8, description="max new tokens per completion")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature for rollouts")
+    learning_rate: float = Field(2e-5, gt=0, description="GRPO learning rate")
+    loss_type: str = Field("dapo", description="TRL GRPO loss type (dapo, grpo, dr_grpo, bnpo, ...)")
+    beta: float = Field(0.0, ge=0, description="KL coefficient (0 = no reference model)")
+    max_steps: int = Field(40, ge=1, description="GRPO optimizer steps")
+    per_device_train_batch_size: int = Field(8, ge=1, description="completions per device per step")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="gradient accumulation steps")
+    rollout: Literal["shared_prefix", "trl"] = Field(
+        "shared_prefix",
+        description="shared_prefix: each prompt runs once per group, in rollouts and in the loss; trl: TRL's own path",
+    )
+    use_vllm: bool = Field(False, description="generate rollouts with vLLM through TRL (GPU; needs rollout=trl)")
+    vllm_mode: Literal["colocate", "server"] = Field(
+        "colocate", description="colocate: vLLM shares the training GPU; server: a separate `trl vllm-serve`"
+    )
+    vllm_server_host: str = Field("0.0.0.0", description="vllm_mode=server: host of the `trl vllm-serve` process")
+    vllm_server_port: int = Field(8000, ge=1, le=65535, description="vllm_mode=server: its port")
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0, lt=1, description="vllm_mode=colocate: share of GPU memory vLLM may take"
+    )
+    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    sft: SFTSettings = Field(default_factory=SFTSettings)
+    modal: ModalSettings = Field(default_factory=ModalSettings, description="`modal run` resources (unused locally)")
+
+    save_steps: int = Field(5, ge=1, description="checkpoint every N GRPO steps (resume loses at most this many)")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept per stage (older ones are deleted)")
+    logging_steps: int = Field(1, ge=1, description="log metrics every N steps")
+    log_completions_steps: int = Field(5, ge=1, description="append sample completions every N steps")
+    zero_std_warning: float = Field(0.75, gt=0, le=1, description="warn when this share of groups has no signal...")
+    zero_std_patience: int = Field(5, ge=1, description="...for this many consecutive logs")
+    tracking: list[Literal["wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["wandb"],
+        description="trackers beside metrics.jsonl: wandb (mode: `wandb`), mlflow (MLFLOW_TRACKING_URI, default the "
+        "local store that `make mlflow-ui` opens); one name or a list",
+    )
+    wandb: Literal["auto", "online", "offline", "disabled"] = Field(
+        "auto", description="auto: online with WANDB_API_KEY, else offline"
+    )
+    output_root: Path = Field(Path("runs"), description="runs/<name> lives here")
+    seed: int = Field(42, description="seed for data order, sampling and LoRA init")
+    resume: bool = Field(False, description="continue from the latest checkpoint in runs/<name>")
+    overwrite: bool = Field(False, description="delete an existing runs/<name> and start over")
+
+    @field_validator("tracking", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Recipe:
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if batch % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size × gradient_accumulation_steps ({batch}) must be divisible by "
+                f"num_generations ({self.num_generations})"
+            )
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(f"{len(self.reward_weights)} reward_weights for {len(self.reward_funcs)} reward_funcs")
+        if self.resume and self.overwrite:
+            raise ValueError("resume=true and overwrite=true contradict each other")
+        if (self.use_vllm or self.backend == "unsloth") and self.rollout != "trl":
+            raise ValueError("use_vllm=true and backend=unsloth generate through TRL: set rollout=trl")
+        if self.backend == "unsloth" and (self.sft.enabled or self.vllm_mode == "server"):
+            raise ValueError("backend=unsloth runs GRPO with colocated vLLM: set sft.enabled=false, vllm_mode=colocate")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_root / self.name
+
+
+def load_recipe(path: str | Path | None, overrides: list[str]) -> Recipe:
+    """Validate a recipe fully before any model loads: fields, rewards, policy, dataset."""
+    recipe = load_config(Recipe, path, overrides)
+    import rewards
+
+    rewards.build_rewards(recipe.reward_funcs, load_policy(recipe.policy), recipe.reward_params)
+    if not (recipe.dataset / "train.parquet").is_file():
+        raise UserError(f"no {recipe.dataset / 'train.parquet'}: run `make generate_data` or set dataset=...")
+    return recipe
+
+
+def require_runtime(recipe: Recipe) -> None:
+    """Fail with one line, before anything is written, when this machine cannot run what the recipe asks for."""
+    if recipe.backend == "unsloth":
+        from training import unsloth_backend
+
+        unsloth_backend.prepare(recipe.use_vllm)
+    elif recipe.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise UserError("use_vllm=true needs vllm (the `gpu` extra) on a CUDA GPU: set use_vllm=false or use Modal")
+    if "mlflow" in recipe.tracking and importlib.util.find_spec("mlflow") is None:
+        raise UserError("tracking=mlflow needs mlflow: pip install -e '.[track]'")

@@ -1,0 +1,62 @@
+"""The SFT warm-start: LoRA on rendered gold answers (loss on the answer only), merged into a full model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moderation.runs import MERGED
+from training.artifacts import save_merged
+from training.models import device_kwargs, lora_config
+from training.recipe import Recipe
+from training.resume import start_stage
+
+SFT_ANSWER_TOKENS = 256  # room for the longest gold answer, so no SFT target is cut
+
+
+def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker, callbacks=()) -> Path:
+    """Warm-start: LoRA SFT on rendered gold answers (loss on the answer only), merged into a full model."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig
+
+    from training.answer_only_sft import AnswerOnlySFTTrainer
+
+    out = recipe.run_dir / "sft"
+    merged = out / MERGED
+    if (merged / "READY").exists():
+        print(f"SFT warm-start already done: {merged}")
+        return merged
+    tracker.stage = "sft"
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    args = SFTConfig(
+        output_dir=str(out / "checkpoints"),
+        max_steps=recipe.sft.max_steps,
+        per_device_train_batch_size=recipe.sft.batch_size,
+        learning_rate=recipe.sft.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, recipe.sft.max_steps // 10),
+        logging_steps=recipe.logging_steps,
+        save_strategy="steps",
+        save_steps=recipe.sft.save_steps,
+        save_total_limit=recipe.save_total_limit,
+        report_to=[],
+        seed=recipe.seed,
+        max_length=recipe.max_prompt_tokens + SFT_ANSWER_TOKENS,
+        completion_only_loss=True,
+        gradient_checkpointing=False,
+        **device_kwargs(),
+    )
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype="float32")
+    trainer = AnswerOnlySFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(recipe, model.config.num_hidden_layers),
+        callbacks=[tracker, *callbacks],
+    )
+    last, _ = start_stage(recipe.run_dir, "sft", out / "checkpoints", recipe.resume)
+    trainer.train(resume_from_checkpoint=last)
+    save_merged(trainer.model, tokenizer, merged)
+    tracker.stage = "grpo"
+    return merged
