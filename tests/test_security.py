@@ -40,13 +40,14 @@ class TestPlainNames:
 
 class TestRunAndDatasetNames:
     def test_recipe_refuses_dotdot_before_anything_is_deleted(self, tmp_path):
-        from train_grpo import Recipe
+        from training.recipe import Recipe
 
         with pytest.raises(UserError, match="name"):
             load_config(Recipe, None, ["name=..", "overwrite=true", f"output_root={tmp_path}"])
 
     def test_overwrite_never_deletes_through_a_link_out_of_output_root(self, tmp_path):
-        from train_grpo import Recipe, prepare_run_dir
+        from training.artifacts import prepare_run_dir
+        from training.recipe import Recipe
 
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
