@@ -8,41 +8,14 @@ python -m serve predict --model runs/my-run --in listings.jsonl --out verdicts.j
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from typing import get_args
 
 from moderation.errors import cli_main
 from serve.app import ServeConfig, create_app
 from serve.engine import load_engine
+from serve.options import config_parser
 from serve.validation import check_modes
-
-
-def config_parser(prog: str, model: type, description: str) -> argparse.ArgumentParser:
-    """An argparse parser with one `--flag` per field of a pydantic config, help text and defaults from the model."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    for name, info in model.model_fields.items():
-        flag = "--" + (info.alias or name).replace("_", "-")
-        if info.annotation is bool:
-            parser.add_argument(flag, dest=name, action="store_true", help=info.description)
-            continue
-        choices = _literal_choices(info.annotation)
-        kind = info.annotation if info.annotation in (int, float) else str
-        many = "+" if str(info.annotation).startswith("list[") else None
-        parser.add_argument(
-            flag, dest=name, type=kind, choices=choices, nargs=many, default=info.default, help=info.description
-        )
-    return parser
-
-
-def _literal_choices(annotation) -> tuple | None:
-    """The values of a Literal field, also inside `list[...]` or `... | None`."""
-    for part in (annotation, *get_args(annotation)):
-        for inner in (part, *get_args(part)):
-            if "Literal" in str(inner) and get_args(inner) and all(isinstance(a, str) for a in get_args(inner)):
-                return get_args(inner)
-    return None
 
 
 @cli_main

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from moderation.errors import UserError, cli_main
 from serve.engine import Engine, EngineConfig, load_engine
+from serve.options import config_parser
 
 SHOWN_BAD_ROWS = 20
 
@@ -114,8 +115,6 @@ def batches(rows: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[s
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    from serve.__main__ import config_parser
-
     args = config_parser("python -m serve predict", PredictConfig, __doc__.split("\n\n")[0]).parse_args(argv)
     config = PredictConfig(**vars(args))
     done = done_ids(config.out)
