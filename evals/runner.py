@@ -92,7 +92,7 @@ class EvalConfig(BaseModel):
     train: str | None = Field(
         None, description="train split the keyword and tfidf baselines fit on (default: train.parquet beside --data)"
     )
-    n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the F1 confidence interval")
+    n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95% intervals")
     seed: int = 0
     device: str = "cpu"
     engine: Literal["transformers", "ct2", "vllm"] = Field("transformers", description="engine for local models")
