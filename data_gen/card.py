@@ -385,7 +385,7 @@ The offline synthetic rows come from a grammar: varied, but a finite set of phra
 wording unseen in train, but the sentence frames around the slots, the shared style material and the kinds of offer
 are still ours: a score here is an upper bound on what to expect from listings written by other people, so evaluate on
 real listings (`scraped`, `imported`) and listings written elsewhere. In pages of other languages the page wording
-(headings, prices, calls to action, sections) is in that language, and pages in Spanish, Portuguese, French, German and
-Russian open with a line on what is sold in that language (a few lines per category), but the product description
-itself (title, pitch, details) is still English: the lexicons of what listings sell are English.
+(headings, prices, calls to action, sections) is in that language, and every non-English page opens with a line on
+what is sold in that language (two lines per category and side), but the product description itself (title, pitch,
+details) is still English: the lexicons of what listings sell are English.
 """
