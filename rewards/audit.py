@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from moderation.errors import UserError, cli_main
+from moderation.jsonl import read_jsonl_lines
 from moderation.policy import Policy, load_policy
 from rewards.grounding import content_words
 from rewards.reasoning import copied_fraction, words
@@ -182,7 +183,7 @@ def load_completions(path: str | Path) -> list[dict[str, Any]]:
     if path.is_dir() or path.suffix == ".parquet":
         return _load_trl_parquet(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_jsonl_lines(path)
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read {path}: {error}") from None
     rows = []
