@@ -25,7 +25,7 @@ from evals.runner import EvalConfig, run_eval
 from moderation.errors import UserError
 from moderation.generate import GenerationConfig
 from moderation.runs import load_moderator
-from serve.app import ServeConfig, create_app
+from serve.app import ServeConfig, create_app, too_deep
 from serve.chat import chat_ids
 from serve.engine import Engine
 from serve.predict import main as predict
@@ -184,6 +184,20 @@ def test_deeply_nested_json_is_a_400_and_the_connection_survives(moderator, tiny
     assert deep.status_code == 400 and deep.json()["error"]["code"] == "json_too_deep"
     assert at_limit.status_code == 422  # 400 levels parse; the shape is wrong, nothing crashed
     assert after.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "deep"),
+    [
+        (b"[" * 401 + b"]" * 401, True),
+        (b"[" * 400 + b"]" * 400, False),
+        (b'{"input": "' + b"[" * 1000 + b'"}', False),  # brackets inside a string are text
+        (b'{"input": "\\"[[[[", "x": [[[[]]]]}', True),  # an escaped quote does not end the string
+        (b'"' + b'\\"' * 200_000, False),  # unterminated: one pass, no backtracking
+    ],
+)
+def test_json_depth_is_read_without_parsing(body, deep):
+    assert too_deep(body, 400 if len(body) > 100 else 3) is deep
 
 
 def test_concurrency_limit_answers_429_json(policy):
