@@ -180,20 +180,18 @@ class _Page:
         rng, lang = self.rng, self.lang
         style = rng.choice(self.lx.title_styles)
         lines = [style.format(title=self.c.title, upper=self.c.title.upper())]
-        if rng.random() < 0.3:
-            lines.append(self.fill("{url}"))
         price = self.price_line()
         if rng.random() < 0.85:
             lines.append(price if rng.random() < 0.5 else f"**{price}**")
         if rng.random() < 0.6:
             lines.append(self.fill(rng.choice(lang.ratings)))
-        if rng.random() < 0.3:
-            lines.append(self.fill(rng.choice(lang.sales)))
         if rng.random() < 0.5:
             lines.append(rng.choice(lang.cta))
-        if rng.random() < 0.35:
-            lines.append(self.fill(rng.choice(lang.lead)))
-        return ["\n".join(lines), self.c.summary, self.c.body]
+        # greetings, links and sales counts come after the description: a short head budget keeps what is sold
+        after = [self.fill(rng.choice(lang.lead))] if rng.random() < 0.35 else []
+        after += [self.fill("{url}")] if rng.random() < 0.3 else []
+        after += [self.fill(rng.choice(lang.sales))] if rng.random() < 0.3 else []
+        return ["\n".join(lines), self.c.summary, self.c.body, "\n".join(after)]
 
     def section(self, name: str, size: int = 1) -> str:
         """One section; `size` scales the growing ones (more changelog entries, files, reviews)."""
@@ -250,6 +248,7 @@ class _Page:
         rng, length = self.rng, self.lx.length
         target = min(length.high, max(length.low, length.median * math.exp(rng.gauss(0, length.sigma))))
         blocks = self.head()
+        head_blocks = len(blocks)
         order = rng.sample(SECTIONS, k=len(SECTIONS))
         order.insert(rng.randint(1, 3), "details")
         used = sum(map(len, blocks))
@@ -267,7 +266,8 @@ class _Page:
             used += len(block)
         blocks.append(self.tail())
         joiner = f"\n\n{self.separator}\n\n" if self.separator else "\n\n"
-        return _tidy(joiner.join(b for b in blocks if b))
+        head = "\n\n".join(b for b in blocks[:head_blocks] if b)  # separators only between sections
+        return _tidy(joiner.join([head, *(b for b in blocks[head_blocks:] if b)]))
 
 
 def _tidy(text: str) -> str:
