@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from data_gen.hops import HopGuard, HopRefused
 from data_gen.io import atomic_write_text
+from data_gen.pages import render_record
 from moderation.errors import UserError
 from moderation.jsonl import drop_torn_tail, split_jsonl
 from moderation.paths import cache_dir
@@ -129,16 +130,6 @@ def _meta(tree: HTMLParser, *names: str) -> str:
     return ""
 
 
-def listing_text(record: dict) -> str:
-    """Scraped listing record (title, description, price, tags) → listing text."""
-    parts = [record.get("title") or "", record.get("description") or ""]
-    if record.get("price"):
-        parts.append(f"Price: {record['price']}")
-    if record.get("tags"):
-        parts.append("Tags: " + ", ".join(record["tags"]))
-    return "\n\n".join(p for p in parts if p)
-
-
 def parse_product(html: str, url: str) -> dict | None:
     """A product page → record, or None when it lacks a title or a description."""
     tree = HTMLParser(html)
@@ -169,7 +160,7 @@ def parse_product(html: str, url: str) -> dict | None:
         "price": f"{price} {currency}".strip() if price else "",
         "tags": list(dict.fromkeys(tags)),
     }
-    record["text"] = listing_text(record)
+    record["text"] = render_record(record)  # the page layout synthetic listings share
     return record
 
 

@@ -132,7 +132,8 @@ class TestParsers:
         assert record["tags"] == ["procreate", "brushes", "watercolor"]
         assert "42 brushes (.brushset)\n6 paper textures" in record["description"]
         assert record["url"] == "http://x/l/watercolor-brushes"
-        assert record["text"].startswith("Watercolor Brush Set for Procreate\n\n42 hand-made")
+        assert record["text"].startswith("# Watercolor Brush Set for Procreate\n12 USD")
+        assert "\n\n42 hand-made" in record["text"] and record["text"].endswith("Tags: procreate, brushes, watercolor")
 
     def test_meta_description_fallback_and_missing_fields(self):
         record = parse_product((SITE / "marigold-font.html").read_text(), "http://x/l/marigold-font")
