@@ -49,6 +49,7 @@ from data_gen.templates import (
 )
 from moderation.errors import UserError
 from moderation.policy import Policy
+from moderation.secrets import ApiKeyEnv, RedactedUrl, redact_url
 
 RequestKind = Literal["disallowed", "hard_negative", "seed"]
 
@@ -183,9 +184,13 @@ class OpenAIConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_url: str = Field("http://127.0.0.1:8000/v1", description="endpoint base URL (…/v1)")
+    base_url: RedactedUrl = Field(
+        "http://127.0.0.1:8000/v1", description="endpoint base URL (…/v1); saved without credentials or query"
+    )
     model: str = Field("Qwen/Qwen2.5-7B-Instruct", description="model name sent to the endpoint")
-    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (may be unset)")
+    api_key_env: ApiKeyEnv = Field(
+        "OPENAI_API_KEY", description="variable holding the API key, named *_API_KEY or *_TOKEN (may be unset)"
+    )
     concurrency: int = Field(4, ge=1, le=64, description="parallel requests")
     max_attempts: int = Field(4, ge=1, description="attempts per request (429/5xx/network errors are retried)")
     backoff_s: float = Field(1.0, ge=0, description="first retry wait; doubles each attempt")
@@ -254,7 +259,8 @@ class OpenAIBackend:
         done = [r for r in results if r is not None]
         if requests and not done:
             first = self.counters.errors[0] if self.counters.errors else "no usable answer"
-            raise UserError(f"the synth endpoint {self.config.base_url} produced no usable listing ({first})")
+            endpoint = redact_url(self.config.base_url)
+            raise UserError(f"the synth endpoint {endpoint} produced no usable listing ({first})")
         return done
 
     def _one(self, request: Request) -> Generated | None:
@@ -325,7 +331,7 @@ class OpenAIBackend:
         )
         return {
             "backend": "openai",
-            "base_url": self.config.base_url,
+            "base_url": redact_url(self.config.base_url),
             "model": self.config.model,
             "http_requests": c.requests,
             "cache_hits": c.cache_hits,

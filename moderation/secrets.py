@@ -11,7 +11,7 @@ import re
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, PlainSerializer
 
 KEY_NAME = re.compile(r"[A-Z][A-Z0-9_]*(_API_KEY|_TOKEN)")
 
@@ -32,3 +32,7 @@ def redact_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+# A URL field that is used as given but serialised (manifests, saved configs, reports) without its secrets.
+RedactedUrl = Annotated[str, PlainSerializer(redact_url, when_used="always")]

@@ -346,3 +346,30 @@ class TestOpenAIBackend:
         # the fake endpoint always returns the same listing: dedup keeps one
         assert manifest["backend"]["http_requests"] == 7
         assert manifest["dedup"]["dropped_near_duplicates"] == 6
+
+    def test_secrets_never_reach_data_artifacts(self, tmp_path, monkeypatch):
+        from data_gen.build import BuildConfig, build
+
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-FAKE-KEY-3141")
+        with serve(fake_endpoint([])) as (base, log):
+            endpoint = base.replace("http://", "http://reader:FAKE-PASS-2718@") + "/v1"
+            build(
+                BuildConfig(
+                    out_dir=str(tmp_path / "data"),
+                    name="llm",
+                    backend="openai",
+                    categories=["iptv"],
+                    seed_listings=10,
+                    disallowed_per_category=2,
+                    multi_label=0,
+                    hard_negatives_per_category=1,
+                    min_train_disallowed_per_category=0,
+                    openai=OpenAIConfig(base_url=endpoint, cache_dir=str(tmp_path / "cache"), backoff_s=0.01),
+                )
+            )
+        assert log  # the endpoint was used (httpx sends URL credentials as basic auth)
+        files = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert any(p.name == "manifest.json" for p in files)
+        for path in files:
+            data = path.read_bytes()
+            assert b"FAKE-KEY-3141" not in data and b"FAKE-PASS-2718" not in data, path
