@@ -14,6 +14,9 @@ import hashlib
 import json
 import shutil
 import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from moderation.errors import UserError
@@ -136,3 +139,97 @@ def load_ct2_moderator(
     converted = convert(model_dir, compute_type)
     generator = ctranslate2.Generator(str(converted), device=device, compute_type=compute_type)
     return CT2Moderator(generator, load_tokenizer(model_dir), policy, prompt_config, generation)
+
+
+ANSWER_PREFIX = "<reasoning>\n</reasoning>\n<answer>\n"  # the forced empty reasoning of fast mode (serve/scoring.py)
+DISALLOW_WORD = "DISALLOW:"
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Fast mode's reading of one listing: P(DISALLOW) renormalized over ALLOW/DISALLOW and, given DISALLOW, each
+    category's share over the categories' first tokens (the same quantities as serve/scoring.py's FastScorer)."""
+
+    p_disallow: float
+    category_share: dict[str, float]
+    latency_s: float
+
+
+class CT2FastScorer:
+    """serve's fast mode on CTranslate2: next-token logits after `<answer>\\n` (decision) and after `DISALLOW:`
+    (categories), with the shared system-prompt prefix as CT2's cached static prompt, so a listing costs only its own
+    tokens. CT2 forwards a batch's prompts at once only up to the shortest one, so rows are batched by equal length."""
+
+    def __init__(self, moderator: CT2Moderator):
+        self.moderator = moderator
+        tokenizer = moderator.tokenizer
+        first, second = (moderator.prompt_ids(text) for text in ("x", "A completely different listing, 12 words."))
+        common = next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), len(first))
+        self.prefix = first[: max(common - 1, 0)]  # one token of margin: the last shared token could merge
+        self.answer = self._encode(ANSWER_PREFIX)
+        self.disallow = self._encode(DISALLOW_WORD)
+        self.decision_tokens = [self._next_token(ANSWER_PREFIX, word) for word in ("ALLOW", "DISALLOW")]
+        if self.decision_tokens[0] == self.decision_tokens[1]:
+            raise UserError("fast mode: ALLOW and DISALLOW start with the same token in this tokenizer")
+        categories = moderator.policy.category_ids
+        self.category_tokens = [self._next_token(ANSWER_PREFIX + DISALLOW_WORD, " " + c) for c in categories]
+        self.static_prompt = tokenizer.convert_ids_to_tokens(self.prefix)
+
+    def _encode(self, text: str) -> list[int]:
+        return self.moderator.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _next_token(self, context: str, word: str) -> int:
+        base, full = self._encode(context), self._encode(context + word)
+        if full[: len(base)] != base or len(full) == len(base):
+            raise UserError(f"fast mode: cannot find the first token of {word!r} in this tokenizer")
+        return full[len(base)]
+
+    def score(self, listings: Sequence[str]) -> list[Scores]:
+        import numpy as np
+
+        started = time.perf_counter()
+        rows = []
+        for text in listings:
+            ids = self.moderator.prompt_ids(text)
+            if ids[: len(self.prefix)] != self.prefix:
+                raise UserError("fast mode: a prompt does not start with the shared prefix; use mode=reasoning")
+            rows.append(ids[len(self.prefix) :] + self.answer)
+        decision = self._next_logits(rows, self.decision_tokens)
+        category = self._next_logits([row + self.disallow for row in rows], self.category_tokens)
+        p_disallow = _softmax(decision)[:, 1]
+        shares = _softmax(category)
+        latency = (time.perf_counter() - started) / max(len(listings), 1)
+        ids = self.moderator.policy.category_ids
+        return [
+            Scores(float(p), dict(zip(ids, map(float, share), strict=True)), latency)
+            for p, share in zip(p_disallow, np.atleast_2d(shares), strict=True)
+        ]
+
+    def _next_logits(self, rows: list[list[int]], candidates: list[int]):
+        """Logits of `candidates` as the next token after each row (prefix + row), in the rows' order."""
+        import numpy as np
+
+        out = np.zeros((len(rows), len(candidates)), dtype=np.float32)
+        by_length: dict[int, list[int]] = {}
+        for index, row in enumerate(rows):
+            by_length.setdefault(len(row), []).append(index)
+        tokenizer = self.moderator.tokenizer
+        for indices in by_length.values():
+            results = self.moderator.model.generate_batch(
+                [tokenizer.convert_ids_to_tokens(rows[i]) for i in indices],
+                max_batch_size=self.moderator.generation.batch_size,
+                static_prompt=self.static_prompt,
+                max_length=1,
+                include_prompt_in_result=False,
+                return_logits_vocab=True,
+            )
+            for index, result in zip(indices, results, strict=True):
+                out[index] = np.asarray(result.logits[0][0]).reshape(-1)[candidates]
+        return out
+
+
+def _softmax(logits):
+    import numpy as np
+
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
