@@ -1,62 +1,83 @@
-"""Items/s of batched evaluation vs one-at-a-time generation: same model, same items, same settings, one run.
+"""Items/s of batched moderation per engine: transformers fp32 (baseline) vs CTranslate2 per compute type, one run.
 
-    python benchmarks/eval_throughput.py                       # smollm2-135m, 16 listings, batch 16
-    python benchmarks/eval_throughput.py --model runs/cpu-smollm2 --data dev --n 32 --batch-size 32
+    python benchmarks/eval_throughput.py                                   # smollm2-135m, 200 dev rows
+    python benchmarks/eval_throughput.py --model runs/cpu-smollm2 --limit 64 --compute-types int8 float32
 
-Both sides use the evals code path (`evals.runner.build_moderator` -> `Moderator.moderate_batches`), greedy, with the
-same max_new_tokens; only the batch size differs. A short warm-up runs first so neither side pays one-off costs.
-Prints `baseline` (one at a time), `ours` (batched) and `ratio`.
+Every engine gets the same rows, prompts (`Moderator.prompt_ids`), batch size, greedy decoding, max_new_tokens and
+the stop at `</answer>`; a 2-listing warm-up runs first. Prints, per engine: items/s, `ratio` against the baseline,
+verdict agreement with the baseline (decision, categories and parse status all equal), and accuracy (ALLOW /
+DISALLOW vs the label; no readable decision counts as wrong) with a 95% Wilson interval. The goal is a ratio >= 3 at
+>= 98% agreement.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 from evals.data import load_dataset
-from evals.runner import EvalConfig, build_moderator
-from evals.suite import FIXTURE_LISTINGS
+from inference import load_moderator
+from inference.ct2 import COMPUTE_TYPES
 from moderation.errors import cli_main
+from moderation.generate import GenerationConfig
 
 
-def items_per_s(moderator, texts: list[str]) -> float:
+def timed(moderator, texts: list[str]) -> tuple[float, list]:
+    moderator.moderate(texts[:2])  # warm-up: one-off allocation and caching costs
     started = time.perf_counter()
-    done = sum(len(batch) for batch in moderator.moderate_batches(texts))
-    return done / (time.perf_counter() - started)
+    results = moderator.moderate(texts)
+    return len(texts) / (time.perf_counter() - started), results
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sound at the extremes, unlike the normal approximation)."""
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def accuracy_line(results, labels: list[str]) -> str:
+    correct = sum(r.verdict.decision == label for r, label in zip(results, labels, strict=True))
+    low, high = wilson(correct, len(labels))
+    return f"accuracy {correct / len(labels):.3f} [{low:.3f}, {high:.3f}]"
+
+
+def agreement(results, reference) -> float:
+    same = sum(
+        (r.verdict.decision, r.verdict.categories, r.verdict.status)
+        == (b.verdict.decision, b.verdict.categories, b.verdict.status)
+        for r, b in zip(results, reference, strict=True)
+    )
+    return same / len(reference)
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--data", default=str(FIXTURE_LISTINGS), help="split name or file of listings")
-    parser.add_argument("--n", type=int, default=16, help="listings timed on each side")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--prompt-style", choices=["full", "compact"], help="override the prompt style on both sides")
+    parser.add_argument("--model", default="smollm2-135m", help="embedded name, model folder or runs/<name>")
+    parser.add_argument("--data", default="dev", help="split name or file of labelled listings")
+    parser.add_argument("--limit", type=int, default=200, help="rows timed on every engine")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--compute-types", nargs="+", default=list(COMPUTE_TYPES), choices=COMPUTE_TYPES)
     args = parser.parse_args(argv)
 
-    texts = [item.text for item in load_dataset(args.data, limit=args.n).items]
-    common = {"model": args.model, "data": args.data, "out": "-", "max_new_tokens": args.max_new_tokens}
-    batched = build_moderator(EvalConfig(**common, batch_size=args.batch_size, device=args.device))
-    if args.prompt_style:
-        batched.prompt_config = batched.prompt_config.model_copy(update={"style": args.prompt_style})
-    # Same weights and prompt, one listing per generate() call: only the batch size differs.
-    single = type(batched)(batched.model, batched.tokenizer, batched.policy, batched.prompt_config)
-    single.generation = type(batched.generation)(args.max_new_tokens, 1, batched.generation.temperature)
+    items = load_dataset(args.data, limit=args.limit).items
+    texts, labels = [item.text for item in items], [item.label for item in items]
+    generation = GenerationConfig(args.max_new_tokens, args.batch_size)
+    shape = f"batch {args.batch_size}, max_new_tokens {args.max_new_tokens}"
+    print(f"model {args.model}, {len(texts)} rows of {args.data}, {shape}, greedy, stop at </answer>")
 
-    items_per_s(batched, texts[:2])  # warm-up
-    baseline = items_per_s(single, texts)
-    ours = items_per_s(batched, texts)
-    prompt_tokens = len(batched.tokenizer(batched.prompt(texts[0]))["input_ids"])
-    print(
-        f"model {args.model}, {len(texts)} listings, max_new_tokens {args.max_new_tokens}, device {args.device}, "
-        f"prompt style {batched.prompt_config.style} (~{prompt_tokens} prompt tokens)"
-    )
-    print(f"baseline (batch 1):  {baseline:.3f} items/s")
-    print(f"ours (batch {args.batch_size}):     {ours:.3f} items/s")
-    print(f"ratio: {ours / baseline:.2f}x")
+    base_rate, reference = timed(load_moderator(args.model, "transformers", generation=generation), texts)
+    print(f"baseline transformers fp32: {base_rate:.3f} items/s, {accuracy_line(reference, labels)}")
+    for compute_type in args.compute_types:
+        rate, results = timed(load_moderator(args.model, "ct2", compute_type, generation=generation), texts)
+        print(
+            f"ours ct2 {compute_type}: {rate:.3f} items/s, ratio {rate / base_rate:.2f}x, "
+            f"agreement {agreement(results, reference):.1%}, {accuracy_line(results, labels)}"
+        )
 
 
 if __name__ == "__main__":
