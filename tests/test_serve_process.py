@@ -71,6 +71,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits(tiny_model_dir):
         assert server.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it is done
         output = server.stdout.read()
         assert "shut down cleanly: 32 listings" in output and "Traceback" not in output
+        assert "no dev eval on record for reasoning mode" in output  # startup says what the default mode is worth
     finally:
         if server.poll() is None:
             server.kill()
