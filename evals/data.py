@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from moderation.errors import UserError
+from moderation.ids import text_id
 from moderation.paths import REPO_ROOT
 from moderation.verdict import ALLOW, DISALLOW, Decision, normalize_category
 
@@ -231,7 +232,7 @@ def _to_item(row: dict | _BadRow, label_map: LabelMap) -> Item:
     raw_id = row.get(label_map.id_column)
     # Without an id column the text's hash is the id: stable when rows are added or reordered, so resuming never
     # pairs a saved completion with another listing.
-    item_id = str(raw_id) if raw_id not in (None, "") else "t" + hashlib.sha1(text.encode()).hexdigest()[:12]
+    item_id = str(raw_id) if raw_id not in (None, "") else text_id(text)
     meta = {key: row[key] for key in ("source", "generator", "split") if isinstance(row.get(key), str)}
     return Item(item_id, text, label, categories, meta)
 

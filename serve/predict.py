@@ -13,7 +13,6 @@ retried by a rerun); otherwise its row says so in `status` and is flagged (defau
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from moderation.errors import UserError, cli_main
+from moderation.ids import text_id
 from serve.engine import Engine, EngineConfig, load_engine
 from serve.options import config_parser
 
@@ -33,11 +33,6 @@ SHOWN_BAD_ROWS = 20
 class PredictConfig(EngineConfig):
     input: Path = Field(Path("listings.jsonl"), alias="in", description="JSONL of {text, id?}")
     out: Path = Field(Path("verdicts.jsonl"), description="JSONL of results; appended to and resumed from")
-
-
-def text_id(text: str) -> str:
-    """The id of a row without one: the same formula as evals.data, so both name a listing alike."""
-    return "t" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, str | None, object]]:

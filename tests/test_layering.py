@@ -13,7 +13,14 @@ from pathlib import Path
 
 from moderation.paths import REPO_ROOT
 
-INFRA = {"moderation.errors", "moderation.config", "moderation.paths", "moderation.jsonl", "moderation.secrets"}
+INFRA = {
+    "moderation.errors",
+    "moderation.config",
+    "moderation.paths",
+    "moderation.jsonl",
+    "moderation.secrets",
+    "moderation.ids",
+}
 CONTRACT = {"moderation.policy", "moderation.prompt", "moderation.verdict"}
 INFERENCE_MODULES = {"moderation.models", "moderation.generate", "moderation.runs", "moderation.export"}
 LAYER_OF_PACKAGE = {"data_gen": 2, "rewards": 2, "inference": 3, "training": 4, "evals": 5, "serve": 5}

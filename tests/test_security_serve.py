@@ -24,12 +24,12 @@ from test_serve_process import ENV
 from evals.runner import EvalConfig, run_eval
 from moderation.errors import UserError
 from moderation.generate import GenerationConfig
+from moderation.ids import text_id
 from moderation.runs import load_moderator
 from serve.app import ServeConfig, create_app, too_deep
 from serve.chat import chat_ids
 from serve.engine import Engine
 from serve.predict import main as predict
-from serve.predict import text_id
 
 FAST = {"mode": "fast", "allow_unvalidated_fast": True}
 
