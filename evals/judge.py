@@ -379,6 +379,7 @@ def judge_run(run: Path, config: JudgeConfig, http_client=None) -> dict:
     judge = Judge(config, http_client)
     done.update(judge_items(judge, items, policy, prompt, out))
     metrics = summarize(predictions, done, policy)
+    metrics["grounded_reward"] = grounded_agreement(predictions, done, policy)
     metrics.update(judge_model=config.model, endpoint_host=_host(config.endpoint), prompt_version=prompt.version)
     metrics["requests_this_run"] = judge.calls
     write_json(run / JUDGE_METRICS, metrics)
@@ -429,6 +430,28 @@ def summarize(predictions: dict[str, dict], judged: dict[str, dict], policy: Pol
     }
 
 
+def grounded_agreement(predictions: dict[str, dict], judged: dict[str, dict], policy: Policy) -> dict:
+    """How the judge's scores rank against the deterministic `reasoning_grounded` reward on the same completions:
+    a judge that disagrees with a cheap evidence test on most items is worth a look before trusting either."""
+    from scipy.stats import spearmanr
+
+    from rewards.grounding import ReasoningGrounded
+
+    reward = ReasoningGrounded(policy)
+    pairs = [
+        (r["score"], reward.score(predictions[i].get("completion", ""), predictions[i].get("text", "")))
+        for i, r in judged.items()
+        if r.get("score") is not None and i in predictions
+    ]
+    judge_scores, rewards = [p[0] for p in pairs], [p[1] for p in pairs]
+    varied = len(set(judge_scores)) > 1 and len(set(rewards)) > 1
+    return {
+        "n": len(pairs),
+        "mean_reward": float(np.mean(rewards)) if pairs else None,
+        "spearman": float(spearmanr(judge_scores, rewards).statistic) if varied else None,
+    }
+
+
 def plot_scores(metrics: dict, path: Path) -> None:
     """Score histogram, right and wrong verdicts side by side."""
     from evals.report import _pyplot
@@ -456,6 +479,8 @@ def judge_section(metrics: dict) -> str:
     rows += [[f"{key} verdicts", v["n"], v["mean"]] for key, v in metrics["by_verdict"].items()]
     rows += [[f"gold {c}", v["n"], v["mean"]] for c, v in metrics["per_category"].items()]
     unscored = ", ".join(f"{n} {reason}" for reason, n in metrics["unscored_reasons"].items()) or "none"
+    grounded = metrics.get("grounded_reward") or {}
+    spearman = "n/a" if grounded.get("spearman") is None else f"{grounded['spearman']:.3f}"
     return "\n".join(
         [
             SECTION_START,
@@ -465,6 +490,9 @@ def judge_section(metrics: dict) -> str:
             f"{metrics['n_scored']} of {metrics['n_with_reasoning']} reasonings scored 1-5; unscored: {unscored}.",
             "",
             markdown_table(["items", "n", "mean score"], rows),
+            "",
+            f"Against the deterministic `reasoning_grounded` reward on the same {grounded.get('n', 0)} items: "
+            f"Spearman {spearman}, mean reward {_fmt(grounded.get('mean_reward'))}.",
             "",
             f"![judge scores]({JUDGE_PLOT})",
             SECTION_END,

@@ -12,6 +12,7 @@ from evals.__main__ import main as evals_main
 from evals.judge import JudgeConfig, JudgePrompt, parse_judgement
 from moderation.errors import UserError
 from moderation.policy import load_policy
+from moderation.verdict import render
 
 
 class TestParse:
@@ -165,6 +166,12 @@ PREDICTIONS = [
 ]
 
 
+TEXTS = {
+    "a": "IPTV box: 9000 live channels, sports included, M3U link by email.",
+    "f": "Fake bank login page kit that harvests logins and passwords.",
+}
+
+
 @pytest.fixture
 def eval_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("GRPO_MODERATION_CACHE", str(tmp_path / "cache"))
@@ -172,7 +179,9 @@ def eval_dir(tmp_path, monkeypatch):
     out.mkdir()
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
         for item_id, label, gold, decision, predicted, reasoning in PREDICTIONS:
-            record = {"id": item_id, "label": label, "categories": gold, "text": f"listing {item_id}\u2028line two"}
+            text = TEXTS.get(item_id, f"listing {item_id}\u2028line two")
+            completion = render(decision, predicted, reasoning) if decision else reasoning
+            record = {"id": item_id, "label": label, "categories": gold, "text": text, "completion": completion}
             record |= {"decision": decision, "predicted_categories": predicted, "reasoning": reasoning}
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     (out / "metrics.json").write_text(json.dumps({"policy": "marketplace"}))
@@ -206,6 +215,9 @@ class TestJudgeRun:
         assert metrics["per_category"]["allow"] == {"n": 1, "mean": 1.0}
         assert metrics["per_category"]["spam"] == {"n": 1, "mean": 4.0}
         assert metrics["judge_model"] == "judge-m" and metrics["endpoint_host"].startswith("http://127.0.0.1:")
+        # the judge's 4s are the two grounded reasonings, its 1s the two boilerplate ones: same ranking as the reward
+        grounded = metrics["grounded_reward"]
+        assert grounded["n"] == 4 and 0.25 < grounded["mean_reward"] <= 0.5 and grounded["spearman"] > 0.9
         report = (eval_dir / "report.md").read_text()
         assert report.startswith("# Evaluation\n\nexisting report") and report.count("## Reasoning judge") == 1
         assert (eval_dir / "judge_scores.png").stat().st_size > 1000
