@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from evals.files import METRICS, PREDICTIONS, read_predictions, write_json, write_text
@@ -42,6 +42,7 @@ from moderation.jsonl import drop_torn_tail
 from moderation.paths import REPO_ROOT, cache_dir
 from moderation.policy import Policy, load_policy
 from moderation.prompt import defang
+from moderation.secrets import ApiKeyEnv, RedactedUrl, redact_url
 from moderation.verdict import DISALLOW
 
 JUDGE = "judge.jsonl"
@@ -53,7 +54,6 @@ CALIBRATION = REPO_ROOT / "tests" / "fixtures" / "judge_calibration.jsonl"
 USER_MARKER = "=== user ==="
 SECTION_START, SECTION_END = "<!-- judge:start -->", "<!-- judge:end -->"
 SCORES = (1, 2, 3, 4, 5)
-KEY_ENV = re.compile(r"^[A-Z][A-Z0-9_]*(_API_KEY|_TOKEN)$")
 # Structured output where the server supports it (OpenAI, vLLM guided decoding); the parser below covers the rest.
 RESPONSE_FORMAT = {
     "type": "json_schema",
@@ -75,9 +75,9 @@ class JudgeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    endpoint: str = Field(description="base URL of an OpenAI-compatible API (e.g. http://localhost:8000/v1)")
+    endpoint: RedactedUrl = Field(description="base URL of an OpenAI-compatible API (e.g. http://localhost:8000/v1)")
     model: str = Field(min_length=1, description="the judge model's name on that endpoint")
-    api_key_env: str = Field(
+    api_key_env: ApiKeyEnv = Field(
         "OPENAI_API_KEY", description="environment variable holding the API key (must end in _API_KEY or _TOKEN)"
     )
     prompt: str = Field("v1", pattern=r"^[A-Za-z0-9_.-]+$", description="judge prompt version: judge_prompts/<v>.md")
@@ -87,13 +87,6 @@ class JudgeConfig(BaseModel):
     max_retries: int = Field(2, ge=0, le=10, description="the openai SDK's retries on timeouts, 429 and 5xx")
     max_tokens: int = Field(256, ge=16, description="reply budget: a score and one or two sentences")
     cache: bool = Field(True, description="reuse replies cached by (judge model, prompt hash)")
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _key_variable(cls, name: str) -> str:
-        if not KEY_ENV.match(name):
-            raise ValueError(f"{name!r} is not an API key variable (its name must end in _API_KEY or _TOKEN)")
-        return name
 
 
 @dataclass(frozen=True)
@@ -267,11 +260,12 @@ class Judge:
             else:
                 response = self._create(request)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as error:
-            raise UserError(f"judge endpoint {self.config.endpoint} model {self.config.model!r}: {error}") from None
+            endpoint = redact_url(self.config.endpoint)
+            raise UserError(f"judge endpoint {endpoint} model {self.config.model!r}: {error}") from None
         except openai.APIConnectionError as error:
             if isinstance(error, openai.APITimeoutError):
                 raise
-            raise UserError(f"cannot reach judge endpoint {self.config.endpoint}: {error}") from None
+            raise UserError(f"cannot reach judge endpoint {redact_url(self.config.endpoint)}: {error}") from None
         if not response.choices:
             return ""
         return response.choices[0].message.content or ""

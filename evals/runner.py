@@ -45,6 +45,7 @@ from moderation.paths import REPO_ROOT
 from moderation.policy import load_policy
 from moderation.runs import MANIFEST as RUN_MANIFEST
 from moderation.runs import MERGED, RunInfo, read_run
+from moderation.secrets import ApiKeyEnv, RedactedUrl
 
 # Settings that change predictions: resuming into a folder made with other values would mix two evaluations.
 # `identity_of` adds the model's fingerprint (a hash of its weights, or of the train split a baseline fits on) and the
@@ -75,8 +76,12 @@ class EvalConfig(BaseModel):
     data: str = Field(description="split name (dev, test, <dataset>/dev) or a .parquet/.jsonl/.csv file")
     out: str = Field(description="output folder (resumed when it holds a run of the same config)")
     policy: str | None = Field(None, description="policy name or YAML; default: the run's policy, else marketplace")
-    endpoint: str | None = Field(None, description="base URL of an OpenAI-compatible API; `model` is its model name")
-    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint's API key")
+    endpoint: RedactedUrl | None = Field(
+        None, description="base URL of an OpenAI-compatible API; `model` is its model name (saved without credentials)"
+    )
+    api_key_env: ApiKeyEnv = Field(
+        "OPENAI_API_KEY", description="variable holding the endpoint's API key, named *_API_KEY or *_TOKEN"
+    )
     prompt_from: str | None = Field(
         None, description="run folder whose policy and prompt settings every model gets (fair base-vs-trained runs)"
     )
