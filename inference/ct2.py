@@ -16,9 +16,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
 from moderation.errors import UserError
 from moderation.generate import GenerationConfig, Moderator
 from moderation.models import load_tokenizer
@@ -141,20 +141,6 @@ def load_ct2_moderator(
     return CT2Moderator(generator, load_tokenizer(model_dir), policy, prompt_config, generation)
 
 
-ANSWER_PREFIX = "<reasoning>\n</reasoning>\n<answer>\n"  # the forced empty reasoning of fast mode (serve/scoring.py)
-DISALLOW_WORD = "DISALLOW:"
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Fast mode's reading of one listing: P(DISALLOW) renormalized over ALLOW/DISALLOW and, given DISALLOW, each
-    category's share over the categories' first tokens (the same quantities as serve/scoring.py's FastScorer)."""
-
-    p_disallow: float
-    category_share: dict[str, float]
-    latency_s: float
-
-
 class CT2FastScorer:
     """serve's fast mode on CTranslate2: next-token logits after `<answer>\\n` (decision) and after `DISALLOW:`
     (categories), with the shared system-prompt prefix as CT2's cached static prompt, so a listing costs only its own
@@ -168,21 +154,11 @@ class CT2FastScorer:
         self.prefix = first[: max(common - 1, 0)]  # one token of margin: the last shared token could merge
         self.answer = self._encode(ANSWER_PREFIX)
         self.disallow = self._encode(DISALLOW_WORD)
-        self.decision_tokens = [self._next_token(ANSWER_PREFIX, word) for word in ("ALLOW", "DISALLOW")]
-        if self.decision_tokens[0] == self.decision_tokens[1]:
-            raise UserError("fast mode: ALLOW and DISALLOW start with the same token in this tokenizer")
-        categories = moderator.policy.category_ids
-        self.category_tokens = [self._next_token(ANSWER_PREFIX + DISALLOW_WORD, " " + c) for c in categories]
+        self.decision_tokens, self.category_tokens = answer_tokens(self._encode, moderator.policy.category_ids)
         self.static_prompt = tokenizer.convert_ids_to_tokens(self.prefix)
 
     def _encode(self, text: str) -> list[int]:
         return self.moderator.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def _next_token(self, context: str, word: str) -> int:
-        base, full = self._encode(context), self._encode(context + word)
-        if full[: len(base)] != base or len(full) == len(base):
-            raise UserError(f"fast mode: cannot find the first token of {word!r} in this tokenizer")
-        return full[len(base)]
 
     def score(self, listings: Sequence[str]) -> list[Scores]:
         import numpy as np

@@ -16,23 +16,10 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
 from moderation.errors import UserError
 from moderation.generate import Moderator
-
-ANSWER_PREFIX = "<reasoning>\n</reasoning>\n<answer>\n"
-DISALLOW_WORD = "DISALLOW:"
-
-
-@dataclass(frozen=True)
-class Scores:
-    """One listing's fast-mode reading: P(DISALLOW) (renormalized over ALLOW/DISALLOW) and, given DISALLOW, each
-    category's share (renormalized over the categories' first tokens)."""
-
-    p_disallow: float
-    category_share: dict[str, float]
-    latency_s: float
 
 
 class FastScorer:
@@ -53,12 +40,7 @@ class FastScorer:
         self.disallow_len = len(self._encode(ANSWER_PREFIX + DISALLOW_WORD)) - len(self._encode(ANSWER_PREFIX))
         if first[-self.disallow_len - 8 :] != second[-self.disallow_len - 8 :]:
             raise UserError("fast mode: the tokenizer merges the forced answer with the listing; use mode=reasoning")
-        self.decision_tokens = (self._next_token(ANSWER_PREFIX, "ALLOW"), self._next_token(ANSWER_PREFIX, "DISALLOW"))
-        if self.decision_tokens[0] == self.decision_tokens[1]:
-            raise UserError("fast mode: ALLOW and DISALLOW start with the same token in this tokenizer")
-        self.category_tokens = [
-            self._next_token(ANSWER_PREFIX + DISALLOW_WORD, " " + category) for category in self.category_ids
-        ]
+        self.decision_tokens, self.category_tokens = answer_tokens(self._encode, self.category_ids)
 
         common = next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), len(first))
         self.prefix = first[: max(common - 1, 0)]  # one token of margin: the last shared token could merge
@@ -76,12 +58,6 @@ class FastScorer:
 
     def _ids(self, listing: str) -> list[int]:
         return self._encode(self.moderator.prompt(listing) + ANSWER_PREFIX + DISALLOW_WORD)
-
-    def _next_token(self, context: str, word: str) -> int:
-        base, full = self._encode(context), self._encode(context + word)
-        if full[: len(base)] != base or len(full) == len(base):
-            raise UserError(f"fast mode: cannot find the first token of {word!r} in this tokenizer")
-        return full[len(base)]
 
     def score(self, listings: Sequence[str]) -> list[Scores]:
         """Score listings; batches are formed by length so padding stays small and memory bounded."""

@@ -1,0 +1,45 @@
+"""What fast mode reads, for every engine: the forced empty-reasoning answer and the first tokens of each verdict word.
+
+The assistant turn is forced to `<reasoning>\\n</reasoning>\\n<answer>\\n` and the next-token logits give P(ALLOW) vs
+P(DISALLOW); after `DISALLOW:` they give each category's share. The transformers scorer (serve/scoring.py) and the
+CTranslate2 scorer (inference/ct2.py) read the same positions through these helpers, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from moderation.errors import UserError
+
+ANSWER_PREFIX = "<reasoning>\n</reasoning>\n<answer>\n"
+DISALLOW_WORD = "DISALLOW:"
+
+Encode = Callable[[str], list[int]]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One listing's fast-mode reading: P(DISALLOW) (renormalized over ALLOW/DISALLOW) and, given DISALLOW, each
+    category's share (renormalized over the categories' first tokens)."""
+
+    p_disallow: float
+    category_share: dict[str, float]
+    latency_s: float
+
+
+def first_token(encode: Encode, context: str, word: str) -> int:
+    """The token that starts `word` right after `context` (a one-line UserError when the tokenizer merges them)."""
+    base, full = encode(context), encode(context + word)
+    if full[: len(base)] != base or len(full) == len(base):
+        raise UserError(f"fast mode: cannot find the first token of {word!r} in this tokenizer")
+    return full[len(base)]
+
+
+def answer_tokens(encode: Encode, category_ids: Sequence[str]) -> tuple[list[int], list[int]]:
+    """([first token of ALLOW, of DISALLOW] after the forced answer, [first token of each category after DISALLOW:])."""
+    decision = [first_token(encode, ANSWER_PREFIX, "ALLOW"), first_token(encode, ANSWER_PREFIX, "DISALLOW")]
+    if decision[0] == decision[1]:
+        raise UserError("fast mode: ALLOW and DISALLOW start with the same token in this tokenizer")
+    categories = [first_token(encode, ANSWER_PREFIX + DISALLOW_WORD, " " + c) for c in category_ids]
+    return decision, categories
