@@ -102,6 +102,9 @@ class EvalConfig(BaseModel):
     device: str = "cpu"
     engine: Literal["transformers", "ct2", "vllm"] = Field("transformers", description="engine for local models")
     compute_type: Literal["int8", "int8_float32", "float32"] = Field("int8", description="ct2 engine: weights type")
+    mlflow: bool = Field(
+        False, description="also log metrics, report and plots to MLflow, nested under the training run it evaluates"
+    )
 
 
 def build_moderator(config: EvalConfig):
@@ -228,7 +231,26 @@ def run_eval(config: EvalConfig, report: bool = True) -> dict:
     )
     if report:
         write_report(out, metrics, records, moderator.policy)
+    if config.mlflow:
+        log_to_mlflow(config, out, metrics)
     return metrics
+
+
+def log_to_mlflow(config: EvalConfig, out: Path, metrics: dict) -> str:
+    """The eval as an MLflow run (headline metrics, config, report and plots), linked to the training run when the
+    model is a run folder or a stage of one that was tracked with MLflow."""
+    from training.mlflow_tracking import log_linked_run
+
+    model, run = locate_model(config.model)
+    run_dir = Path(config.model).parent if run else Path(model)
+    files = [out / name for name in (METRICS, "report.md")] + sorted(out.glob("*.png"))
+    return log_linked_run(
+        f"eval {Path(config.model).name} on {Path(config.data).stem}",
+        metrics,
+        [path for path in files if path.is_file()],
+        params=config.model_dump(mode="json"),
+        training_run_dir=run_dir if (run_dir / RUN_MANIFEST).is_file() else None,
+    )
 
 
 def label_for(model: str) -> str:

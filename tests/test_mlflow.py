@@ -1,5 +1,5 @@
 """MLflow tracking: a tiny training run with tracking=mlflow, read back through MlflowClient from a temporary store;
-an eval-style run linked to it."""
+an eval linked to it (directly, and through `evals run --mlflow`)."""
 
 import json
 from pathlib import Path
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from evals.runner import EvalConfig, run_eval
 from moderation.errors import UserError
 from training import mlflow_tracking
 from training.pipeline import train
@@ -24,7 +25,7 @@ def store(tmp_path, monkeypatch):
     return uri
 
 
-def test_training_run_is_tracked_and_an_eval_links_to_it(store, tiny_recipe, tmp_path):
+def test_training_run_is_tracked_and_an_eval_links_to_it(store, tiny_recipe, tiny_dataset_dir, tmp_path):
     overrides = tiny_recipe(tmp_path, tracking="[wandb, mlflow]", **{"sft.max_steps": 1})
     recipe = load_recipe(RECIPE, overrides)
     run_dir = train(recipe)
@@ -53,6 +54,16 @@ def test_training_run_is_tracked_and_an_eval_links_to_it(store, tiny_recipe, tmp
     assert linked.data.tags["mlflow.parentRunId"] == run_id
     assert linked.data.metrics == {"accuracy": 0.5} and linked.data.params == {"limit": "8"}
     assert [a.path for a in client.list_artifacts(eval_id)] == ["report.md"]
+
+    config = EvalConfig(
+        model=str(run_dir), data=str(tiny_dataset_dir / "train.parquet"), out=str(tmp_path / "e"), limit=2, mlflow=True
+    )
+    metrics = run_eval(config)
+    query = f"tags.`{mlflow_tracking.TRAINING_RUN_TAG}` = '{run_id}' and attributes.run_id != '{eval_id}'"
+    (evaluated,) = client.search_runs([run.info.experiment_id], query)
+    assert evaluated.data.metrics["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert evaluated.data.params["model"] == str(run_dir)
+    assert {"metrics.json", "report.md"} <= {a.path for a in client.list_artifacts(evaluated.info.run_id)}
 
 
 def test_tracking_takes_one_name_or_a_list(tiny_dataset_dir):
