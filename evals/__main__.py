@@ -24,14 +24,19 @@ from moderation.config import read_config_file
 from moderation.errors import UserError, cli_main
 
 
+def _help(description: str | None) -> str:
+    """A field description as argparse help, which treats `%` as a format directive."""
+    return (description or "").replace("%", "%%")
+
+
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file of EvalConfig fields; flags override it")
     for name, field in EvalConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:
-            parser.add_argument(flag, action="store_true", default=None, help=field.description)
+            parser.add_argument(flag, action="store_true", default=None, help=_help(field.description))
         else:
-            parser.add_argument(flag, default=None, help=field.description)
+            parser.add_argument(flag, default=None, help=_help(field.description))
 
 
 def _config(args: argparse.Namespace) -> EvalConfig:

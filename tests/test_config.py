@@ -73,3 +73,12 @@ def test_evals_config_file_holding_a_list_is_one_line(tmp_path):
         text=True,
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr and "must be a YAML mapping" in out.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "suite", "robustness", "judge", "compare"])
+def test_evals_help_prints_every_option(command, capsys):
+    from evals.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0 and "--help" in capsys.readouterr().out
