@@ -19,6 +19,7 @@ from moderation.errors import UserError
 from moderation.generate import GenerationConfig, Moderation, Moderator
 from moderation.policy import Policy
 from moderation.prompt import PromptConfig, build_messages
+from moderation.secrets import redact_url
 from moderation.verdict import ALLOW, DISALLOW, parse, render
 
 KEYWORD = "keyword"
@@ -113,6 +114,10 @@ def _disallowed_text(category) -> str:
     return " ".join([category.title, category.description, *category.disallowed_examples])
 
 
+REQUEST_TIMEOUT_S = 120.0  # one chat completion of a few hundred tokens
+MAX_RETRIES = 3  # the openai SDK retries timeouts, 429 and 5xx with backoff before we give up with one line
+
+
 class EndpointModerator(Moderator):
     """Moderates through an OpenAI-compatible chat endpoint with the project's own prompt (greedy by default).
 
@@ -137,7 +142,11 @@ class EndpointModerator(Moderator):
         self.prompt_config = prompt_config or PromptConfig()
         self.generation = generation or GenerationConfig()
         self.client = OpenAI(
-            base_url=base_url, api_key=os.environ.get(api_key_env) or "not-needed", http_client=http_client
+            base_url=base_url,
+            api_key=os.environ.get(api_key_env) or "not-needed",
+            http_client=http_client,
+            timeout=REQUEST_TIMEOUT_S,
+            max_retries=MAX_RETRIES,
         )
 
     def _one(self, text: str) -> Moderation:
@@ -151,8 +160,9 @@ class EndpointModerator(Moderator):
                 max_tokens=self.generation.max_new_tokens,
                 temperature=self.generation.temperature,
             )
-        except (openai.AuthenticationError, openai.NotFoundError, openai.APIConnectionError) as error:
-            raise UserError(f"endpoint {self.client.base_url} model {self.model!r}: {error}") from None
+        except (openai.APIStatusError, openai.APIConnectionError) as error:  # after the SDK's own retries
+            endpoint = redact_url(str(self.client.base_url))
+            raise UserError(f"endpoint {endpoint} model {self.model!r}: {type(error).__name__}: {error}") from None
         completion = response.choices[0].message.content or ""
         return Moderation(completion, parse(completion, self.policy.category_ids), time.perf_counter() - began)
 

@@ -257,6 +257,25 @@ def test_openai_compatible_endpoint(policy):
     assert asked[0]["messages"][0]["role"] == "system"
 
 
+@pytest.mark.parametrize("status", [429, 503])
+def test_endpoint_errors_after_retries_are_one_line(policy, status):
+    import httpx
+
+    from evals.baselines import MAX_RETRIES, EndpointModerator
+
+    calls = []
+
+    def refuse(request):
+        calls.append(request)
+        return httpx.Response(status, headers={"retry-after-ms": "1"}, json={"error": {"message": "busy"}})
+
+    client = httpx.Client(transport=httpx.MockTransport(refuse))
+    moderator = EndpointModerator("http://user:pw@judge.test/v1", "judge-1", policy, http_client=client)
+    with pytest.raises(UserError, match="endpoint http://judge.test/v1/ model 'judge-1'") as error:
+        moderator.moderate(["Premium IPTV"])
+    assert len(calls) == MAX_RETRIES + 1 and "pw" not in str(error.value) and "\n" not in str(error.value)
+
+
 @pytest.mark.slow
 def test_embedded_model_on_an_outside_file(tmp_path):
     """The must-show path with the real 135M model, kept to 4 listings."""
