@@ -271,7 +271,7 @@ def test_endpoint_errors_after_retries_are_one_line(policy, status):
 
     client = httpx.Client(transport=httpx.MockTransport(refuse))
     moderator = EndpointModerator("http://user:pw@judge.test/v1", "judge-1", policy, http_client=client)
-    with pytest.raises(UserError, match="endpoint http://judge.test/v1/ model 'judge-1'") as error:
+    with pytest.raises(UserError, match=r"endpoint http://judge\.test/v1/ model 'judge-1'") as error:
         moderator.moderate(["Premium IPTV"])
     assert len(calls) == MAX_RETRIES + 1 and "pw" not in str(error.value) and "\n" not in str(error.value)
 
