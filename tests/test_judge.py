@@ -394,3 +394,30 @@ class TestAgainstOurServer:
             server.wait(timeout=60)
         out = capsys.readouterr().out
         assert f"of {len(calibration_rows())} calibration items scored" in out and "Spearman" in out
+
+
+class TestMlflowScorer:
+    def test_scorer_returns_the_judges_score_and_rationale(self, tmp_path, monkeypatch):
+        from evals.judge_mlflow import reasoning_judge
+
+        monkeypatch.setenv("GRPO_MODERATION_CACHE", str(tmp_path / "cache"))
+        reply = json.dumps({"score": 4, "justification": "Names the M3U link and the channel count."})
+        with JudgeServer(lambda body: (200, reply)) as server:
+            scorer = reasoning_judge(JudgeConfig(endpoint=server.url, model="judge-1"))
+            completion = (
+                "<reasoning>\nSells an M3U link to 18,000 channels.\n</reasoning>\n<answer>\nDISALLOW: iptv\n</answer>"
+            )
+            feedback = scorer(inputs={"listing": "Premium IPTV, M3U link"}, outputs=completion)
+        assert (feedback.name, feedback.value) == ("reasoning_judge", 4)
+        assert "M3U" in feedback.rationale
+        assert "DISALLOW: iptv" in server.requests[0]["messages"][-1]["content"]
+
+    def test_unscored_reply_is_an_error_not_a_score(self, tmp_path, monkeypatch):
+        from evals.judge_mlflow import reasoning_judge
+
+        monkeypatch.setenv("GRPO_MODERATION_CACHE", str(tmp_path / "cache"))
+        with JudgeServer(lambda body: (200, "I cannot rate this.")) as server:
+            feedback = reasoning_judge(JudgeConfig(endpoint=server.url, model="judge-1"))(
+                inputs={"listing": "x"}, outputs="<answer>\nALLOW\n</answer>"
+            )
+        assert feedback.value is None and feedback.error is not None
