@@ -261,7 +261,7 @@ def label_for(model: str) -> str:
 def identity_of(config: EvalConfig, dataset: Dataset) -> dict:
     """What must match for a folder to be resumed: the IDENTITY settings, the data file, the model's fingerprint and,
     for generating models, the generation settings."""
-    identity = {key: getattr(config, key) for key in IDENTITY}
+    identity = config.model_dump(mode="json", include=set(IDENTITY))  # serialised: endpoint URLs lose their secrets
     identity["data"] = str(dataset.path.resolve())
     identity["fingerprint"] = model_fingerprint(config, dataset.path)
     baseline = config.model in BASELINES and not config.endpoint

@@ -304,3 +304,40 @@ def test_run_stage_folders_and_prompt_from(tmp_path, tiny_model_dir):
     assert base.policy.name == "kids-crafts" and base.prompt_config.max_listing_tokens == 64
     with pytest.raises(UserError, match="not a run folder"):
         build_moderator(EvalConfig(model="keyword", data="-", out="-", prompt_from=str(tiny_model_dir)))
+
+
+def test_endpoint_secrets_never_reach_eval_artifacts(tmp_path, monkeypatch):
+    """An eval through an endpoint whose URL and key variable carry secrets leaves none in any file it writes."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from evals.suite import FIXTURE_LISTINGS
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            content = "<reasoning>\nSells channels.\n</reasoning>\n<answer>\nALLOW\n</answer>"
+            choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+            body = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [choice]})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-FAKE-KEY-1618")
+    endpoint = f"http://reader:FAKE-PASS-1414@127.0.0.1:{server.server_address[1]}/v1?token=FAKE-QUERY-1732"
+    try:
+        run_eval(EvalConfig(model="m", endpoint=endpoint, data=str(FIXTURE_LISTINGS), out=str(tmp_path / "e"), limit=3))
+    finally:
+        server.shutdown()
+    files = [p for p in (tmp_path / "e").rglob("*") if p.is_file()]
+    assert any(p.name == "manifest.json" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        assert b"FAKE-KEY-1618" not in data and b"FAKE-PASS-1414" not in data and b"FAKE-QUERY" not in data, path
