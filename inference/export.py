@@ -1,7 +1,7 @@
 """Export a trained run (or any local Llama model folder) for the tools people deploy small models with.
 
-    python -m moderation.export ct2 runs/cpu-smollm2 --quant int8        # -> runs/cpu-smollm2/ct2-int8/
-    python -m moderation.export gguf runs/cpu-smollm2 --quant q8_0       # -> runs/cpu-smollm2/gguf/
+    python -m inference.export ct2 runs/cpu-smollm2 --quant int8        # -> runs/cpu-smollm2/ct2-int8/
+    python -m inference.export gguf runs/cpu-smollm2 --quant q8_0       # -> runs/cpu-smollm2/gguf/
 
 The GGUF folder also gets an Ollama `Modelfile` whose SYSTEM is the run's own moderator instructions (its policy and
 prompt settings), so `ollama create moderator -f runs/cpu-smollm2/gguf/Modelfile` serves the same prompt the model
@@ -61,7 +61,7 @@ def export(kind: str, model: str, quant: str | None, out: Path | None, pre_token
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m moderation.export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m inference.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", choices=["ct2", "gguf"])
     parser.add_argument("model", help="runs/<name>, a local HF model folder, or an embedded name")
     parser.add_argument("--quant", help=f"ct2: {', '.join(COMPUTE_TYPES)} (int8); gguf: {', '.join(QUANTS)} (f16)")

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from moderation.export import main as export_main
+from inference.export import main as export_main
 
 PROMPTS = [
     "<|im_start|>user\nPremium IPTV 12 months, 18,000 channels, M3U link.<|im_end|>\n<|im_start|>assistant\n",

@@ -22,7 +22,7 @@ INFRA = {
     "moderation.ids",
 }
 CONTRACT = {"moderation.policy", "moderation.prompt", "moderation.verdict"}
-INFERENCE_MODULES = {"moderation.models", "moderation.generate", "moderation.runs", "moderation.export"}
+INFERENCE_MODULES = {"moderation.models", "moderation.generate", "moderation.runs"}
 LAYER_OF_PACKAGE = {"data_gen": 2, "rewards": 2, "inference": 3, "training": 4, "evals": 5, "serve": 5}
 TOP = 6  # entry-point scripts, benchmarks, moderation.demo
 SOURCES = ["moderation", "data_gen", "rewards", "inference", "training", "evals", "serve", "benchmarks"]
