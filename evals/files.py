@@ -10,6 +10,8 @@ import os
 import secrets
 from pathlib import Path
 
+from moderation.jsonl import read_jsonl_lines
+
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 MANIFEST = "manifest.json"
@@ -23,7 +25,7 @@ def read_predictions(path: Path) -> dict[str, dict]:
     records: dict[str, dict] = {}
     if not path.exists():
         return records
-    for line in path.read_text(encoding="utf-8").split("\n"):
+    for line in read_jsonl_lines(path):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:

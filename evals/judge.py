@@ -38,7 +38,7 @@ from evals.files import METRICS, PREDICTIONS, read_predictions, write_json, writ
 from evals.metrics import predicted_label
 from moderation.config import validate_config
 from moderation.errors import UserError
-from moderation.jsonl import drop_torn_tail
+from moderation.jsonl import drop_torn_tail, split_jsonl
 from moderation.paths import REPO_ROOT, cache_dir
 from moderation.policy import Policy, load_policy
 from moderation.prompt import defang
@@ -279,7 +279,7 @@ class Judge:
 def _read_jsonl(path: Path) -> list[dict]:
     """Complete JSON lines of an append-only file, split on "\\n" only (U+2028 inside a string is not a break)."""
     rows = []
-    for line in drop_torn_tail(path).decode("utf-8").split("\n"):
+    for line in split_jsonl(drop_torn_tail(path).decode("utf-8")):
         if line.strip():
             try:
                 rows.append(json.loads(line))
