@@ -53,6 +53,15 @@ def load_moderator(
     raise UserError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
 
 
+def fast_scorer(moderator: Moderator):
+    """The one-pass scorer for this moderator's engine (`.score(listings) -> list[Scores]`, see inference.fast_answer):
+    CTranslate2's for a CT2 moderator, transformers' otherwise."""
+    from inference.ct2 import CT2FastScorer, CT2Moderator
+    from inference.fast_scoring import FastScorer
+
+    return CT2FastScorer(moderator) if isinstance(moderator, CT2Moderator) else FastScorer(moderator)
+
+
 def vllm_unavailable() -> str:
     """Why the vLLM engine cannot run here (this CPU build has no vLLM moderator)."""
     import importlib.util

@@ -1,8 +1,9 @@
 """What fast mode reads, for every engine: the forced empty-reasoning answer and the first tokens of each verdict word.
 
 The assistant turn is forced to `<reasoning>\\n</reasoning>\\n<answer>\\n` and the next-token logits give P(ALLOW) vs
-P(DISALLOW); after `DISALLOW:` they give each category's share. The transformers scorer (serve/scoring.py) and the
-CTranslate2 scorer (inference/ct2.py) read the same positions through these helpers, so they cannot drift apart.
+P(DISALLOW); after `DISALLOW:` they give each category's share. The transformers scorer (inference/fast_scoring.py)
+and the CTranslate2 scorer (inference/ct2.py) read the same positions through these helpers, so they cannot drift
+apart; `fast_verdict` turns the reading into a verdict for serve and evals alike.
 """
 
 from __future__ import annotations
@@ -43,3 +44,22 @@ def answer_tokens(encode: Encode, category_ids: Sequence[str]) -> tuple[list[int
         raise UserError("fast mode: ALLOW and DISALLOW start with the same token in this tokenizer")
     categories = [first_token(encode, ANSWER_PREFIX + DISALLOW_WORD, " " + c) for c in category_ids]
     return decision, categories
+
+
+@dataclass(frozen=True)
+class FastVerdict:
+    """Scores read as a verdict: what serve answers and evals count, so both apply the same rule."""
+
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+
+
+def fast_verdict(scores: Scores, flag_threshold: float = 0.5, category_threshold: float = 0.3) -> FastVerdict:
+    """Flag when P(DISALLOW) >= flag_threshold; a flagged listing names its top category and any other whose share is
+    at least category_threshold (an allowed one names none); a category's score is P(DISALLOW) x its share."""
+    flagged = scores.p_disallow >= flag_threshold
+    share = scores.category_share
+    top = max(share, key=share.__getitem__) if share else None
+    categories = {c: flagged and (c == top or s >= category_threshold) for c, s in share.items()}
+    return FastVerdict(flagged, categories, {c: scores.p_disallow * s for c, s in share.items()})

@@ -19,11 +19,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inference import fast_scorer
+from inference.fast_answer import fast_verdict
 from moderation.generate import GenerationConfig, Moderator
 from moderation.runs import load_moderator
 from moderation.verdict import DISALLOW
 from serve.chat import Completion, chat_ids
-from serve.scoring import FastScorer
 
 Mode = Literal["fast", "reasoning"]
 # What an unparseable reasoning-mode answer becomes: flagged for review (the default: a broken answer must never read as
@@ -46,9 +47,9 @@ class Result:
 class Engine:
     """Runs batches in either mode.
 
-    fast: one forward pass (see serve.scoring); `flagged` when P(DISALLOW) >= flag_threshold; category_scores are
-    P(DISALLOW) x the category's share; a flagged listing names its top category and any other whose share is at least
-    category_threshold.
+    fast: one forward pass (inference.fast_scorer) read by inference.fast_answer.fast_verdict (the rule evals count):
+    `flagged` when P(DISALLOW) >= flag_threshold; category_scores are P(DISALLOW) x the category's share; a flagged
+    listing names its top category and any other whose share is at least category_threshold.
     reasoning: generates the full format and parses it with moderation.verdict.parse; scores are 1.0/0.0 from the
     parsed verdict; a completion with no readable decision is flagged per `on_parse_failure` (default: flagged, no
     category) and says why in `status`.
@@ -66,7 +67,7 @@ class Engine:
         self.category_ids = moderator.policy.category_ids
         self.flag_threshold = flag_threshold
         self.category_threshold = category_threshold
-        self.scorer = FastScorer(moderator)
+        self.scorer = fast_scorer(moderator)
 
     def run(self, texts: Sequence[str], mode: Mode) -> list[Result]:
         return self._fast(texts) if mode == "fast" else self._reasoning(texts)
@@ -98,14 +99,8 @@ class Engine:
     def _fast(self, texts: Sequence[str]) -> list[Result]:
         results = []
         for scores in self.scorer.score(texts):
-            flagged = scores.p_disallow >= self.flag_threshold
-            top = max(scores.category_share, key=scores.category_share.__getitem__)
-            categories = {
-                c: flagged and (c == top or share >= self.category_threshold)
-                for c, share in scores.category_share.items()
-            }
-            category_scores = {c: scores.p_disallow * share for c, share in scores.category_share.items()}
-            results.append(Result(flagged, categories, category_scores, None, "ok"))
+            verdict = fast_verdict(scores, self.flag_threshold, self.category_threshold)
+            results.append(Result(verdict.flagged, verdict.categories, verdict.category_scores, None, "ok"))
         return results
 
     def _reasoning(self, texts: Sequence[str]) -> list[Result]:
