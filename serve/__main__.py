@@ -3,7 +3,9 @@
 python -m serve --model runs/my-run [--policy marketplace] [--host 127.0.0.1 --port 8000] [--mode reasoning]
 python -m serve --model runs/my-run --max-batch-size 1        # one request at a time (no dynamic batching)
 python -m serve --model runs/my-run --api-key-env MODERATION_API_KEY --client-modes reasoning fast
-python -m serve predict --model runs/my-run --in listings.jsonl --out verdicts.jsonl
+python -m serve --model runs/my-run --engine ct2 [--compute-type float32|int8_float32|int8]   # CTranslate2 on CPU
+python -m serve --model runs/my-run --mode fast --threshold 0.7   # fast mode's flag threshold (default: 5% FPR on dev)
+python -m serve predict --model runs/my-run --in listings.jsonl --out verdicts.jsonl [--engine ct2]
 """
 
 from __future__ import annotations
@@ -37,7 +39,14 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(engine, config)
     on_record = app.state.measured
     print(on_record.describe() if on_record else f"no dev eval on record for {config.mode} mode of {config.model}")
-    print(f"serving {config.served_name} ({config.mode} mode) on http://{config.host}:{config.port}", flush=True)
+    engine_name = f"{config.engine} {config.compute_type}" if config.engine == "ct2" else config.engine
+    if "fast" in config.modes:
+        threshold = app.state.threshold
+        print(f"fast mode flags at P(DISALLOW) >= {threshold.value:.3f}: {threshold.source}")
+    print(
+        f"serving {config.served_name} ({config.mode} mode, {engine_name}) on http://{config.host}:{config.port}",
+        flush=True,
+    )
     graceful = config.graceful_shutdown_s
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=graceful)
 

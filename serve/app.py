@@ -6,6 +6,11 @@ anything the client sent (malformed JSON 400, JSON nested deeper than `max_json_
 `body_timeout_s` 408), 429 when the queue or the request limit is full, 502 when the model's answer is unreadable and
 `on_parse_failure=error`, 503 on timeout or shutdown. No stack trace ever reaches a response or the log for a client's
 fault: a client that disconnects or stalls is one log line.
+
+What a result's `category_scores` mean depends on the mode. fast: P(DISALLOW) x the category's share of the model's
+next-token probability after `DISALLOW:` (they sum to P(DISALLOW)); `flagged` is P(DISALLOW) >= the threshold (the
+request's `threshold`, else the server's). reasoning: 1.0 for each category the parsed answer names, 0.0 otherwise.
+The engine (`--engine transformers|ct2`) changes speed, not this contract; /health says which one runs.
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from moderation.errors import UserError
-from serve.chat import ChatRequest, response_body
+from serve.chat import ChatRequest, complete, response_body
 from serve.engine import Batcher, Closing, Engine, EngineConfig, Mode, Overloaded
 from serve.guard import Guard
-from serve.validation import check_modes, measured
+from serve.validation import check_modes, measured, serving_threshold
 
 log = logging.getLogger("serve")
 
@@ -55,7 +60,6 @@ class ServeConfig(EngineConfig):
     allow_unvalidated_fast: bool = Field(
         False, description="serve fast mode even with no dev eval of it on record for this model"
     )
-    eval_dir: str | None = Field(None, description="where the model's evals are (default: <run>/eval)")
     max_chat_tokens: int = Field(512, ge=1, description="/v1/chat/completions: max_tokens at most (400 beyond)")
     api_key_env: str | None = Field(
         None, description="environment variable holding an API key; requests then need 'Authorization: Bearer <key>'"
@@ -84,13 +88,16 @@ class ServeConfig(EngineConfig):
 
 
 class ModerationRequest(BaseModel):
-    """OpenAI's request body, plus our optional `mode`."""
+    """OpenAI's request body, plus our optional `mode` and (fast mode) `threshold`."""
 
     model_config = ConfigDict(extra="forbid")
 
     input: str | list[str]
     model: str | None = None
     mode: Mode | None = None
+    threshold: float | None = Field(
+        None, ge=0, le=1, allow_inf_nan=False, description="fast mode: flag when P(DISALLOW) >= this"
+    )
 
     @field_validator("input")
     @classmethod
@@ -111,7 +118,9 @@ class ModerationRequest(BaseModel):
 class ModerationResult(BaseModel):
     flagged: bool
     categories: dict[str, bool]
-    category_scores: dict[str, float]
+    category_scores: dict[str, float] = Field(
+        description="fast: P(DISALLOW) x the category's share; reasoning: 1.0 if the parsed answer names it, else 0.0"
+    )
     category_applied_input_types: dict[str, list[str]]
     reasoning: str | None = Field(description="the model's reasoning (reasoning mode); null in fast mode")
     status: str = Field(
@@ -217,6 +226,7 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
     """
     check_modes(config.model, config.modes, config.allow_unvalidated_fast, config.eval_dir)
     on_record = measured(config.model, config.mode, config.eval_dir)
+    threshold = serving_threshold(config.model, config.threshold, config.eval_dir)
     batcher = Batcher(engine, config.max_batch_size, config.max_wait_ms, config.max_queue)
 
     @asynccontextmanager
@@ -232,6 +242,7 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
     app.state.batcher = batcher
     app.state.config = config
     app.state.measured = on_record
+    app.state.threshold = threshold
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError):
@@ -253,7 +264,11 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
             "status": "closing" if batcher.closing else "ok",
             "model": config.served_name,
             "policy": engine.moderator.policy.name,
+            "engine": config.engine,
+            "compute_type": config.compute_type if config.engine == "ct2" else None,
             "default_mode": config.mode,
+            "threshold": threshold.value,
+            "threshold_from": threshold.source,
             "client_modes": sorted(config.modes),
             "on_parse_failure": config.on_parse_failure,
             "measured_dev_accuracy": on_record.accuracy if on_record else None,
@@ -280,6 +295,9 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
         if mode not in config.modes:
             message = f"mode {mode!r} is not offered here; this server allows {sorted(config.modes)}"
             raise ApiError(403, message, "mode_not_allowed", param="mode")
+        if moderation.threshold is not None and mode != "fast":
+            message = "threshold applies to fast mode only (reasoning mode's verdict is the model's answer)"
+            raise ApiError(422, message, "invalid_request", param="threshold")
         texts = [moderation.input] if isinstance(moderation.input, str) else moderation.input
         if len(texts) > config.max_inputs:
             raise ApiError(413, f"{len(texts)} inputs; at most {config.max_inputs} per request", "too_many_inputs")
@@ -288,7 +306,7 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
                 message = f"input[{index}] has {len(text)} characters; at most {config.max_input_chars}"
                 raise ApiError(413, message, "input_too_long", param=f"input[{index}]")
         try:
-            futures = batcher.submit(texts, mode)
+            futures = batcher.submit(texts, mode, moderation.threshold)
         except Overloaded as error:
             raise ApiError(429, f"overloaded: {error}; retry shortly", "overloaded", retry_after=1) from None
         except Closing as error:
@@ -336,7 +354,8 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
         messages = [m.model_dump() for m in chat.messages]
         try:
             completion = await asyncio.wait_for(
-                batcher.call(engine.chat, messages, max_tokens, chat.temperature), config.request_timeout_s
+                batcher.call(complete, engine.moderator, messages, max_tokens, chat.temperature),
+                config.request_timeout_s,
             )
         except Closing as error:
             raise ApiError(503, str(error), "shutting_down") from None

@@ -3,7 +3,8 @@
 The messages go through the model's own chat template, but their content is tokenized as data: a `<|im_end|>` typed
 by a client stays the characters `<|im_end|>`, never the control token, so no message can close its turn or open
 another role's. The template is rendered with a placeholder per message, its own text tokenized as usual (its control
-tokens are real), and each content tokenized with special-token splitting on.
+tokens are real), and each content tokenized with special-token splitting on. Generation runs on whichever engine
+serves the moderator: transformers' `generate`, or CTranslate2's `generate_batch` (`--engine ct2`), same prompt ids.
 """
 
 from __future__ import annotations
@@ -54,6 +55,57 @@ def chat_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
         ids += tokenizer(head, add_special_tokens=False)["input_ids"]
         ids += tokenizer(message["content"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
     return ids + tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+
+def complete(moderator, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0) -> Completion:
+    """One chat completion over the moderator's model, on its engine; greedy at temperature 0, else sampled from the
+    full distribution."""
+    from inference.ct2 import CT2Moderator
+
+    tokenizer = moderator.tokenizer
+    prompt = chat_ids(tokenizer, messages)
+    generate = _ct2_generate if isinstance(moderator, CT2Moderator) else _transformers_generate
+    new, stopped = generate(moderator, prompt, max_tokens, temperature)
+    text = tokenizer.decode(new, skip_special_tokens=True)
+    finish = "stop" if stopped or len(new) < max_tokens else "length"
+    return Completion(text=text, prompt_tokens=len(prompt), completion_tokens=len(new), finish_reason=finish)
+
+
+def _transformers_generate(moderator, prompt: list[int], max_tokens: int, temperature: float) -> tuple[list[int], bool]:
+    """(new token ids, whether the model ended its turn)."""
+    import torch
+
+    model, tokenizer = moderator.model, moderator.tokenizer
+    sampling = temperature > 0
+    with torch.inference_mode():
+        output = model.generate(
+            input_ids=torch.tensor([prompt], device=model.device),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=model.device),
+            max_new_tokens=max_tokens,
+            do_sample=sampling,
+            temperature=temperature if sampling else None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    new = output[0, len(prompt) :].tolist()
+    return new, bool(new) and new[-1] == tokenizer.eos_token_id
+
+
+def _ct2_generate(moderator, prompt: list[int], max_tokens: int, temperature: float) -> tuple[list[int], bool]:
+    """(new token ids, whether the model ended its turn), stopping at the same end-of-turn tokens as moderation."""
+    sampling = temperature > 0
+    (result,) = moderator.model.generate_batch(
+        [moderator.tokenizer.convert_ids_to_tokens(prompt)],
+        max_length=max_tokens,
+        include_prompt_in_result=False,
+        end_token=moderator.end_tokens,
+        return_end_token=True,
+        sampling_topk=0 if sampling else 1,
+        sampling_temperature=temperature if sampling else 1.0,
+    )
+    new = result.sequences_ids[0]
+    return new, bool(new) and moderator.tokenizer.convert_ids_to_tokens(new[-1]) in moderator.end_tokens
 
 
 def response_body(completion: Completion, model: str, created: int) -> dict:

@@ -19,12 +19,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from inference import fast_scorer
+from inference import ENGINES, fast_scorer, load_moderator
+from inference.ct2 import COMPUTE_TYPES
 from inference.fast_answer import fast_verdict
 from moderation.generate import GenerationConfig, Moderator
-from moderation.runs import load_moderator
 from moderation.verdict import DISALLOW
-from serve.chat import Completion, chat_ids
+from serve.validation import serving_threshold
 
 Mode = Literal["fast", "reasoning"]
 # What an unparseable reasoning-mode answer becomes: flagged for review (the default: a broken answer must never read as
@@ -69,37 +69,15 @@ class Engine:
         self.category_threshold = category_threshold
         self.scorer = fast_scorer(moderator)
 
-    def run(self, texts: Sequence[str], mode: Mode) -> list[Result]:
-        return self._fast(texts) if mode == "fast" else self._reasoning(texts)
+    def run(self, texts: Sequence[str], mode: Mode, thresholds: Sequence[float | None] | None = None) -> list[Result]:
+        """One result per text; `thresholds` (fast mode) overrides flag_threshold per text where not None."""
+        return self._fast(texts, thresholds or [None] * len(texts)) if mode == "fast" else self._reasoning(texts)
 
-    def chat(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0) -> Completion:
-        """One chat completion over the loaded model (messages' content tokenized as data, see serve.chat)."""
-        import torch
-
-        model, tokenizer = self.moderator.model, self.moderator.tokenizer
-        prompt = chat_ids(tokenizer, messages)
-        sampling = temperature > 0
-        with torch.inference_mode():
-            output = model.generate(
-                input_ids=torch.tensor([prompt], device=model.device),
-                attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=model.device),
-                max_new_tokens=max_tokens,
-                do_sample=sampling,
-                temperature=temperature if sampling else None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        new = output[0, len(prompt) :].tolist()
-        stopped = bool(new) and new[-1] == tokenizer.eos_token_id
-        text = tokenizer.decode(new, skip_special_tokens=True)
-        finish = "stop" if stopped or len(new) < max_tokens else "length"
-        return Completion(text=text, prompt_tokens=len(prompt), completion_tokens=len(new), finish_reason=finish)
-
-    def _fast(self, texts: Sequence[str]) -> list[Result]:
+    def _fast(self, texts: Sequence[str], thresholds: Sequence[float | None]) -> list[Result]:
         results = []
-        for scores in self.scorer.score(texts):
-            verdict = fast_verdict(scores, self.flag_threshold, self.category_threshold)
+        for scores, threshold in zip(self.scorer.score(texts), thresholds, strict=True):
+            flag_at = self.flag_threshold if threshold is None else threshold
+            verdict = fast_verdict(scores, flag_at, self.category_threshold)
             results.append(Result(verdict.flagged, verdict.categories, verdict.category_scores, None, "ok"))
         return results
 
@@ -130,8 +108,22 @@ class EngineConfig(BaseModel):
     )
     max_batch_size: int = Field(16, ge=1, description="listings per model call; 1 disables dynamic batching")
     max_new_tokens: int = Field(128, ge=1, description="reasoning mode: generation budget")
+    engine: Literal[ENGINES] = Field(
+        "transformers",
+        description="transformers (the fp32 reference), ct2 (CTranslate2 on CPU, converted once) or vllm (GPU)",
+    )
+    compute_type: Literal[COMPUTE_TYPES] = Field(
+        "float32", description="ct2 engine: weights type (float32 kept every verdict of the trained run; int8 faster)"
+    )
     threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default; 1 can win on a busy machine)")
-    flag_threshold: float = Field(0.5, ge=0, le=1, description="fast mode: flag when P(DISALLOW) is at least this")
+    threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="fast mode: flag when P(DISALLOW) is at least this (default: the threshold at 5% FPR of this "
+        "model's fast-mode dev eval, else 0.5)",
+    )
+    eval_dir: str | None = Field(None, description="where the model's evals are (default: <run>/eval)")
     category_threshold: float = Field(0.3, ge=0, le=1, description="fast mode: name other categories above this share")
 
 
@@ -142,8 +134,9 @@ def load_engine(config: EngineConfig) -> Engine:
 
         torch.set_num_threads(config.threads)
     generation = GenerationConfig(max_new_tokens=config.max_new_tokens, batch_size=config.max_batch_size)
-    moderator = load_moderator(config.model, policy=config.policy, generation=generation)
-    return Engine(moderator, config.flag_threshold, config.category_threshold, config.on_parse_failure)
+    moderator = load_moderator(config.model, config.engine, config.compute_type, config.policy, generation=generation)
+    threshold = serving_threshold(config.model, config.threshold, config.eval_dir).value
+    return Engine(moderator, threshold, config.category_threshold, config.on_parse_failure)
 
 
 class Overloaded(Exception):
@@ -158,6 +151,7 @@ class Closing(Exception):
 class _Item:
     text: str
     mode: Mode
+    threshold: float | None  # fast mode: this request's flag threshold (None: the server's)
     future: asyncio.Future
 
 
@@ -199,8 +193,8 @@ class Batcher:
     def queued(self) -> int:
         return self._queue.qsize() if self._queue else 0
 
-    def submit(self, texts: Sequence[str], mode: Mode) -> list[asyncio.Future]:
-        """Enqueue all of `texts` or none of them."""
+    def submit(self, texts: Sequence[str], mode: Mode, threshold: float | None = None) -> list[asyncio.Future]:
+        """Enqueue all of `texts` or none of them (listings with different thresholds still share a model call)."""
         if self.closing or self._queue is None:
             raise Closing("the server is shutting down")
         if self.max_queue - self._queue.qsize() < len(texts):
@@ -208,7 +202,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in texts]
         for text, future in zip(texts, futures, strict=True):
-            self._queue.put_nowait(_Item(text, mode, future))
+            self._queue.put_nowait(_Item(text, mode, threshold, future))
         self.stats.submitted += len(texts)
         return futures
 
@@ -250,7 +244,8 @@ class Batcher:
             for mode, items in by_mode.items():
                 started = time.perf_counter()
                 try:
-                    results = await loop.run_in_executor(self._executor, self.engine.run, [i.text for i in items], mode)
+                    texts, thresholds = [i.text for i in items], [i.threshold for i in items]
+                    results = await loop.run_in_executor(self._executor, self.engine.run, texts, mode, thresholds)
                 except Exception as error:  # handed to each waiting request, which answers 500 without details
                     for item in items:
                         if not item.future.done():

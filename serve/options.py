@@ -7,18 +7,21 @@ from typing import get_args
 
 
 def config_parser(prog: str, model: type, description: str) -> argparse.ArgumentParser:
-    """An argparse parser with one `--flag` per field of a pydantic config, help text and defaults from the model."""
+    """An argparse parser with one `--flag` per field of a pydantic config, help text and defaults from the model.
+
+    A `%` in a description is escaped (argparse reads `%` in help as a format directive)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     for name, info in model.model_fields.items():
         flag = "--" + (info.alias or name).replace("_", "-")
+        help_text = (info.description or "").replace("%", "%%")
         if info.annotation is bool:
-            parser.add_argument(flag, dest=name, action="store_true", help=info.description)
+            parser.add_argument(flag, dest=name, action="store_true", help=help_text)
             continue
         choices = _literal_choices(info.annotation)
-        kind = info.annotation if info.annotation in (int, float) else str
+        kind = next((t for t in (info.annotation, *get_args(info.annotation)) if t in (int, float)), str)
         many = "+" if str(info.annotation).startswith("list[") else None
         parser.add_argument(
-            flag, dest=name, type=kind, choices=choices, nargs=many, default=info.default, help=info.description
+            flag, dest=name, type=kind, choices=choices, nargs=many, default=info.default, help=help_text
         )
     return parser
 

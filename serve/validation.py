@@ -4,6 +4,10 @@
 whose `config` names the model and the data. evals generate and parse, so their numbers are reasoning mode's; an eval
 whose config says `"mode": "fast"` validates fast mode. Fast mode with no such record is refused unless the user asks
 for it: its one forward pass reads a state the model was never trained on and can miss every violation.
+
+A fast-mode eval also scores P(DISALLOW) itself (its `scores` block, evals.calibration): the lowest threshold whose dev
+false-positive rate stays within the eval's `--target-fpr` (5% by default) becomes fast mode's default serving
+threshold, so the unvalidated 0.5 is used only when nothing better is on record.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from moderation.errors import UserError
 
 EVAL_FOLDER = "eval"
 DEV = "dev"
+DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,9 @@ class Measured:
     accuracy: float
     n: int
     path: Path
+    # fast-mode evals: the lowest P(DISALLOW) threshold whose dev FPR stays within target_fpr (None: none does)
+    threshold: float | None = None
+    target_fpr: float | None = None
 
     def describe(self) -> str:
         return f"measured dev accuracy ({self.mode} mode): {self.accuracy:.3f} on {self.n} items ({self.path})"
@@ -43,7 +51,8 @@ def measured(model: str, mode: str, eval_dir: str | None = None) -> Measured | N
             metrics = json.loads(path.read_text(encoding="utf-8"))
             config = metrics["config"]
             same_model = Path(config["model"]).resolve() == target
-            row = Measured(config.get("mode", "reasoning"), float(metrics["accuracy"]), int(metrics["n"]), path)
+            accuracy, n, scores = float(metrics["accuracy"]), int(metrics["n"]), metrics.get("scores")
+            row = Measured(config.get("mode", "reasoning"), accuracy, n, path, *_fpr_threshold(scores))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a torn or foreign file is no record
         if same_model and row.mode == mode and Path(str(config.get("data", ""))).stem == DEV:
@@ -58,3 +67,35 @@ def check_modes(model: str, modes: set[str], allow_unvalidated_fast: bool, eval_
             f"fast mode has no dev validation on record for {model} (it can miss every violation); "
             "use --mode reasoning, or pass --allow-unvalidated-fast to serve it anyway"
         )
+
+
+def _fpr_threshold(scores) -> tuple[float | None, float | None]:
+    """(threshold, target FPR) from a metrics.json `scores` block (evals.calibration), (None, None) without one."""
+    try:
+        chosen = scores["at_target_fpr"]
+        target = float(chosen["target_fpr"])
+        return (None if chosen["threshold"] is None else float(chosen["threshold"])), target
+    except (KeyError, TypeError, ValueError):
+        return None, None
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Fast mode's flag threshold and where it came from (shown at startup and in /health)."""
+
+    value: float
+    source: str
+
+
+def serving_threshold(model: str, given: float | None, eval_dir: str | None = None) -> Threshold:
+    """`given` (--threshold) when set; else the FPR-budget threshold (5% unless the eval chose another) of the model's
+    largest fast-mode dev eval; else 0.5."""
+    if given is not None:
+        return Threshold(given, "--threshold")
+    record = measured(model, "fast", eval_dir)
+    if record is None or record.target_fpr is None:
+        return Threshold(DEFAULT_THRESHOLD, "default (no fast-mode dev eval with scores on record)")
+    budget = f"{record.target_fpr:.0%} FPR on dev ({record.path})"
+    if record.threshold is None:
+        return Threshold(DEFAULT_THRESHOLD, f"default (no threshold kept {budget})")
+    return Threshold(record.threshold, f"the threshold at {budget}")

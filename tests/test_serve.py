@@ -179,7 +179,7 @@ class SlowEngine:
         self.moderator = type("M", (), {"policy": policy})()
         self.delay = delay
 
-    def run(self, texts, mode):
+    def run(self, texts, mode, thresholds=None):
         time.sleep(self.delay)
         return [Result(False, {}, {}, None, "ok") for _ in texts]
 
