@@ -1,7 +1,9 @@
-"""Items/s of batched moderation per engine: transformers fp32 (baseline) vs CTranslate2 per compute type, one run.
+"""Items/s of batched moderation per engine: transformers fp32 (baseline) vs CTranslate2 per compute type and
+transformers bfloat16, one run.
 
     python benchmarks/eval_throughput.py                                   # smollm2-135m, 200 dev rows
     python benchmarks/eval_throughput.py --model runs/cpu-smollm2 --limit 64 --compute-types int8 float32
+    python benchmarks/eval_throughput.py --limit 32 --compute-types bfloat16   # transformers bf16 vs fp32
 
 Every engine gets the same rows, prompts (`Moderator.prompt_ids`), batch size, greedy decoding, max_new_tokens and
 the stop at `</answer>`; a 2-listing warm-up runs first. Prints, per engine: items/s, `ratio` against the baseline,
@@ -17,7 +19,7 @@ import math
 import time
 
 from evals.data import load_dataset
-from inference import load_moderator
+from inference import BFLOAT16, load_moderator
 from inference.ct2 import COMPUTE_TYPES
 from moderation.errors import cli_main
 from moderation.generate import GenerationConfig
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=200, help="rows timed on every engine")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--compute-types", nargs="+", default=list(COMPUTE_TYPES), choices=COMPUTE_TYPES)
+    choices = [*COMPUTE_TYPES, BFLOAT16]  # bfloat16: the transformers engine in bf16; the rest: ct2
+    parser.add_argument("--compute-types", nargs="+", default=choices, choices=choices)
     args = parser.parse_args(argv)
 
     items = load_dataset(args.data, limit=args.limit).items
@@ -73,9 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     base_rate, reference = timed(load_moderator(args.model, "transformers", generation=generation), texts)
     print(f"baseline transformers fp32: {base_rate:.3f} items/s, {accuracy_line(reference, labels)}")
     for compute_type in args.compute_types:
-        rate, results = timed(load_moderator(args.model, "ct2", compute_type, generation=generation), texts)
+        engine = "transformers" if compute_type == BFLOAT16 else "ct2"
+        rate, results = timed(load_moderator(args.model, engine, compute_type, generation=generation), texts)
         print(
-            f"ours ct2 {compute_type}: {rate:.3f} items/s, ratio {rate / base_rate:.2f}x, "
+            f"ours {engine} {compute_type}: {rate:.3f} items/s, ratio {rate / base_rate:.2f}x, "
             f"agreement {agreement(results, reference):.1%}, {accuracy_line(results, labels)}"
         )
 

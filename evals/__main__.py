@@ -6,6 +6,8 @@
     python -m evals robustness --model runs/cpu-smollm2 --data dev --limit 40 --out /tmp/r
     python -m evals compare /tmp/k /tmp/e --out /tmp/compare
     python -m evals suite --data dev test --out runs/evals   # keyword, tfidf, base, SFT, SFT+GRPO
+    python -m evals run --model runs/cpu-smollm2 --mode fast --data dev --out /tmp/f   # serve's one-pass fast mode
+    python -m evals suite --modes reasoning fast --data dev --out runs/evals   # each local model in both modes
 
 `run` and `robustness` take `--config FILE.yaml` (keys are EvalConfig fields) and flags that override it.
 """
@@ -69,7 +71,16 @@ def main(argv: list[str] | None = None) -> None:
     suite.add_argument("--limit", type=int, help="evaluate only the first N rows of each dataset")
     suite.add_argument("--policy", help="policy for every model (default: each run's own, else marketplace)")
     suite.add_argument("--engine", default="transformers", help="engine for local models: transformers, ct2, vllm")
-    suite.add_argument("--compute-type", default="int8", help="ct2 engine: int8, int8_float32 or float32")
+    suite.add_argument(
+        "--compute-type", default="int8", help="ct2: int8, int8_float32 or float32; transformers: bfloat16 (else fp32)"
+    )
+    suite.add_argument(
+        "--modes",
+        nargs="+",
+        default=["reasoning"],
+        choices=["reasoning", "fast"],
+        help="local models: each mode is its own row (baselines run once)",
+    )
     comparison = commands.add_parser("compare", help="put finished evaluation folders side by side")
     comparison.add_argument("dirs", nargs="+", type=Path)
     comparison.add_argument("--out", type=Path, required=True)
@@ -93,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             args.out,
             limit=args.limit,
             policy=args.policy,
+            modes=args.modes,
             engine=args.engine,
             compute_type=args.compute_type,
         ):
@@ -106,12 +118,14 @@ def main(argv: list[str] | None = None) -> None:
         print(Path(config.out, "robustness.md").read_text(encoding="utf-8"))
         print(f"{sum(v['n'] for v in results.values())} items; wrote {config.out}/robustness.md")
     else:
-        from evals.report import headline_table
+        from evals.report import headline_table, score_lines
         from evals.runner import run_eval
 
         config = _config(args)
         metrics = run_eval(config)
         print(headline_table([metrics]))
+        for line in score_lines(metrics):
+            print(line)
         skipped = sum(metrics["skipped_rows"].values())
         print(f"{metrics['n']} items scored, {skipped} bad rows skipped; report: {Path(config.out) / 'report.md'}")
 

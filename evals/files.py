@@ -15,6 +15,7 @@ from moderation.jsonl import read_jsonl_lines
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 MANIFEST = "manifest.json"
+RELIABILITY = "reliability_diagram.png"  # P(disallow) calibration, for scored runs (fast mode, tfidf)
 
 
 def read_predictions(path: Path) -> dict[str, dict]:

@@ -13,8 +13,8 @@ Per-category scores are multi-label over the policy's categories (a parse failur
 row whose gold categories all lie outside the policy ("other", a foreign taxonomy's leftovers such as OpenAI's
 violence or self-harm codes) is no violation of this policy and no allowed listing either: it is left out of every
 metric and reported under `out_of_policy` (how many, which names, how many the model flagged). Names outside the policy
-on a row that also has a policy category are ignored. Where every record carries a `score` (P(disallow), from a
-baseline with probabilities), ROC AUC and the Brier score are added.
+on a row that also has a policy category are ignored. Where every record carries a `score` (P(disallow): fast mode, a
+baseline with probabilities), `scores` holds its ranking and calibration (evals.calibration).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import MultiLabelBinarizer
 
+from evals.calibration import score_metrics
 from moderation.verdict import ALLOW, DISALLOW
 
 PARSE_FAILURE = "parse_failure"
@@ -42,7 +43,11 @@ def predicted_label(record: dict) -> str:
 
 
 def compute_metrics(
-    records: Sequence[dict], category_ids: Sequence[str], n_bootstrap: int = 1000, seed: int = 0
+    records: Sequence[dict],
+    category_ids: Sequence[str],
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    target_fpr: float = 0.05,
 ) -> dict:
     """Metrics for prediction records (as written to predictions.jsonl).
 
@@ -74,7 +79,7 @@ def compute_metrics(
         "fpr_parsed": float(matrix[0][1] / (matrix[0][1] + matrix[0][0])) if matrix[0][:2].sum() else None,
         "macro_f1": macro_f1,
         **{f"{name}_ci95": ci for name, ci in bootstrap_intervals(records, category_ids, n_bootstrap, seed).items()},
-        **_score_metrics(records),
+        **_score_metrics(records, target_fpr),
         "exact_category_match": exact,
         "parse_failure_rate": float(np.mean(failures)),
         "allowed_parse_failures": int(matrix[0][2]),
@@ -134,15 +139,13 @@ def bootstrap_intervals(
     return intervals
 
 
-def _score_metrics(records: Sequence[dict]) -> dict:
-    """ROC AUC and Brier score of P(disallow) when every record has a score and both labels occur."""
-    from sklearn.metrics import brier_score_loss, roc_auc_score
-
+def _score_metrics(records: Sequence[dict], target_fpr: float) -> dict:
+    """`scores` (evals.calibration) when every record has P(disallow) and both labels occur; else nothing."""
     scores = [r.get("score") for r in records]
     truth = [r["label"] == DISALLOW for r in records]
     if any(s is None for s in scores) or len(set(truth)) < 2:
         return {}
-    return {"roc_auc": float(roc_auc_score(truth, scores)), "brier": float(brier_score_loss(truth, scores))}
+    return {"scores": score_metrics(truth, scores, target_fpr)}
 
 
 def paired_difference(

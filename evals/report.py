@@ -1,7 +1,8 @@
 """report.md and PNG plots for one evaluation, and `compare` to put several side by side.
 
 Plots: binary confusion matrix (with a parse-failure column), per-category confusion matrices, per-category F1 bars
-(one bar per model in `compare`), and reliability of the verdict across listing lengths.
+(one bar per model in `compare`), reliability of the verdict across listing lengths, and for runs with P(disallow)
+(fast mode, tfidf) the reliability diagram the runner draws (evals.calibration).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.files import METRICS, PREDICTIONS, read_predictions, write_json, write_text
+from evals.files import METRICS, PREDICTIONS, RELIABILITY, read_predictions, write_json, write_text
 from evals.metrics import BINARY_LABELS, PARSE_FAILURE, paired_difference, predicted_label
 from moderation.errors import UserError
 from moderation.policy import Policy
@@ -161,12 +162,13 @@ def write_report(out: Path, metrics: dict, records: Sequence[dict], policy: Poli
         "",
         headline_table([metrics]),
         "",
-        f"{_scores(metrics)}Parse failures on allowed items: {metrics['allowed_parse_failures']}, on disallowed items: "
+        f"Parse failures on allowed items: {metrics['allowed_parse_failures']}, on disallowed items: "
         f"{metrics['disallowed_parse_failures']}. Exact category-set match: {_fmt(exact['all'])} "
         f"(disallowed items: {_fmt(exact['disallowed'])}).",
         "",
         "![binary confusion](confusion_binary.png)",
         "",
+        *_scores_section(metrics),
         "## Per category (multi-label)",
         "",
         markdown_table(
@@ -228,10 +230,51 @@ def _with_ci(value, ci) -> str:
     return f"{_fmt(value)} ({_ci(ci)})" if ci else _fmt(value)
 
 
-def _scores(metrics: dict) -> str:
-    if "roc_auc" not in metrics:
-        return ""
-    return f"P(disallow) scores: ROC AUC {_fmt(metrics['roc_auc'])}, Brier {_fmt(metrics['brier'])}. "
+def score_lines(metrics: dict) -> list[str]:
+    """The `scores` block in words (empty for runs without P(disallow)): printed after an eval and in report.md."""
+    scores = metrics.get("scores")
+    if not scores:
+        return []
+    at = scores["at_target_fpr"]
+    threshold = scores["threshold_at_fpr"][f"{at['target_fpr']:g}"]
+    cut = "none (even the top score breaks it)" if threshold is None else _fmt(threshold, 4)
+    return [
+        f"P(disallow): ROC-AUC {_fmt(scores['roc_auc'])}, PR-AUC {_fmt(scores['pr_auc'])}, "
+        f"ECE {_fmt(scores['ece'])} (10 bins), Brier {_fmt(scores['brier'])}, accuracy at 0.5 "
+        f"{_fmt(scores['accuracy_at_0.5'])}",
+        f"threshold for FPR <= {at['target_fpr']:g}: {cut} -> FPR {_fmt(at['fpr'])}, TPR {_fmt(at['tpr'])}",
+    ]
+
+
+def scores_table(runs: Sequence[dict]) -> list[str]:
+    """The runs that carry P(disallow) (fast mode, tfidf): ranking, calibration and the target-FPR operating point."""
+    scored = [m for m in runs if m.get("scores")]
+    if not scored:
+        return []
+    header = ["model", "ROC-AUC", "PR-AUC", "ECE", "Brier", "acc@0.5", "target FPR", "threshold", "FPR", "TPR"]
+    rows = [
+        [m["label"], *(m["scores"][k] for k in ("roc_auc", "pr_auc", "ece", "brier", "accuracy_at_0.5")),
+         m["scores"]["at_target_fpr"]["target_fpr"], *(_fmt(t, 4) for t in m["scores"]["threshold_at_fpr"].values()),
+         *(m["scores"]["at_target_fpr"][k] for k in ("fpr", "tpr"))]
+        for m in scored
+    ]  # fmt: skip
+    return ["P(disallow) scores (runs that have them):", "", markdown_table(header, rows), ""]
+
+
+def _scores_section(metrics: dict) -> list[str]:
+    lines = score_lines(metrics)
+    if not lines:
+        return []
+    mode = metrics.get("config", {}).get("mode", "reasoning")
+    verdict = f"The verdicts above flag at P >= {metrics['config']['threshold']:g}. " if mode == "fast" else ""
+    return [
+        "## Scores (P(disallow))",
+        "",
+        f"{verdict}{lines[0]}. The {lines[1]}.",
+        "",
+        f"![reliability diagram]({RELIABILITY})",
+        "",
+    ]
 
 
 def paired_section(dirs: Sequence[Path], runs: Sequence[dict]) -> list[str]:
@@ -344,6 +387,7 @@ def compare(dirs: Sequence[str | Path], out: str | Path) -> Path:
         "",
         headline_table(runs),
         "",
+        *scores_table(runs),
         *paired_section([Path(d) for d in dirs], runs),
         "## Per-category F1",
         "",

@@ -28,6 +28,7 @@ from evals.runner import (
     EvalConfig,
     build_moderator,
     check_resume,
+    effective,
     identity_of,
     label_for,
     manifest,
@@ -156,6 +157,7 @@ def score(records: Sequence[dict]) -> dict[str, dict]:
 
 def run_robustness(config: EvalConfig, long_chars: int = 1500) -> dict:
     """Transform the data, moderate all of it (resumable), write robustness.json/.md; return per-transform scores."""
+    config = effective(config)
     out = Path(config.out)
     started = time.perf_counter()
     dataset = load_dataset(config.data, load_label_map(config.label_map), config.strict, config.limit)
@@ -176,7 +178,7 @@ def run_robustness(config: EvalConfig, long_chars: int = 1500) -> dict:
     rows = [[name, *(v[k] for k in columns)] for name, v in results.items()]
     text = "\n".join(
         [
-            f"# Robustness: {label_for(config.model)} on {dataset.path.name}",
+            f"# Robustness: {label_for(config.model, config.mode)} on {dataset.path.name}",
             "",
             f"{len(dataset.items)} clean items, {len(items)} moderated in all. Attack success rate: share of disallowed"
             " items caught when clean that the transform leaves unflagged: answered ALLOW, or unparseable (an attack"

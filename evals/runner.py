@@ -5,12 +5,17 @@
     python -m evals run --model keyword --data dev --out runs/evals/keyword-dev
     python -m evals run --model tfidf --data test --out runs/evals/tfidf-test
     python -m evals run --model gpt-4o-mini --endpoint https://api.openai.com/v1 --data dev --out /tmp/e
+    python -m evals run --model runs/cpu-smollm2 --mode fast --data dev --out runs/evals/trained-dev-fast
 
 The output folder holds predictions.jsonl (one line per item, appended per batch), metrics.json, manifest.json,
 report.md and PNG plots. Re-running the same command skips items already in predictions.jsonl, so an interrupted
 evaluation resumes where it stopped; a different model (or the same path with other weights), policy, data or
-generation settings in the same folder is refused. The baselines (`keyword`, `tfidf`) fit on the train split beside
-the evaluated file (or `--train`) and record what they chose under `baseline` in metrics.json.
+generation settings in the same folder is refused. `--mode fast` scores a local model in one forward pass (serve's fast
+mode): each prediction keeps P(disallow) as `score` and the category shares, the verdict at `--threshold` feeds the
+usual metrics, and metrics.json gains a `scores` block (ROC/PR-AUC, calibration, the threshold for `--target-fpr`) with
+reliability_diagram.png beside it; fast and reasoning runs never share a folder. The baselines (`keyword`, `tfidf`)
+fit on the train split beside the evaluated file (or `--train`) and record what they chose under `baseline` in
+metrics.json.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from evals.baselines import KEYWORD, EndpointModerator, KeywordModerator, choose_min_hits
+from evals.calibration import plot_reliability
 from evals.data import Dataset, Item, file_sha256, load_dataset, load_label_map, resolve_data, train_split_for
-from evals.files import MANIFEST, METRICS, PREDICTIONS, read_predictions, write_json
+from evals.fast import FastModerator
+from evals.files import MANIFEST, METRICS, PREDICTIONS, RELIABILITY, read_predictions, write_json
 from evals.metrics import compute_metrics
 from evals.report import write_report
 from evals.tfidf import TFIDF, TfidfModerator, load_or_fit
@@ -63,6 +70,7 @@ IDENTITY = (
     "compute_type",
 )
 BASELINES = (KEYWORD, TFIDF)
+Mode = Literal["reasoning", "fast"]
 
 
 class EvalConfig(BaseModel):
@@ -101,7 +109,16 @@ class EvalConfig(BaseModel):
     seed: int = 0
     device: str = "cpu"
     engine: Literal["transformers", "ct2", "vllm"] = Field("transformers", description="engine for local models")
-    compute_type: Literal["int8", "int8_float32", "float32"] = Field("int8", description="ct2 engine: weights type")
+    compute_type: Literal["int8", "int8_float32", "float32", "bfloat16"] = Field(
+        "int8", description="ct2: int8, int8_float32 or float32; transformers: bfloat16 (else float32)"
+    )
+    mode: Mode = Field(
+        "reasoning", description="local models: reasoning (generate and parse) or fast (one forward pass, as serve's)"
+    )
+    threshold: float = Field(0.5, ge=0, le=1, description="fast mode: flag when P(disallow) is at least this")
+    target_fpr: float = Field(
+        0.05, ge=0, le=1, description="scored runs: report the threshold whose false-positive rate stays within this"
+    )
     mlflow: bool = Field(
         False, description="also log metrics, report and plots to MLflow, nested under the training run it evaluates"
     )
@@ -109,7 +126,8 @@ class EvalConfig(BaseModel):
 
 def build_moderator(config: EvalConfig):
     """The moderator the config names: a baseline, an endpoint, or a local model / run folder. The one place models
-    are loaded. A baseline fitted on train carries what it chose as `fitted` (recorded in metrics.json)."""
+    are loaded. A baseline fitted on train carries what it chose as `fitted` (recorded in metrics.json). Fast mode
+    wraps a local model only (`effective` has already set baselines and endpoints back to reasoning)."""
     generation = _generation(config)
     model, run = locate_model(config.model)
     if config.prompt_from:
@@ -123,7 +141,16 @@ def build_moderator(config: EvalConfig):
     if config.endpoint:
         policy = load_policy(policy or "marketplace")
         return EndpointModerator(config.endpoint, config.model, policy, prompt, generation, config.api_key_env)
-    return load_moderator(model, config.engine, config.compute_type, policy, prompt, generation, config.device)
+    moderator = load_moderator(model, config.engine, config.compute_type, policy, prompt, generation, config.device)
+    return FastModerator(moderator, config.threshold) if config.mode == "fast" else moderator
+
+
+def effective(config: EvalConfig) -> EvalConfig:
+    """The config as it runs: baselines and endpoints have no fast mode, so they ignore `--mode fast` (said once)."""
+    if config.mode == "fast" and (config.endpoint or config.model in BASELINES):
+        print(f"{config.model}: mode fast applies to local models only; scored as usual (mode reasoning)")
+        return config.model_copy(update={"mode": "reasoning"})
+    return config
 
 
 def _generation(config: EvalConfig) -> GenerationConfig:
@@ -186,6 +213,7 @@ def _gold(item: Item) -> dict:
 
 def _record(item: Item, result) -> dict:
     verdict = result.verdict
+    shares = {"category_share": result.category_share} if hasattr(result, "category_share") else {}
     return {
         **_gold(item),
         "completion": result.completion,
@@ -194,12 +222,14 @@ def _record(item: Item, result) -> dict:
         "status": str(verdict.status),
         "reasoning": verdict.reasoning,
         "latency_s": result.latency_s,
-        "score": getattr(result, "score", None),  # P(disallow), from moderators that have one
+        "score": getattr(result, "score", None),  # P(disallow), from moderators that have one (fast mode, tfidf)
+        **shares,  # fast mode: each category's share given DISALLOW
     }
 
 
 def run_eval(config: EvalConfig, report: bool = True) -> dict:
     """Evaluate, write predictions.jsonl, metrics.json, manifest.json (and report.md + PNGs); return the metrics."""
+    config = effective(config)
     out = Path(config.out)
     started = time.perf_counter()
     dataset = load_dataset(config.data, load_label_map(config.label_map), config.strict, config.limit)
@@ -210,9 +240,11 @@ def run_eval(config: EvalConfig, report: bool = True) -> dict:
     loaded = time.perf_counter()
     records = predict(moderator, dataset.items, out / PREDICTIONS)
     predicted = time.perf_counter()
-    metrics = compute_metrics(records, moderator.policy.category_ids, config.n_bootstrap, config.seed)
+    metrics = compute_metrics(
+        records, moderator.policy.category_ids, config.n_bootstrap, config.seed, config.target_fpr
+    )
     metrics["skipped_rows"] = dataset.skipped
-    metrics["label"] = label_for(config.model)
+    metrics["label"] = label_for(config.model, config.mode)
     metrics["policy"] = moderator.policy.name
     metrics["config"] = config.model_dump()
     if fitted := getattr(moderator, "fitted", None):
@@ -229,6 +261,8 @@ def run_eval(config: EvalConfig, report: bool = True) -> dict:
             timings_s={"load": loaded - started, "predict": predicted - loaded, "total": time.perf_counter() - started},
         ),
     )
+    if "scores" in metrics:
+        plot_reliability(metrics["scores"], out / RELIABILITY, metrics["label"])
     if report:
         write_report(out, metrics, records, moderator.policy)
     if config.mlflow:
@@ -253,19 +287,24 @@ def log_to_mlflow(config: EvalConfig, out: Path, metrics: dict) -> str:
     )
 
 
-def label_for(model: str) -> str:
-    """A short name for tables, plots and folders: a run folder's name, a model id's last part, or the baseline."""
-    return Path(model.rstrip("/")).name or model
+def label_for(model: str, mode: Mode = "reasoning") -> str:
+    """A short name for tables, plots and folders: a run folder's name, a model id's last part, or the baseline;
+    `[fast]` added in fast mode, so both modes of one model can share a table."""
+    name = Path(model.rstrip("/")).name or model
+    return f"{name} [fast]" if mode == "fast" else name
 
 
 def identity_of(config: EvalConfig, dataset: Dataset) -> dict:
-    """What must match for a folder to be resumed: the IDENTITY settings, the data file, the model's fingerprint and,
-    for generating models, the generation settings."""
+    """What must match for a folder to be resumed: the IDENTITY settings, the data file, the model's fingerprint,
+    for generating models the generation settings, and in fast mode the mode and threshold (a reasoning identity has
+    no `mode`, so folders from before fast mode existed still resume)."""
     identity = config.model_dump(mode="json", include=set(IDENTITY))  # serialised: endpoint URLs lose their secrets
     identity["data"] = str(dataset.path.resolve())
     identity["fingerprint"] = model_fingerprint(config, dataset.path)
     baseline = config.model in BASELINES and not config.endpoint
     identity["generation"] = None if baseline else asdict(_generation(config))
+    if config.mode == "fast":
+        identity.update(mode=config.mode, threshold=config.threshold)
     return identity
 
 

@@ -2,8 +2,10 @@
 
     python -m evals suite --data dev test --out runs/evals   # the DEFAULT_SUITE models
     python -m evals suite --models keyword tfidf runs/other --data dev --out runs/evals-other
+    python -m evals suite --modes reasoning fast --data dev --out runs/evals   # each local model in both modes
 
-Writes <out>/<data>/<model>/ (a full evaluation each, resumable) and <out>/<data>/compare.md side by side.
+Writes <out>/<data>/<model>/ (a full evaluation each, resumable; <model>-fast/ in fast mode) and
+<out>/<data>/compare.md side by side. A model's modes are adjacent rows, so the paired differences compare them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evals.report import compare
-from evals.runner import EvalConfig, label_for, run_eval
+from evals.runner import BASELINES, EvalConfig, Mode, label_for, run_eval
 from moderation.paths import REPO_ROOT
 from moderation.runs import MANIFEST
 
@@ -22,8 +24,14 @@ DEFAULT_SUITE = ("keyword", "tfidf", "smollm2-135m", "runs/cpu-smollm2/sft", "ru
 FIXTURE_LISTINGS = REPO_ROOT / "tests" / "fixtures" / "evals" / "outside_listings.jsonl"
 
 
-def run_suite(models: Sequence[str], datasets: Sequence[str], out: str | Path, **settings) -> list[Path]:
-    """Evaluate every model on every dataset; return the compare.md path of each dataset.
+def run_suite(
+    models: Sequence[str],
+    datasets: Sequence[str],
+    out: str | Path,
+    modes: Sequence[Mode] = ("reasoning",),
+    **settings,
+) -> list[Path]:
+    """Evaluate every model on every dataset, local models in each of `modes`; return each dataset's compare.md path.
 
     Unless `prompt_from` says otherwise, when exactly one model is a run folder, every model gets that run's policy and
     prompt settings, so the base model is judged on the prompt the trained one learned.
@@ -36,12 +44,22 @@ def run_suite(models: Sequence[str], datasets: Sequence[str], out: str | Path, *
     for data in datasets:
         folder = Path(out) / Path(data).stem
         dirs = []
-        for model in models:
-            config = EvalConfig(model=model, data=data, out=str(folder / label_for(model)), **settings)
+        for model, mode in runs_of(models, modes):
+            name = label_for(model) + ("-fast" if mode == "fast" else "")
+            config = EvalConfig(model=model, data=data, out=str(folder / name), mode=mode, **settings)
             run_eval(config)
             dirs.append(Path(config.out))
         reports.append(compare(dirs, folder))
     return reports
+
+
+def runs_of(models: Sequence[str], modes: Sequence[Mode]) -> list[tuple[str, Mode]]:
+    """(model, mode) pairs in table order: a baseline once (it has no fast mode), a local model once per mode."""
+    modes = list(dict.fromkeys(modes))
+    baselines = [m for m in models if m in BASELINES]
+    if "fast" in modes and baselines:
+        print(f"{', '.join(baselines)}: no fast mode; run once (mode reasoning)")
+    return [(m, mode) for m in models for mode in (["reasoning"] if m in BASELINES else modes)]
 
 
 def is_run(model: str) -> bool:

@@ -1,7 +1,7 @@
 """Inference engines behind one moderation interface: `load_moderator(model, engine=...)` returns an object with
 `Moderator`'s methods (`prompt`, `moderate`, `moderate_batches`) whichever engine runs it.
 
-    transformers  HF generate, fp32 (the reference path)
+    transformers  HF generate, fp32 (the reference path) or bfloat16 (`compute_type="bfloat16"`)
     ct2           CTranslate2 on CPU: int8, int8_float32 or float32 (converted once, cached beside the model)
     vllm          GPU only; needs CUDA and the `gpu` extra
 """
@@ -19,6 +19,7 @@ from moderation.runs import load_moderator as load_transformers_moderator
 from moderation.runs import read_run
 
 ENGINES = ("transformers", "ct2", "vllm")
+BFLOAT16 = "bfloat16"  # the transformers engine's one compute type besides float32
 
 
 def load_moderator(
@@ -30,12 +31,15 @@ def load_moderator(
     generation: GenerationConfig | None = None,
     device: str = "cpu",
 ) -> Moderator:
-    """A moderator for a run folder, model folder or embedded name on the chosen engine (`compute_type`: ct2 only).
+    """A moderator for a run folder, model folder or embedded name on the chosen engine. `compute_type`: for ct2 one
+    of its COMPUTE_TYPES; for transformers "bfloat16" loads the weights in bf16, any other value keeps float32 (so
+    ct2's default int8 never silently quantizes the reference path).
 
     >>> load_moderator("runs/cpu-smollm2", engine="ct2", compute_type="int8").moderate(["Premium IPTV"])
     """
     if engine == "transformers":
-        return load_transformers_moderator(model, policy, prompt_config, generation, device)
+        dtype = BFLOAT16 if compute_type == BFLOAT16 else "float32"
+        return load_transformers_moderator(model, policy, prompt_config, generation, device, dtype)
     if engine == "ct2":
         from inference.ct2 import load_ct2_moderator
 

@@ -51,7 +51,7 @@ class TestTfidf:
         assert "iptv" in word.vocabulary_ and DEV_ONLY not in word.vocabulary_
         assert not any(DEV_ONLY[:5] in gram for gram in char.vocabulary_)
         assert metrics["n"] == len(DEV) and metrics["parse_failure_rate"] == 0.0
-        assert 0.0 <= metrics["roc_auc"] <= 1.0  # every prediction carries P(disallow)
+        assert 0.0 <= metrics["scores"]["roc_auc"] <= 1.0  # every prediction carries P(disallow)
         records = [json.loads(line) for line in (tmp_path / "t" / "predictions.jsonl").read_text().splitlines()]
         assert all(0.0 <= r["score"] <= 1.0 and r["status"] == "ok" for r in records)
 

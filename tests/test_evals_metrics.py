@@ -155,9 +155,9 @@ def test_paired_difference_leaves_out_rows_outside_the_policy():
 def test_scores_give_roc_auc_and_brier_only_when_every_item_has_one():
     rows = records([("disallow", ["spam"], "disallow", ["spam"]), ("allow", [], "allow", []),
                     ("allow", [], "disallow", ["spam"])])  # fmt: skip
-    assert "roc_auc" not in compute_metrics(rows, CATEGORY_IDS, n_bootstrap=0)
+    assert "scores" not in compute_metrics(rows, CATEGORY_IDS, n_bootstrap=0)
     for row, score in zip(rows, [0.9, 0.2, 0.6], strict=True):
         row["score"] = score
-    metrics = compute_metrics(rows, CATEGORY_IDS, n_bootstrap=0)
-    assert metrics["roc_auc"] == 1.0
-    assert metrics["brier"] == pytest.approx((0.1**2 + 0.2**2 + 0.6**2) / 3)
+    scores = compute_metrics(rows, CATEGORY_IDS, n_bootstrap=0)["scores"]
+    assert scores["roc_auc"] == 1.0
+    assert scores["brier"] == pytest.approx((0.1**2 + 0.2**2 + 0.6**2) / 3)

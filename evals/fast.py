@@ -1,0 +1,51 @@
+"""Fast mode behind the moderator interface the runner saves: one forward pass per listing (inference.fast_scorer),
+read as a verdict by the same rule serving applies (inference.fast_answer.fast_verdict), so an eval of fast mode
+measures exactly what `serve --mode fast` answers at that threshold."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from evals.baselines import ScoredModeration
+from inference import fast_scorer
+from inference.fast_answer import fast_verdict
+from moderation.generate import Moderator
+from moderation.verdict import ALLOW, DISALLOW, Verdict, render
+
+
+@dataclass(frozen=True)
+class FastModeration(ScoredModeration):
+    """A fast-mode result: `score` is P(DISALLOW), `category_share` each category's share given DISALLOW."""
+
+    category_share: dict[str, float] = field(default_factory=dict)
+
+
+class FastModerator:
+    """Scores a local model's listings in fast mode, `batch_size` listings per progress step."""
+
+    def __init__(self, moderator: Moderator, threshold: float = 0.5):
+        self.policy = moderator.policy
+        self.batch_size = moderator.generation.batch_size
+        self.threshold = threshold
+        self.scorer = fast_scorer(moderator)
+
+    def moderate_batches(self, listings: Sequence[str]) -> Iterator[list[FastModeration]]:
+        for start in range(0, len(listings), self.batch_size):
+            yield [self._result(scores) for scores in self.scorer.score(listings[start : start + self.batch_size])]
+
+    def moderate(self, listings: Sequence[str]) -> list[FastModeration]:
+        return [result for batch in self.moderate_batches(listings) for result in batch]
+
+    def _result(self, scores) -> FastModeration:
+        verdict = fast_verdict(scores, self.threshold)
+        decision = DISALLOW if verdict.flagged else ALLOW
+        named = tuple(c for c, hit in verdict.categories.items() if hit)
+        # The completion is the answer fast mode reads: the empty-reasoning form the model was trained to write.
+        return FastModeration(
+            render(decision, named),
+            Verdict(decision, named),
+            scores.latency_s,
+            scores.p_disallow,
+            scores.category_share,
+        )

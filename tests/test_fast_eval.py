@@ -1,0 +1,191 @@
+"""Fast mode as evals measure it: the cached one-pass scorer against a plain forward, the calibration maths on scores
+with known answers, `evals run --mode fast` end to end, resume identities, suites with both modes, bf16 loading."""
+
+import json
+
+import numpy as np
+import pytest
+
+from evals.__main__ import main
+from evals.calibration import score_metrics
+from evals.runner import EvalConfig, identity_of, run_eval
+from evals.suite import run_suite, runs_of
+from inference import fast_scorer, load_moderator
+from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, fast_verdict
+from moderation.errors import UserError
+
+LISTINGS = [
+    "Premium IPTV 12 months, 18,000 live channels + PPV sports, M3U playlist link",
+    "Watercolor brush pack",
+    "Fixed-match betting tips, sure wins, online casino bonus credits, instant delivery to your inbox",
+    "x",
+]
+ROWS = [
+    {"text": LISTINGS[0], "label": "disallow", "categories": ["iptv"]},
+    {"text": LISTINGS[2], "label": "disallow", "categories": ["gambling"]},
+    {"text": "Watercolor brush pack for Procreate, 40 brushes", "label": "allow", "categories": []},
+    {"text": "Poker night art print: vintage playing cards illustration, A3 PDF", "label": "allow"},
+    {"text": "Notion budget template for freelancers", "label": "allow"},
+]
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "dev.jsonl"  # `dev`: what serve's validation looks for
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
+    return path
+
+
+def plain_probabilities(moderator, listing: str) -> tuple[float, list[float]]:
+    """P(DISALLOW) and category shares from full, uncached forwards over the whole prompt plus the forced answer."""
+    import torch
+
+    from inference.fast_answer import answer_tokens
+
+    def encode(text):
+        return moderator.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    decision, categories = answer_tokens(encode, moderator.policy.category_ids)
+    prompt = moderator.prompt(listing) + ANSWER_PREFIX
+    with torch.inference_mode():
+        at_answer = moderator.model(torch.tensor([encode(prompt)])).logits[0, -1]
+        after_disallow = moderator.model(torch.tensor([encode(prompt + DISALLOW_WORD)])).logits[0, -1]
+    return float(at_answer[decision].softmax(-1)[1]), after_disallow[categories].softmax(-1).tolist()
+
+
+def test_cached_fast_scores_equal_a_plain_forward(tiny_model_dir):
+    """Shared-prefix KV cache, right padding and length batching change nothing: same numbers as model(ids).logits."""
+    moderator = load_moderator(tiny_model_dir)
+    scorer = fast_scorer(moderator)
+    assert scorer.prefix and scorer.max_batch_tokens  # the cached path, with listings of different lengths batched
+    for listing, scores in zip(LISTINGS, scorer.score(LISTINGS), strict=True):
+        p_disallow, shares = plain_probabilities(moderator, listing)
+        assert scores.p_disallow == pytest.approx(p_disallow, abs=1e-4)
+        assert list(scores.category_share.values()) == pytest.approx(shares, abs=1e-4)
+    assert scorer.uncached == 0
+
+
+def test_fast_verdict_rule():
+    shares = {"spam": 0.5, "iptv": 0.35, "adult": 0.15}
+    flagged = fast_verdict(Scores(0.8, shares, 0.0), flag_threshold=0.5, category_threshold=0.3)
+    assert flagged.flagged and flagged.categories == {"spam": True, "iptv": True, "adult": False}
+    assert flagged.category_scores["iptv"] == pytest.approx(0.8 * 0.35)
+    allowed = fast_verdict(Scores(0.4, shares, 0.0), flag_threshold=0.5)
+    assert not allowed.flagged and not any(allowed.categories.values())
+
+
+class TestCalibration:
+    def test_perfectly_separated_scores_rank_perfectly(self):
+        scores = score_metrics([False, False, True, True], [0.1, 0.3, 0.6, 0.9])
+        assert (scores["roc_auc"], scores["pr_auc"], scores["accuracy_at_0.5"]) == (1.0, 1.0, 1.0)
+
+    def test_expected_calibration_error_of_a_known_case(self):
+        # bin [0.2, 0.3): four items at 0.25, one disallowed -> calibrated; bin [0.8, 0.9): two at 0.85, both
+        # disallowed -> off by 0.15 on 2 of 6 items. ECE = 2/6 * 0.15 = 0.05.
+        truth = [True, False, False, False, True, True]
+        scores = score_metrics(truth, [0.25, 0.25, 0.25, 0.25, 0.85, 0.85])
+        assert scores["ece"] == pytest.approx(0.05)
+        assert [(b["low"], b["n"]) for b in scores["reliability"]] == [(0.2, 4), (0.8, 2)]
+
+    def test_a_score_of_one_falls_in_the_last_bin(self):
+        scores = score_metrics([False, True], [0.0, 1.0])
+        assert scores["ece"] == 0.0 and [b["high"] for b in scores["reliability"]] == [0.1, 1.0]
+
+    def test_threshold_at_target_fpr_is_the_lowest_cut_within_budget(self):
+        allowed = [round(0.01 * i, 2) for i in range(1, 21)]  # 0.01 ... 0.20
+        disallowed = [0.15, 0.5, 0.9]
+        truth, p = [False] * 20 + [True] * 3, allowed + disallowed
+        scores = score_metrics(truth, p, target_fpr=0.05)
+        # Flagging at >= 0.20 flags 1 of 20 allowed (FPR 0.05) and 2 of 3 disallowed; 0.19 would flag 2 allowed.
+        assert scores["threshold_at_fpr"] == {"0.05": 0.2}
+        assert scores["at_target_fpr"] == {"target_fpr": 0.05, "fpr": 0.05, "tpr": pytest.approx(2 / 3)}
+        assert score_metrics(truth, p, target_fpr=0.0)["threshold_at_fpr"] == {"0": 0.5}
+
+    def test_no_threshold_when_the_top_score_is_allowed(self):
+        scores = score_metrics([True, False], [0.1, 0.9], target_fpr=0.0)
+        assert scores["threshold_at_fpr"] == {"0": None}
+        assert scores["at_target_fpr"] == {"target_fpr": 0.0, "fpr": 0.0, "tpr": 0.0}
+
+    def test_one_label_only_is_refused(self):
+        with pytest.raises(ValueError, match="both"):
+            score_metrics([True, True], [0.2, 0.9])
+
+
+def test_evals_run_fast_end_to_end(tmp_path, data_file, tiny_model_dir, capsys):
+    out = tmp_path / "fast"
+    args = ["run", "--model", str(tiny_model_dir), "--data", str(data_file), "--out", str(out), "--mode", "fast"]
+    main([*args, "--n-bootstrap", "20", "--threshold", "0.5"])
+    printed = capsys.readouterr().out
+    assert "ROC-AUC" in printed and "threshold for FPR <= 0.05" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["mode"] == "fast" and metrics["label"].endswith(" [fast]")
+    assert {"roc_auc", "pr_auc", "ece", "brier", "accuracy_at_0.5", "threshold_at_fpr", "at_target_fpr"} <= set(
+        metrics["scores"]
+    )
+    assert metrics["n"] == len(ROWS) and metrics["accuracy_ci95"] is not None and metrics["parse_failure_rate"] == 0
+    assert (out / "reliability_diagram.png").stat().st_size > 0
+    assert "reliability_diagram.png" in (out / "report.md").read_text()
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    for record in records:
+        verdict = fast_verdict(Scores(record["score"], record["category_share"], 0.0), 0.5)
+        assert (record["decision"] == "disallow") == verdict.flagged  # the verdict is the serving rule's at 0.5
+        assert set(record["category_share"]) == set(metrics["per_category"])
+    from serve.validation import measured
+
+    assert measured(str(tiny_model_dir), "fast", str(tmp_path)).path == out / "metrics.json"
+    assert measured(str(tiny_model_dir), "reasoning", str(tmp_path)) is None
+
+
+def test_fast_and_reasoning_never_share_a_folder(tmp_path, data_file, tiny_model_dir):
+    settings = {"model": str(tiny_model_dir), "data": str(data_file), "out": str(tmp_path / "e"), "n_bootstrap": 0}
+    reasoning = EvalConfig(**settings, max_new_tokens=2, limit=1)
+    fast = reasoning.model_copy(update={"mode": "fast"})
+    from evals.data import load_dataset
+
+    dataset = load_dataset(str(data_file), limit=1)
+    assert "mode" not in identity_of(reasoning, dataset)  # folders from before fast mode existed still resume
+    assert identity_of(fast, dataset)["mode"] == "fast"
+    run_eval(reasoning, report=False)
+    with pytest.raises(UserError, match="mode"):
+        run_eval(fast, report=False)
+    run_eval(fast.model_copy(update={"out": str(tmp_path / "f")}), report=False)
+    with pytest.raises(UserError, match="threshold"):
+        run_eval(fast.model_copy(update={"out": str(tmp_path / "f"), "threshold": 0.7}), report=False)
+
+
+def test_baselines_ignore_fast_mode(tmp_path, data_file, tiny_dataset_dir, capsys):
+    config = EvalConfig(
+        model="keyword", data=str(data_file), out=str(tmp_path / "k"), mode="fast", n_bootstrap=0,
+        train=str(tiny_dataset_dir / "train.parquet"),
+    )  # fmt: skip
+    metrics = run_eval(config, report=False)
+    assert "local models only" in capsys.readouterr().out
+    assert metrics["config"]["mode"] == "reasoning" and metrics["label"] == "keyword"
+    assert runs_of(["keyword", "m"], ["reasoning", "fast"]) == [("keyword", "reasoning"), ("m", "reasoning"),
+                                                                 ("m", "fast")]  # fmt: skip
+
+
+def test_suite_with_both_modes_pairs_fast_against_reasoning(tmp_path, data_file, tiny_model_dir):
+    report = run_suite(
+        [str(tiny_model_dir)], [str(data_file)], tmp_path / "suite", modes=["reasoning", "fast"],
+        max_new_tokens=2, n_bootstrap=10,
+    )[0]  # fmt: skip
+    name = tiny_model_dir.name
+    assert {p.name for p in report.parent.iterdir() if p.is_dir()} == {name, f"{name}-fast"}
+    text = report.read_text()
+    assert f"| {name} [fast] − {name} | {len(ROWS)} |" in text  # the paired difference of the two modes
+    assert f"| {name} [fast] |" in text.split("P(disallow) scores")[1]  # the scores table lists the fast row only
+    assert f"| {name} |" not in text.split("P(disallow) scores")[1].split("## Paired")[0]
+
+
+def test_bfloat16_for_the_transformers_engine(tiny_model_dir):
+    import torch
+
+    reference, bf16 = (load_moderator(tiny_model_dir, compute_type=c) for c in ("int8", "bfloat16"))
+    assert (reference.model.dtype, bf16.model.dtype) == (torch.float32, torch.bfloat16)
+    expected = [s.p_disallow for s in fast_scorer(reference).score(LISTINGS)]
+    got = [s.p_disallow for s in fast_scorer(bf16).score(LISTINGS)]
+    assert np.allclose(got, expected, atol=0.02)  # bf16 rounding only
+    assert bf16.moderate(LISTINGS[:1])[0].completion is not None  # generation runs in bf16 too
+    with pytest.raises(UserError, match="compute type 'bfloat16'"):
+        load_moderator(tiny_model_dir, "ct2", "bfloat16")
