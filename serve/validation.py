@@ -70,12 +70,14 @@ def check_modes(model: str, modes: set[str], allow_unvalidated_fast: bool, eval_
 
 
 def _fpr_threshold(scores) -> tuple[float | None, float | None]:
-    """(threshold, target FPR) from a metrics.json `scores` block (evals.calibration), (None, None) without one."""
+    """(threshold, its FPR budget) from a metrics.json `scores` block's `threshold_at_fpr` (evals.calibration): the
+    5% budget's when recorded, else the budget the eval was run with; (None, None) without one."""
     try:
-        chosen = scores["at_target_fpr"]
-        target = float(chosen["target_fpr"])
-        return (None if chosen["threshold"] is None else float(chosen["threshold"])), target
-    except (KeyError, TypeError, ValueError):
+        table = scores["threshold_at_fpr"]
+        budget = "0.05" if "0.05" in table else next(iter(table))
+        threshold = table[budget]
+        return (None if threshold is None else float(threshold)), float(budget)
+    except (KeyError, TypeError, ValueError, StopIteration):
         return None, None
 
 
