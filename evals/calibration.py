@@ -87,7 +87,7 @@ def plot_reliability(scores: dict, path: Path, title: str = "") -> None:
     ax.set_xlabel("P(disallow)")
     ax.set_ylabel("share of disallowed items")
     ax.set_title(f"{title} reliability: ECE {scores['ece']:.3f}, ROC-AUC {scores['roc_auc']:.3f}".strip(), fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

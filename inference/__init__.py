@@ -32,8 +32,8 @@ def load_moderator(
     device: str = "cpu",
 ) -> Moderator:
     """A moderator for a run folder, model folder or embedded name on the chosen engine. `compute_type`: for ct2 one
-    of its COMPUTE_TYPES; for transformers "bfloat16" loads the weights in bf16, any other value keeps float32 (so
-    ct2's default int8 never silently quantizes the reference path).
+    of its COMPUTE_TYPES; for transformers "bfloat16" loads the weights in bf16 and any other value (a ct2 type, such
+    as the shared default int8) keeps the float32 reference.
 
     >>> load_moderator("runs/cpu-smollm2", engine="ct2", compute_type="int8").moderate(["Premium IPTV"])
     """

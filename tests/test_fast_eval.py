@@ -130,10 +130,27 @@ def test_evals_run_fast_end_to_end(tmp_path, data_file, tiny_model_dir, capsys):
         verdict = fast_verdict(Scores(record["score"], record["category_share"], 0.0), 0.5)
         assert (record["decision"] == "disallow") == verdict.flagged  # the verdict is the serving rule's at 0.5
         assert set(record["category_share"]) == set(metrics["per_category"])
-    from serve.validation import measured
+    from serve.validation import measured, serving_threshold
 
     assert measured(str(tiny_model_dir), "fast", str(tmp_path)).path == out / "metrics.json"
     assert measured(str(tiny_model_dir), "reasoning", str(tmp_path)) is None
+    kept = metrics["scores"]["threshold_at_fpr"]["0.05"]  # serve's default fast threshold comes from here
+    assert serving_threshold(str(tiny_model_dir), None, str(tmp_path)).value == (0.5 if kept is None else kept)
+
+
+def test_fast_eval_on_ct2_matches_transformers(tmp_path, data_file, tiny_model_dir):
+    """`--engine ct2 --mode fast` goes through CT2's scorer and records the same P(disallow) as transformers."""
+    scores = {}
+    for engine, compute_type in (("transformers", "int8"), ("ct2", "float32")):
+        out = tmp_path / engine
+        config = EvalConfig(
+            model=str(tiny_model_dir), data=str(data_file), out=str(out), mode="fast", engine=engine,
+            compute_type=compute_type, n_bootstrap=0,
+        )  # fmt: skip
+        run_eval(config, report=False)
+        records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        scores[engine] = [r["score"] for r in records]
+    assert scores["ct2"] == pytest.approx(scores["transformers"], abs=1e-4)
 
 
 def test_fast_and_reasoning_never_share_a_folder(tmp_path, data_file, tiny_model_dir):
