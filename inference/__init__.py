@@ -30,10 +30,11 @@ def load_moderator(
     prompt_config: PromptConfig | None = None,
     generation: GenerationConfig | None = None,
     device: str = "cpu",
+    threads: int = 0,
 ) -> Moderator:
     """A moderator for a run folder, model folder or embedded name on the chosen engine. `compute_type`: for ct2 one
     of its COMPUTE_TYPES; for transformers "bfloat16" loads the weights in bf16 and any other value (a ct2 type, such
-    as the shared default int8) keeps the float32 reference.
+    as the shared default int8) keeps the float32 reference. `threads`: ct2's intra-op threads (0: its default).
 
     >>> load_moderator("runs/cpu-smollm2", engine="ct2", compute_type="int8").moderate(["Premium IPTV"])
     """
@@ -51,6 +52,7 @@ def load_moderator(
             generation,
             compute_type,
             device,
+            threads,
         )
     if engine == "vllm":
         raise UserError(vllm_unavailable())

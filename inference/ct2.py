@@ -132,12 +132,14 @@ def load_ct2_moderator(
     generation: GenerationConfig | None,
     compute_type: str = "int8",
     device: str = "cpu",
+    threads: int = 0,
 ) -> CT2Moderator:
-    """Convert (or reuse the cached conversion of) `model_dir` and wrap it in a CT2Moderator."""
+    """Convert (or reuse the cached conversion of) `model_dir` and wrap it in a CT2Moderator (`threads`: CT2's
+    intra-op threads, 0 for its default; 1 can win on a busy machine, as its OpenMP threads spin while waiting)."""
     import ctranslate2
 
     converted = convert(model_dir, compute_type)
-    generator = ctranslate2.Generator(str(converted), device=device, compute_type=compute_type)
+    generator = ctranslate2.Generator(str(converted), device=device, compute_type=compute_type, intra_threads=threads)
     return CT2Moderator(generator, load_tokenizer(model_dir), policy, prompt_config, generation)
 
 

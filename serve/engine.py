@@ -115,7 +115,9 @@ class EngineConfig(BaseModel):
     compute_type: Literal[COMPUTE_TYPES] = Field(
         "float32", description="ct2 engine: weights type (float32 kept every verdict of the trained run; int8 faster)"
     )
-    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default; 1 can win on a busy machine)")
+    threads: int = Field(
+        0, ge=0, description="CPU threads for torch and ct2 (0: their defaults; 1 can win on a busy machine)"
+    )
     threshold: float | None = Field(
         None,
         ge=0,
@@ -134,7 +136,9 @@ def load_engine(config: EngineConfig) -> Engine:
 
         torch.set_num_threads(config.threads)
     generation = GenerationConfig(max_new_tokens=config.max_new_tokens, batch_size=config.max_batch_size)
-    moderator = load_moderator(config.model, config.engine, config.compute_type, config.policy, generation=generation)
+    moderator = load_moderator(
+        config.model, config.engine, config.compute_type, config.policy, generation=generation, threads=config.threads
+    )
     threshold = serving_threshold(config.model, config.threshold, config.eval_dir).value
     return Engine(moderator, threshold, config.category_threshold, config.on_parse_failure)
 
