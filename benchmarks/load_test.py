@@ -1,16 +1,19 @@
-"""Load test of `python -m serve` on 127.0.0.1: RPS and latency percentiles per input-length bucket and concurrency,
-with dynamic batching (ours) and one request at a time (baseline, `--max-batch-size 1`), measured in one run.
+"""Load test of `python -m serve` on 127.0.0.1: RPS and latency percentiles per mode, input-length bucket and
+concurrency, with dynamic batching (ours) and one request at a time (baseline, `--max-batch-size 1`), in one run.
 
-    python benchmarks/load_test.py                                  # smollm2-135m, fast mode, ~5 minutes on 2 cores
+    python benchmarks/load_test.py                                  # smollm2-135m, transformers, fast + reasoning
+    python benchmarks/load_test.py --engine ct2 --compute-type int8 --modes fast --concurrency 16
+    python benchmarks/load_test.py --model runs/my-run --modes reasoning --requests 8 --concurrency 1,8
     python benchmarks/fault_run.py                                  # partial bodies, nested JSON, SIGTERM mid-load
-    python benchmarks/load_test.py --model runs/my-run --mode reasoning --requests 8 --concurrency 1,8
 
-Each server is a real subprocess on a free loopback port; every cell sends at most `--requests` single-listing
-requests at a fixed concurrency and stops issuing after `--max-seconds`, so the run is bounded in count and time.
-Listings are cut from the sample listings to a token count drawn uniformly inside the bucket (the prompt keeps at
-most `max_listing_tokens`, 384 by default, of a longer listing: head and tail). Prints a table, the baseline / ours /
-ratio line per bucket at the highest concurrency, and writes results.json and a PNG to `--out`. Fast mode is served
-with `--allow-unvalidated-fast`: this measures throughput, not what the mode is worth (see serve.validation).
+Each server is a real subprocess on a free loopback port serving both modes (each request names its mode); every cell
+sends at most `--requests` single-listing requests at a fixed concurrency and stops issuing after `--max-seconds`, so
+the run is bounded in count and time. Listings are cut from the sample listings to a token count drawn uniformly
+inside the bucket (the prompt keeps at most `max_listing_tokens`, 384 by default, of a longer listing: head and
+tail). Prints a table, the baseline / ours / ratio line per mode and bucket at the highest concurrency, the issue's
+goal for fast mode (>= 10 RPS with p95 <= 0.5 s for 1-100 tokens; batching >= 3x one-at-a-time), the engine in every
+line, and writes results.json and a PNG to `--out`. Fast mode is served with `--allow-unvalidated-fast`: this
+measures throughput, not what the mode is worth (see serve.validation).
 """
 
 from __future__ import annotations
@@ -38,11 +41,14 @@ from moderation.models import load_tokenizer
 from moderation.paths import CONFIGS, REPO_ROOT
 from moderation.runs import read_run
 
-BUCKETS = {"1-100": (1, 100), "100-500": (100, 500), "500-2000": (500, 2000)}
+BUCKETS = {"1-100": (1, 100), "100-300": (100, 300), "300-1000": (300, 1000)}
+MODES = ("fast", "reasoning")
+GOAL_RPS, GOAL_P95_S, GOAL_RATIO = 10.0, 0.5, 3.0  # issue 17, fast mode, 1-100 tokens, concurrency 16
 
 
 @dataclass
 class Cell:
+    mode: str
     bucket: str
     concurrency: int
     batching: bool
@@ -103,11 +109,11 @@ def start_server(arguments: list[str], log: Path) -> tuple[subprocess.Popen, str
 
 
 @contextmanager
-def server(model: str, mode: str, max_batch_size: int, threads: int, log: Path):
-    """A `python -m serve` subprocess on a free loopback port; yields its URL once /health answers."""
-    arguments = ["--model", model, "--mode", mode, "--max-batch-size", str(max_batch_size)]
-    arguments += ["--request-timeout-s", "120", "--threads", str(threads)]
-    arguments += ["--allow-unvalidated-fast"] if mode == "fast" else []
+def server(model: str, engine: list[str], modes: list[str], max_batch_size: int, log: Path):
+    """A `python -m serve` subprocess on a free loopback port serving `modes`; yields its URL once /health answers.
+    `engine` is the engine's flags (`--engine ...`, `--threads`, `--max-new-tokens`)."""
+    arguments = ["--model", model, "--mode", modes[0], "--client-modes", *modes, *engine]
+    arguments += ["--max-batch-size", str(max_batch_size), "--request-timeout-s", "300", "--allow-unvalidated-fast"]
     process, url = start_server(arguments, log)
     try:
         yield url
@@ -119,7 +125,9 @@ def server(model: str, mode: str, max_batch_size: int, threads: int, log: Path):
             process.kill()
 
 
-async def run_cell(url: str, listings: list[str], concurrency: int, max_seconds: float) -> tuple[list[float], int, int]:
+async def run_cell(
+    url: str, mode: str, listings: list[str], concurrency: int, max_seconds: float
+) -> tuple[list[float], int, int]:
     """(latencies of answered requests, requests sent, errors) at a fixed concurrency, bounded in count and time."""
     latencies: list[float] = []
     errors = sent = 0
@@ -133,7 +141,7 @@ async def run_cell(url: str, listings: list[str], concurrency: int, max_seconds:
             sent += 1
             started = time.perf_counter()
             try:
-                response = await client.post("/v1/moderations", json={"input": text})
+                response = await client.post("/v1/moderations", json={"input": text, "mode": mode})
                 failed = response.status_code != 200
             except httpx.HTTPError:
                 failed = True
@@ -142,7 +150,7 @@ async def run_cell(url: str, listings: list[str], concurrency: int, max_seconds:
             else:
                 latencies.append(time.perf_counter() - started)
 
-    async with httpx.AsyncClient(base_url=url, timeout=180, limits=httpx.Limits(max_connections=concurrency)) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=360, limits=httpx.Limits(max_connections=concurrency)) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     return latencies, sent, errors
 
@@ -154,58 +162,96 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(url: str, bucket: str, listings: list[str], concurrency: int, batching: bool, max_seconds: float) -> Cell:
+def measure(
+    url: str, mode: str, bucket: str, listings: list[str], concurrency: int, batching: bool, max_seconds: float
+) -> Cell:
     before = httpx.get(f"{url}/health").json()
     started = time.perf_counter()
-    latencies, sent, errors = asyncio.run(run_cell(url, listings, concurrency, max_seconds))
+    latencies, sent, errors = asyncio.run(run_cell(url, mode, listings, concurrency, max_seconds))
     elapsed = time.perf_counter() - started
     after = httpx.get(f"{url}/health").json()
     batches = after["batches"] - before["batches"]
     mean_batch = (after["listings"] - before["listings"]) / batches if batches else 0.0
     p50, p95, p99 = (percentile(latencies, q) for q in (0.5, 0.95, 0.99))
     rps = len(latencies) / elapsed
-    return Cell(bucket, concurrency, batching, sent, len(latencies), errors, rps, p50, p95, p99, mean_batch)
+    return Cell(mode, bucket, concurrency, batching, sent, len(latencies), errors, rps, p50, p95, p99, mean_batch)
 
 
-def plot(cells: list[Cell], path: Path) -> None:
+def plot(cells: list[Cell], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for bucket in BUCKETS:
-        for batching, style in ((True, "-o"), (False, "x")):
-            rows = [c for c in cells if c.bucket == bucket and c.batching == batching]
-            if rows:
-                label = f"{bucket} tokens" + ("" if batching else " (one at a time)")
-                left.plot([c.concurrency for c in rows], [c.rps for c in rows], style, label=label)
-                right.plot([c.concurrency for c in rows], [c.p95 for c in rows], style, label=label)
+    for mode in MODES:
+        for bucket in BUCKETS:
+            for batching, style in ((True, "-o"), (False, "x")):
+                rows = [c for c in cells if (c.mode, c.bucket, c.batching) == (mode, bucket, batching)]
+                if rows:
+                    label = f"{mode}, {bucket} tokens" + ("" if batching else " (one at a time)")
+                    left.plot([c.concurrency for c in rows], [c.rps for c in rows], style, label=label)
+                    right.plot([c.concurrency for c in rows], [c.p95 for c in rows], style, label=label)
     left.set(xlabel="concurrency", ylabel="requests/s", xscale="log", title="throughput")
     right.set(xlabel="concurrency", ylabel="p95 latency (s)", xscale="log", yscale="log", title="p95 latency")
-    left.legend(fontsize=7)
+    left.legend(fontsize=6)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+
+
+def comma_list(value: str, known, what: str) -> list[str]:
+    items = value.split(",")
+    if unknown := set(items) - set(known):
+        raise UserError(f"unknown {what} {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    return items
+
+
+def summary(cells: list[Cell], engine: str, top: int) -> list[str]:
+    """The baseline / ours / ratio line per mode and bucket at the top concurrency, then the issue's fast-mode goal."""
+    lines = []
+    for mode, bucket in dict.fromkeys((c.mode, c.bucket) for c in cells):
+        ours = next(c for c in cells if (c.mode, c.bucket, c.batching, c.concurrency) == (mode, bucket, True, top))
+        baseline = next(c for c in cells if (c.mode, c.bucket, c.batching) == (mode, bucket, False))
+        ratio = ours.rps / baseline.rps if baseline.rps else float("nan")
+        lines.append(
+            f"{engine}, {mode} mode, {bucket} tokens, concurrency {top}: baseline {baseline.rps:.2f} rps "
+            f"(one at a time, p95 {baseline.p95:.2f}s), ours {ours.rps:.2f} rps (dynamic batching, p95 "
+            f"{ours.p95:.2f}s), ratio {ratio:.2f}x"
+        )
+        if (mode, bucket) == ("fast", "1-100"):
+            met = ours.rps >= GOAL_RPS and ours.p95 <= GOAL_P95_S and ratio >= GOAL_RATIO
+            lines.append(
+                f"{engine}, goal (fast, 1-100 tokens, c={top}: >= {GOAL_RPS:g} rps, p95 <= {GOAL_P95_S:g}s, batching "
+                f">= {GOAL_RATIO:g}x): {'met' if met else 'missed'} ({ours.rps:.2f} rps, p95 {ours.p95:.2f}s, "
+                f"{ratio:.2f}x)"
+            )
+    return lines
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m", help="HF id, local folder, embedded name or run folder")
-    parser.add_argument("--mode", default="fast", choices=["fast", "reasoning"])
+    parser.add_argument("--engine", default="transformers", choices=["transformers", "ct2"])
+    parser.add_argument("--compute-type", default="float32", help="ct2 engine: int8, int8_float32 or float32")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
     parser.add_argument("--buckets", default=",".join(BUCKETS), help=f"comma list of {', '.join(BUCKETS)}")
     parser.add_argument("--concurrency", default="1,4,16", help="comma list; the highest is also run one-at-a-time")
     parser.add_argument("--requests", type=int, default=48, help="requests per cell at most")
     parser.add_argument("--max-seconds", type=float, default=40.0, help="stop issuing requests in a cell after this")
-    parser.add_argument("--threads", type=int, default=0, help="server's torch threads (0: torch's default)")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="reasoning mode: the server's budget")
+    parser.add_argument("--threads", type=int, default=0, help="server's torch and ct2 threads (0: their defaults)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "load_test")
     args = parser.parse_args(argv)
-    buckets = args.buckets.split(",")
-    if unknown := set(buckets) - set(BUCKETS):
-        raise UserError(f"unknown bucket(s) {', '.join(sorted(unknown))}; known: {', '.join(BUCKETS)}")
+    modes = comma_list(args.modes, MODES, "mode(s)")
+    buckets = comma_list(args.buckets, list(BUCKETS), "bucket(s)")
     levels = sorted({int(level) for level in args.concurrency.split(",")})
     args.out.mkdir(parents=True, exist_ok=True)
+    engine = f"ct2 {args.compute_type}" if args.engine == "ct2" else args.engine
+    flags = ["--engine", args.engine, "--compute-type", args.compute_type, "--threads", str(args.threads)]
+    flags += ["--max-new-tokens", str(args.max_new_tokens)]
 
     console = Console(width=150)
     run = read_run(args.model)
@@ -214,40 +260,42 @@ def main(argv: list[str] | None = None) -> None:
     cells: list[Cell] = []
     for batching, max_batch_size in ((True, 16), (False, 1)):
         name = "dynamic batching" if batching else "one request at a time"
-        with console.status(f"starting the server ({name})"):
+        with console.status(f"starting the server ({engine}, {name})"):
             log = args.out / f"server-batch{max_batch_size}.log"
-            context = server(args.model, args.mode, max_batch_size, args.threads, log)
+            context = server(args.model, flags, modes, max_batch_size, log)
             url = context.__enter__()
         try:
-            asyncio.run(run_cell(url, listings[buckets[0]][:4], 2, 60))  # warm-up, not measured
-            for bucket in buckets:
-                for level in levels if batching else levels[-1:]:
-                    with console.status(f"{name}: {bucket} tokens, concurrency {level}"):
-                        cell = measure(url, bucket, listings[bucket], level, batching, args.max_seconds)
-                    cells.append(cell)
-                    console.print(f"{name:>22} {bucket:>9} c={level:<3} {cell.rps:6.2f} rps  p95 {cell.p95:6.2f}s")
+            for mode in modes:
+                asyncio.run(run_cell(url, mode, listings[buckets[0]][:4], 2, 60))  # warm-up, not measured
+                for bucket in buckets:
+                    for level in levels if batching else levels[-1:]:
+                        with console.status(f"{engine}, {mode}, {name}: {bucket} tokens, concurrency {level}"):
+                            cell = measure(url, mode, bucket, listings[bucket], level, batching, args.max_seconds)
+                        cells.append(cell)
+                        console.print(
+                            f"{engine}, {mode:>9}, {name:>21}, {bucket:>8} tokens, c={level:<3} {cell.rps:6.2f} rps  "
+                            f"p50 {cell.p50:6.2f}s  p95 {cell.p95:6.2f}s  p99 {cell.p99:6.2f}s  "
+                            f"({cell.ok}/{cell.sent} ok)"
+                        )
         finally:
             context.__exit__(None, None, None)
 
-    table = Table(title=f"{args.model}, {args.mode} mode, {os.cpu_count()} CPUs (shared), loopback")
-    columns = ("bucket (tokens)", "concurrency", "batching", "sent", "RPS", "p50 s", "p95 s", "p99 s", "errors")
+    title = f"{args.model}, {engine}, {os.cpu_count()} CPUs (shared), loopback"
+    table = Table(title=title)
+    columns = ("mode", "bucket (tokens)", "concurrency", "batching", "sent", "RPS", "p50 s", "p95 s", "p99 s", "errors")
     for column in (*columns, "mean batch"):
         table.add_column(column, justify="right")
     for c in cells:
         batching = "dynamic" if c.batching else "off"
         numbers = (f"{c.rps:.2f}", f"{c.p50:.3f}", f"{c.p95:.3f}", f"{c.p99:.3f}", f"{c.error_rate:.1%}")
-        table.add_row(c.bucket, str(c.concurrency), batching, str(c.sent), *numbers, f"{c.mean_batch_size:.1f}")
+        row = (c.mode, c.bucket, str(c.concurrency), batching, str(c.sent), *numbers, f"{c.mean_batch_size:.1f}")
+        table.add_row(*row)
     console.print(table)
-    top = levels[-1]
-    for bucket in buckets:
-        ours = next(c for c in cells if c.bucket == bucket and c.batching and c.concurrency == top)
-        baseline = next(c for c in cells if c.bucket == bucket and not c.batching)
-        console.print(
-            f"{bucket} tokens, concurrency {top}: baseline {baseline.rps:.2f} rps (one at a time), "
-            f"ours {ours.rps:.2f} rps (dynamic batching), ratio {ours.rps / baseline.rps:.2f}x"
-        )
-    (args.out / "results.json").write_text(json.dumps([asdict(c) for c in cells], indent=2))
-    plot(cells, args.out / "load_test.png")
+    for line in summary(cells, engine, levels[-1]):
+        console.print(line)
+    record = {"model": args.model, "engine": args.engine, "compute_type": args.compute_type, "cpus": os.cpu_count()}
+    (args.out / "results.json").write_text(json.dumps({**record, "cells": [asdict(c) for c in cells]}, indent=2))
+    plot(cells, args.out / "load_test.png", title)
     console.print(f"wrote {args.out / 'results.json'} and {args.out / 'load_test.png'}")
 
 
