@@ -83,7 +83,7 @@ def run_variant(variant: str, model_name: str, steps: int, warmup: int, queue) -
     )
     ours = variant != "baseline"
     if ours:
-        extra = dict(gradient_checkpointing=False, **device_kwargs())
+        extra = dict(gradient_checkpointing=False, **device_kwargs(recipe))
     else:
         extra = {} if torch.cuda.is_available() else {"use_cpu": True}
     torch.manual_seed(recipe.seed)

@@ -88,7 +88,8 @@ def render(decision: Decision, categories: Iterable[str] = (), reasoning: str = 
     if _TAGS.search(reasoning):
         raise ValueError("reasoning must not contain <reasoning> or <answer> tags")
     answer = "ALLOW" if decision == ALLOW else "DISALLOW: " + ", ".join(categories)
-    return f"<reasoning>\n{reasoning.strip()}\n</reasoning>\n<answer>\n{answer}\n</answer>"
+    body = f"{reasoning.strip()}\n" if reasoning.strip() else ""  # empty: exactly the answer fast mode forces
+    return f"<reasoning>\n{body}</reasoning>\n<answer>\n{answer}\n</answer>"
 
 
 def parse(text: object, known_categories: Iterable[str] | None = None) -> Verdict:

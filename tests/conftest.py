@@ -97,6 +97,8 @@ def tiny_recipe(tiny_model_dir, tiny_dataset_dir):
             "log_completions_steps": 1,
             "sft.max_steps": 2,
             "sft.batch_size": 2,
+            "holdout": 0,
+            "prompt_pool": 0,
             "wandb": "disabled",
             **extra,
         }

@@ -1,5 +1,6 @@
 """The shared-prefix rollout must produce exactly what plain generation of the repeated prompts produces."""
 
+import contextlib
 from types import SimpleNamespace
 
 import torch
@@ -17,7 +18,12 @@ def test_shared_prefix_matches_plain_generation(tiny_model_dir, policy):
     )
     listings = ["short listing", "a rather longer listing about presets and templates for designers"]
     prompts = [build_messages(policy, text) for text in listings for _ in range(3)]  # groups of 3, as TRL sends them
-    trainer = SimpleNamespace(model=model.train(), processing_class=tokenizer, generation_config=config)
+    trainer = SimpleNamespace(
+        model=model.train(),
+        processing_class=tokenizer,
+        generation_config=config,
+        accelerator=SimpleNamespace(autocast=contextlib.nullcontext),
+    )
 
     result = SharedPrefixRollout()(prompts, trainer)
 

@@ -74,15 +74,22 @@ def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monke
     monkeypatch.setattr(
         shared_prefix, "grouped_logps_and_entropies", lambda *a, **k: grouped_calls.append(1) or grouped(*a, **k)
     )
-    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path))
+    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path, holdout=2, prompt_pool=4, **{"sft.fast_share": 0.5}))
     run_dir = train(recipe)
     assert len(grouped_calls) == recipe.max_steps, "the GRPO loss must take the shared-prefix path"
     for part in ("merged/model.safetensors", "adapter/adapter_config.json", "sft/merged/READY", "rewards.png"):
         assert (run_dir / part).exists(), part
+    for part in ("holdout.parquet", "grpo_prompts.json"):
+        assert (run_dir / part).exists(), part
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["policy"] == "marketplace" and manifest["counts"]["train_prompts"] == len(
-        pd.read_parquet(tiny_dataset_dir / "train.parquet")
+    counts = manifest["counts"]
+    assert (
+        manifest["policy"] == "marketplace"
+        and counts["train_prompts"] == len(pd.read_parquet(tiny_dataset_dir / "train.parquet")) - 2
     )
+    pool = json.loads((run_dir / "grpo_prompts.json").read_text())
+    assert pool["pool"] == 4 and 0 <= counts["grpo_kept_fraction"] == pool["kept_fraction"] <= 1
+    assert 1 <= counts["grpo_prompts"] <= 4
     stages = [json.loads(line)["stage"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert "sft" in stages and "grpo" in stages
     completions = [json.loads(line) for line in (run_dir / "completions.jsonl").read_text().splitlines()]

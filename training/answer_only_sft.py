@@ -3,22 +3,53 @@
 TRL's fused LM head scores every position off Triton devices, so on CPU a batch of 8 prompts of ~300 tokens builds
 (8 × 300 × 49k-vocab) logits in fp32 (~0.5 GB, several copies in backward) to train ~40 answer tokens per row. Here
 the backbone runs as usual and the head sees only the answer positions: the same loss, less memory and time.
+
+Every row of a batch also starts with the same system turn (~110 of ~300 tokens with the compact prompt). That shared
+prefix runs once per batch, with gradients, and its key/value cache is repeated for the rows, as the GRPO loss does.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 from trl import SFTTrainer
 from trl.trainer.utils import entropy_from_logits
+
+MIN_SHARED_PREFIX = 16  # below this, one more forward call costs more than it saves
+
+
+def shared_prefix_length(inputs: dict) -> int:
+    """Leading tokens every row shares, unpadded and unscored, keeping at least one uncached token per row; else 0."""
+    input_ids, labels = inputs["input_ids"], inputs["labels"]
+    mask = inputs.get("attention_mask")
+    same = (input_ids == input_ids[:1]).all(0) & (labels == -100).all(0)
+    if mask is not None:
+        same &= mask.bool().all(0)
+    length = min(int(same.long().cumprod(0).sum()), input_ids.size(1) - 1) - 1  # the next label reads position n
+    return length if input_ids.size(0) > 1 and length >= MIN_SHARED_PREFIX else 0
 
 
 def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, answer-position logits, their labels): next-token cross-entropy over the labels that are not -100."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = causal_lm.base_model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
-    hidden = backbone.last_hidden_state
-    labels = inputs["labels"][:, 1:]
+    input_ids, attention_mask = inputs["input_ids"], inputs.get("attention_mask")
+    shared = shared_prefix_length(inputs)
+    if shared:
+        cache = DynamicCache(config=causal_lm.config)
+        causal_lm.base_model(input_ids=input_ids[:1, :shared], past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(input_ids.size(0))
+        positions = torch.arange(shared, input_ids.size(1), device=input_ids.device).expand(input_ids.size(0), -1)
+        hidden = causal_lm.base_model(
+            input_ids=input_ids[:, shared:],
+            attention_mask=attention_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state
+    else:
+        hidden = causal_lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    labels = inputs["labels"][:, shared + 1 :]
     mask = labels != -100
     logits = causal_lm.get_output_embeddings()(hidden[:, :-1][mask]).float()
     targets = labels[mask]
@@ -33,7 +64,8 @@ class AnswerOnlySFTTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss, logits, targets = answer_only_loss(model, inputs, num_items_in_batch)
+        with self.accelerator.autocast():  # the backbone is called directly, past the autocast-wrapped forward
+            loss, logits, targets = answer_only_loss(model, inputs, num_items_in_batch)
         metrics = self._metrics["train" if model.training else "eval"]
         with torch.no_grad():
             scored = targets.numel() > 0  # TRL logs 0.0 for a batch with no answer tokens

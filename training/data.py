@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from moderation.errors import UserError
@@ -20,6 +21,29 @@ def load_rows(dataset: Path) -> list[dict]:
         raise UserError(f"{dataset / 'train.parquet'} lacks columns: {', '.join(sorted(missing))}")
     frame["categories"] = frame["categories"].map(list)
     return frame.to_dict("records")
+
+
+HOLDOUT = "holdout.parquet"
+
+
+def hold_back(rows: list[dict], recipe: Recipe) -> list[dict]:
+    """Shuffle the rows (seeded) and set `recipe.holdout` of them aside in runs/<name>/holdout.parquet: the slice
+    thresholds and step counts are chosen on, so dev and test stay untouched. Returns the rows to train on."""
+    import io
+
+    import pandas as pd
+
+    from data_gen.io import atomic_write_bytes
+
+    rows = list(rows)
+    random.Random(recipe.seed).shuffle(rows)
+    held, rows = rows[: recipe.holdout], rows[recipe.holdout :]
+    if held:
+        buffer = io.BytesIO()
+        pd.DataFrame(held).to_parquet(buffer, index=False)
+        atomic_write_bytes(recipe.run_dir / HOLDOUT, buffer.getvalue())
+        print(f"holdout: {len(held)} train rows held back in {recipe.run_dir / HOLDOUT}")
+    return rows
 
 
 def gold_reasoning(row: dict, policy: Policy) -> str:

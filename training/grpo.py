@@ -54,7 +54,7 @@ def run_grpo(
         vllm_server_host=recipe.vllm_server_host,
         vllm_server_port=recipe.vllm_server_port,
         vllm_gpu_memory_utilization=recipe.vllm_gpu_memory_utilization,
-        **device_kwargs(),
+        **device_kwargs(recipe),
     )
     dataset = Dataset.from_list([{k: v for k, v in r.items() if k != "completion"} for r in rows])
     if recipe.backend == "unsloth":

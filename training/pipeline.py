@@ -1,4 +1,5 @@
-"""The training pipeline, stage by stage: data → SFT warm-start → GRPO → save (plot, manifest, MLflow artifacts)."""
+"""The training pipeline, stage by stage: data (minus the holdout) → SFT warm-start → GRPO prompt filter → GRPO →
+save (plot, manifest, MLflow artifacts)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from moderation.errors import UserError
 from moderation.policy import load_policy
 from moderation.runs import MANIFEST, MERGED
 from training.artifacts import peak_rss_gb, prepare_run_dir, write_manifest
-from training.data import load_rows, to_prompt_rows
+from training.data import hold_back, load_rows, to_prompt_rows
 from training.grpo import run_grpo
+from training.prompt_filter import disagreeing_prompts
 from training.recipe import Recipe, require_runtime
 from training.resume import COMPLETIONS, METRICS
 from training.sft import run_sft
@@ -46,8 +48,8 @@ def train(recipe: Recipe, callbacks=()) -> Path:
     policy = load_policy(recipe.policy)
     base_path = resolve_model(recipe.model)
     tokenizer = load_tokenizer(base_path)
-    rows, dropped = to_prompt_rows(load_rows(recipe.dataset), policy, tokenizer, recipe)
-    random.Random(recipe.seed).shuffle(rows)
+    rows = hold_back(load_rows(recipe.dataset), recipe)
+    rows, dropped = to_prompt_rows(rows, policy, tokenizer, recipe)
     print(f"data: {len(rows)} training prompts, {dropped} dropped for exceeding {recipe.max_prompt_tokens} tokens")
     if not rows:
         raise UserError("no training prompts left: raise max_prompt_tokens or lower prompt.max_listing_tokens")
@@ -65,16 +67,20 @@ def train(recipe: Recipe, callbacks=()) -> Path:
             start_path = run_sft(recipe, base_path, rows, tokenizer, tracker, callbacks)
             timings["sft"] = time.perf_counter() - stage
 
-        # GRPO
+        # GRPO, on the prompts where the start model's group disagrees
         stage = time.perf_counter()
-        metrics = run_grpo(recipe, start_path, rows, tokenizer, tracker, policy, callbacks)
+        grpo_rows, kept_fraction = disagreeing_prompts(recipe, start_path, rows, tokenizer, policy)
+        timings["prompt_pool"] = time.perf_counter() - stage
+        stage = time.perf_counter()
+        metrics = run_grpo(recipe, start_path, grpo_rows, tokenizer, tracker, policy, callbacks)
         timings["grpo"] = time.perf_counter() - stage
 
     # save
     if (recipe.run_dir / METRICS).exists():
         plot_metrics(recipe.run_dir / METRICS, recipe.run_dir / "rewards.png")
     timings["total"] = time.perf_counter() - start
-    counts = {"train_prompts": len(rows), "dropped_prompts": dropped}
+    counts = {"train_prompts": len(rows), "dropped_prompts": dropped, "grpo_prompts": len(grpo_rows)}
+    counts["grpo_kept_fraction"] = kept_fraction
     write_manifest(recipe, timings, metrics, counts, mlflow_run.run_id if mlflow_run else None)
     if mlflow_run:
         mlflow_run.finish([recipe.run_dir / name for name in ("rewards.png", MANIFEST, COMPLETIONS)])

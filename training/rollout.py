@@ -8,8 +8,50 @@ sampling distribution is unchanged: same model, same generation config, same tok
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from transformers import DynamicCache
+
+
+def sample_completions(model, tokenizer, prompts: list, generation_config, autocast=contextlib.nullcontext) -> dict:
+    """Sample one completion per entry of `prompts` (repeats share one prefill): prompt_ids and completion_ids."""
+    texts = [
+        p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
+    unique = list(dict.fromkeys(texts))
+    index = torch.tensor([unique.index(t) for t in texts])
+    encoded = tokenizer(unique, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    device = next(model.parameters()).device
+    ids, mask, index = ids.to(device), mask.to(device), index.to(device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast():
+            cache = DynamicCache(config=model.config)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            # Prefill all but the last prompt token (generate() needs one uncached token to start from);
+            # only the cache is wanted, so skip the vocabulary projection for all but one position.
+            model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                  past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+            cache.batch_select_indices(index)
+            output = model.generate(
+                input_ids=ids[index],
+                attention_mask=mask[index],
+                past_key_values=cache,
+                generation_config=generation_config,
+            )
+    finally:
+        model.train(was_training)
+
+    completions = output[:, ids.shape[1] :].tolist()
+    return {
+        "prompt_ids": [row[m.bool()].tolist() for row, m in zip(ids[index], mask[index], strict=True)],
+        "completion_ids": [until_eos(c, generation_config) for c in completions],
+    }
 
 
 class SharedPrefixRollout:
@@ -18,46 +60,10 @@ class SharedPrefixRollout:
     __name__ = "shared_prefix_rollout"
 
     def __call__(self, prompts: list, trainer) -> dict:
-        tokenizer = trainer.processing_class
-        texts = [
-            p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-            for p in prompts
-        ]
-        unique = list(dict.fromkeys(texts))
-        index = torch.tensor([unique.index(t) for t in texts])
-        encoded = tokenizer(unique, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
-        ids, mask = encoded["input_ids"], encoded["attention_mask"]
-        model = trainer.model
-        device = next(model.parameters()).device
-        ids, mask, index = ids.to(device), mask.to(device), index.to(device)
-
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                cache = DynamicCache(config=model.config)
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                # Prefill all but the last prompt token (generate() needs one uncached token to start from);
-                # only the cache is wanted, so skip the vocabulary projection for all but one position.
-                model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
-                      past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
-                cache.batch_select_indices(index)
-                output = model.generate(
-                    input_ids=ids[index],
-                    attention_mask=mask[index],
-                    past_key_values=cache,
-                    generation_config=trainer.generation_config,
-                )
-        finally:
-            model.train(was_training)
-
-        completions = output[:, ids.shape[1] :].tolist()
-        prompt_ids = [row[m.bool()].tolist() for row, m in zip(ids[index], mask[index], strict=True)]
-        return {
-            "prompt_ids": prompt_ids,
-            "completion_ids": [until_eos(c, trainer.generation_config) for c in completions],
-            "logprobs": None,
-        }
+        sampled = sample_completions(
+            trainer.model, trainer.processing_class, prompts, trainer.generation_config, trainer.accelerator.autocast
+        )  # the recipe's precision, as in the loss
+        return {**sampled, "logprobs": None}
 
 
 def until_eos(tokens: list[int], config) -> list[int]:

@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import math
+import random
 from pathlib import Path
 
 from moderation.runs import MERGED
+from moderation.verdict import render
 from training.artifacts import save_merged
 from training.models import device_kwargs, lora_config
 from training.recipe import Recipe
 from training.resume import start_stage
 
 SFT_ANSWER_TOKENS = 256  # room for the longest gold answer, so no SFT target is cut
+
+
+def sft_examples(rows: list[dict], fast_share: float, seed: int) -> list[dict]:
+    """Prompt/completion pairs; a seeded `fast_share` of them answer with an empty reasoning, the exact assistant
+    prefix fast mode forces, so its single forward pass reads a state the model was trained on."""
+    fast = set(random.Random(seed).sample(range(len(rows)), round(fast_share * len(rows))))
+    return [
+        {
+            "prompt": row["prompt"],
+            "completion": [
+                {"role": "assistant", "content": render(row["label"], row["categories"], "")}
+                if index in fast
+                else row["completion"][0]
+            ],
+        }
+        for index, row in enumerate(rows)
+    ]
+
+
+def sft_steps(recipe: Recipe, rows: int) -> int:
+    """Optimizer steps: `sft.max_steps` when set, else `sft.epochs` passes over the rows."""
+    return recipe.sft.max_steps or math.ceil(recipe.sft.epochs * rows / recipe.sft.batch_size)
 
 
 def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker, callbacks=()) -> Path:
@@ -27,14 +52,15 @@ def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker
         print(f"SFT warm-start already done: {merged}")
         return merged
     tracker.stage = "sft"
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    dataset = Dataset.from_list(sft_examples(rows, recipe.sft.fast_share, recipe.seed))
+    steps = sft_steps(recipe, len(rows))
     args = SFTConfig(
         output_dir=str(out / "checkpoints"),
-        max_steps=recipe.sft.max_steps,
+        max_steps=steps,
         per_device_train_batch_size=recipe.sft.batch_size,
         learning_rate=recipe.sft.learning_rate,
         lr_scheduler_type="cosine",
-        warmup_steps=max(1, recipe.sft.max_steps // 10),
+        warmup_steps=max(1, steps // 10),
         logging_steps=recipe.logging_steps,
         save_strategy="steps",
         save_steps=recipe.sft.save_steps,
@@ -43,8 +69,9 @@ def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker
         seed=recipe.seed,
         max_length=recipe.max_prompt_tokens + SFT_ANSWER_TOKENS,
         completion_only_loss=True,
+        pad_to_multiple_of=32,  # few distinct shapes: oneDNN caches a bf16 kernel per shape, RSS grew 1.5 GB without
         gradient_checkpointing=False,
-        **device_kwargs(),
+        **device_kwargs(recipe),
     )
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype="float32")
     trainer = AnswerOnlySFTTrainer(

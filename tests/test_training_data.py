@@ -1,0 +1,65 @@
+"""What the trainer is fed: the held-back slice, the SFT epoch and its fast-form share, the GRPO prompt filter."""
+
+import pandas as pd
+
+from inference.fast_answer import ANSWER_PREFIX
+from moderation.verdict import render
+from tests.test_train import RECIPE
+from training.data import HOLDOUT, hold_back, load_rows
+from training.prompt_filter import group_rewards
+from training.recipe import load_recipe
+from training.sft import sft_examples, sft_steps
+
+
+def rows_with_completions(n: int) -> list[dict]:
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"listing {i}"}],
+            "completion": [{"role": "assistant", "content": render("allow", (), f"Why {i}.")}],
+            "label": "allow",
+            "categories": [],
+        }
+        for i in range(n)
+    ]
+
+
+def test_a_fast_share_of_sft_targets_is_exactly_the_answer_fast_mode_forces():
+    rows = rows_with_completions(10)
+    examples = sft_examples(rows, 0.3, seed=1)
+    fast = [e for e in examples if e["completion"][0]["content"].startswith(ANSWER_PREFIX)]
+    assert len(fast) == 3 and all(e["completion"][0]["content"] == ANSWER_PREFIX + "ALLOW\n</answer>" for e in fast)
+    assert [e["prompt"] for e in examples] == [r["prompt"] for r in rows]
+    assert examples == sft_examples(rows, 0.3, seed=1) and sft_examples(rows, 0.0, seed=1)[0] == {
+        "prompt": rows[0]["prompt"],
+        "completion": rows[0]["completion"],
+    }
+
+
+def test_sft_runs_epochs_unless_max_steps_is_set(tiny_recipe, tmp_path):
+    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path, **{"sft.max_steps": "null", "sft.batch_size": 4}))
+    assert sft_steps(recipe, 10) == 3
+    assert sft_steps(recipe.model_copy(update={"sft": recipe.sft.model_copy(update={"epochs": 2.0})}), 10) == 5
+    assert sft_steps(load_recipe(RECIPE, tiny_recipe(tmp_path, **{"sft.max_steps": 7})), 10) == 7
+
+
+def test_the_holdout_is_saved_and_never_trained_on(tiny_recipe, tiny_dataset_dir, tmp_path):
+    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path, holdout=3))
+    recipe.run_dir.mkdir(parents=True)
+    rows = load_rows(tiny_dataset_dir)
+    kept = hold_back(rows, recipe)
+    held = pd.read_parquet(recipe.run_dir / HOLDOUT)
+    assert len(held) == 3 and len(kept) == len(rows) - 3
+    assert set(held["text"]).isdisjoint(r["text"] for r in kept)
+    assert set(held["text"]) | {r["text"] for r in kept} == {r["text"] for r in rows}
+    again = hold_back(rows, recipe)
+    assert [r["text"] for r in again] == [r["text"] for r in kept], "seeded: a resume holds back the same rows"
+
+
+def test_group_rewards_tell_agreeing_groups_from_disagreeing_ones(tiny_recipe, tmp_path, policy):
+    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path))
+    row = {"label": "disallow", "categories": ["iptv"], "text": "Premium IPTV, 20k channels, M3U links."}
+    right = "<reasoning>\nSells IPTV M3U links for 20k channels.\n</reasoning>\n<answer>\nDISALLOW: iptv\n</answer>"
+    wrong = "<reasoning>\nA channel guide.\n</reasoning>\n<answer>\nALLOW\n</answer>"
+    same = group_rewards(recipe, policy, [row, row], [right, right])
+    mixed = group_rewards(recipe, policy, [row, row], [right, wrong])
+    assert same[0] == same[1] and mixed[0] > mixed[1]

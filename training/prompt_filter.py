@@ -1,0 +1,91 @@
+"""GRPO on the prompts that teach: keep the train prompts where the start model's group disagrees.
+
+GRPO's advantage is a reward minus its group's mean, so a group whose completions all score the same gives no
+gradient. After SFT most groups agree (all right or all wrong the same way) and most of a GRPO step is spent on them.
+Before GRPO we sample the start model's group on a pool of train prompts, score it with the recipe's rewards and keep
+the prompts whose answers differ: `pool_rewards` (verdict and categories by default) spread within the group, some
+completions right and some wrong. The kept fraction is printed, saved and returned; TRL then logs
+`frac_reward_zero_std` per step as the model moves.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from moderation.policy import Policy
+from training.recipe import Recipe
+
+KEPT = "grpo_prompts.json"
+COLUMNS = ("label", "categories", "text")
+
+
+def group_rewards(recipe: Recipe, policy: Policy, rows: list[dict], completions: list[str]) -> list[float]:
+    """Summed `pool_rewards` of each completion (rows repeated `num_generations` times, as TRL scores them)."""
+    import rewards
+
+    funcs = rewards.build_rewards(recipe.pool_rewards, policy, recipe.reward_params)
+    columns = {name: [row[name] for row in rows] for name in COLUMNS}
+    totals = [0.0] * len(completions)
+    for func in funcs:
+        for i, value in enumerate(func(completions, **columns)):
+            totals[i] += value or 0.0
+    return totals
+
+
+def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict], tokenizer, policy: Policy):
+    """(rows to run GRPO on, kept fraction). Saved in runs/<name>/grpo_prompts.json so a resumed run reuses it."""
+    saved = recipe.run_dir / KEPT
+    if recipe.prompt_pool == 0:
+        return rows, 1.0
+    if saved.exists():
+        record = json.loads(saved.read_text(encoding="utf-8"))
+        kept = set(record["kept"])
+        return [row for i, row in enumerate(rows) if i in kept], record["kept_fraction"]
+
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from data_gen.io import atomic_write_text
+    from training.models import device_kwargs
+    from training.rollout import sample_completions
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype="float32").to(device)
+    config = GenerationConfig(
+        do_sample=True,
+        temperature=recipe.temperature,
+        max_new_tokens=recipe.max_completion_length,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    bf16 = device_kwargs(recipe)["bf16"]
+
+    def autocast():
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
+
+    pool = range(min(recipe.prompt_pool, len(rows)))
+    group, per_call = recipe.num_generations, max(1, recipe.per_device_train_batch_size // recipe.num_generations)
+    kept, spreads = [], []
+    for start in tqdm(range(0, len(pool), per_call), desc="GRPO prompt pool", unit="batch"):
+        batch = [rows[i] for i in pool[start : start + per_call]]
+        repeated = [row for row in batch for _ in range(group)]
+        sampled = sample_completions(model, tokenizer, [row["prompt"] for row in repeated], config, autocast)
+        texts = tokenizer.batch_decode(sampled["completion_ids"], skip_special_tokens=True)
+        totals = group_rewards(recipe, policy, repeated, texts)
+        for offset, row_index in enumerate(pool[start : start + per_call]):
+            spread = statistics.pstdev(totals[offset * group : (offset + 1) * group])
+            spreads.append(spread)
+            if spread > 1e-6:
+                kept.append(row_index)
+    fraction = len(kept) / max(len(spreads), 1)
+    if not kept:
+        print("GRPO prompt pool: every group agreed; training on the whole pool (expect frac_reward_zero_std ~1)")
+        kept = list(pool)
+    atomic_write_text(
+        saved, json.dumps({"pool": len(spreads), "kept": kept, "kept_fraction": fraction, "spreads": spreads})
+    )
+    print(f"GRPO prompt pool: {len(kept)} of {len(spreads)} prompts disagree within their group ({fraction:.0%} kept)")
+    return [rows[i] for i in kept], fraction
