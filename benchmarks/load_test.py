@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         table.add_row(*row)
     console.print(table)
     for line in summary(cells, engine, levels[-1]):
-        console.print(line)
+        console.print(line, soft_wrap=True)  # one line each, for logs and greps
     record = {"model": args.model, "engine": args.engine, "compute_type": args.compute_type, "cpus": os.cpu_count()}
     (args.out / "results.json").write_text(json.dumps({**record, "cells": [asdict(c) for c in cells]}, indent=2))
     plot(cells, args.out / "load_test.png", title)
