@@ -1,6 +1,7 @@
 """Moderate a JSONL file of listings into a JSONL file of verdicts: progress bar, resumable, bad rows skipped.
 
     python -m serve predict --model runs/my-run --in listings.jsonl --out verdicts.jsonl [--mode reasoning]
+    python -m serve predict --model runs/my-run --in listings.jsonl --out verdicts.jsonl --engine ct2 --mode fast
 
 Each input line is an object with `text` and optionally `id`; without one, the id is a hash of the text (as evals
 does), so adding, removing or reordering lines never changes which listings a rerun skips. Each output line is the
