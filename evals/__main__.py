@@ -81,6 +81,13 @@ def main(argv: list[str] | None = None) -> None:
         choices=["reasoning", "fast"],
         help="local models: each mode is its own row (baselines run once)",
     )
+    suite.add_argument(
+        "--fast-only",
+        nargs="+",
+        default=[],
+        help="models scored in fast mode only, whatever --modes says (an untrained base model, whose reasoning does "
+        "not parse)",
+    )
     comparison = commands.add_parser("compare", help="put finished evaluation folders side by side")
     comparison.add_argument("dirs", nargs="+", type=Path)
     comparison.add_argument("--out", type=Path, required=True)
@@ -105,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             limit=args.limit,
             policy=args.policy,
             modes=args.modes,
+            fast_only=args.fast_only,
             engine=args.engine,
             compute_type=args.compute_type,
         ):

@@ -3,6 +3,7 @@
     python -m evals suite --data dev test --out runs/evals   # the DEFAULT_SUITE models
     python -m evals suite --models keyword tfidf runs/other --data dev --out runs/evals-other
     python -m evals suite --modes reasoning fast --data dev --out runs/evals   # each local model in both modes
+    python -m evals suite --modes reasoning fast --fast-only smollm2-135m --data dev --out runs/evals
 
 Writes <out>/<data>/<model>/ (a full evaluation each, resumable; <model>-fast/ in fast mode) and
 <out>/<data>/compare.md side by side. A model's modes are adjacent rows, so the paired differences compare them.
@@ -29,6 +30,7 @@ def run_suite(
     datasets: Sequence[str],
     out: str | Path,
     modes: Sequence[Mode] = ("reasoning",),
+    fast_only: Sequence[str] = (),
     **settings,
 ) -> list[Path]:
     """Evaluate every model on every dataset, local models in each of `modes`; return each dataset's compare.md path.
@@ -44,7 +46,7 @@ def run_suite(
     for data in datasets:
         folder = Path(out) / Path(data).stem
         dirs = []
-        for model, mode in runs_of(models, modes):
+        for model, mode in runs_of(models, modes, fast_only):
             name = label_for(model) + ("-fast" if mode == "fast" else "")
             config = EvalConfig(model=model, data=data, out=str(folder / name), mode=mode, **settings)
             run_eval(config)
@@ -53,13 +55,19 @@ def run_suite(
     return reports
 
 
-def runs_of(models: Sequence[str], modes: Sequence[Mode]) -> list[tuple[str, Mode]]:
-    """(model, mode) pairs in table order: a baseline once (it has no fast mode), a local model once per mode."""
+def runs_of(models: Sequence[str], modes: Sequence[Mode], fast_only: Sequence[str] = ()) -> list[tuple[str, Mode]]:
+    """(model, mode) pairs in table order: a baseline once (it has no fast mode), a `fast_only` model in fast mode
+    (an untrained model's reasoning does not parse: generating it costs minutes and says nothing), any other local
+    model once per mode."""
     modes = list(dict.fromkeys(modes))
     baselines = [m for m in models if m in BASELINES]
     if "fast" in modes and baselines:
         print(f"{', '.join(baselines)}: no fast mode; run once (mode reasoning)")
-    return [(m, mode) for m in models for mode in (["reasoning"] if m in BASELINES else modes)]
+
+    def modes_of(model: str) -> list[Mode]:
+        return ["reasoning"] if model in BASELINES else ["fast"] if model in fast_only else modes
+
+    return [(m, mode) for m in models for mode in modes_of(m)]
 
 
 def is_run(model: str) -> bool:

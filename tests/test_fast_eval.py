@@ -180,6 +180,8 @@ def test_baselines_ignore_fast_mode(tmp_path, data_file, tiny_dataset_dir, capsy
     assert metrics["config"]["mode"] == "reasoning" and metrics["label"] == "keyword"
     assert runs_of(["keyword", "m"], ["reasoning", "fast"]) == [("keyword", "reasoning"), ("m", "reasoning"),
                                                                  ("m", "fast")]  # fmt: skip
+    assert runs_of(["keyword", "base", "m"], ["reasoning", "fast"], fast_only=["base"]) == [
+        ("keyword", "reasoning"), ("base", "fast"), ("m", "reasoning"), ("m", "fast")]  # fmt: skip
 
 
 def test_suite_with_both_modes_pairs_fast_against_reasoning(tmp_path, data_file, tiny_model_dir):
