@@ -5,9 +5,10 @@ whose `config` names the model and the data. evals generate and parse, so their 
 whose config says `"mode": "fast"` validates fast mode. Fast mode with no such record is refused unless the user asks
 for it: its one forward pass reads a state the model was never trained on and can miss every violation.
 
-A fast-mode eval also scores P(DISALLOW) itself (its `scores` block, evals.calibration): the lowest threshold whose dev
+A fast-mode eval also scores P(DISALLOW) itself (its `scores` block, evals.calibration): the lowest threshold whose
 false-positive rate stays within the eval's `--target-fpr` (5% by default) becomes fast mode's default serving
-threshold, so the unvalidated 0.5 is used only when nothing better is on record.
+threshold. It is read from an eval of the run's held-back train slice (`holdout.parquet`, what `make eval` scores
+first), so dev and test never choose it; a dev eval stands in when no holdout eval exists, and 0.5 when neither does.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from moderation.errors import UserError
 
 EVAL_FOLDER = "eval"
 DEV = "dev"
+HOLDOUT = "holdout"
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -39,8 +41,8 @@ class Measured:
         return f"measured dev accuracy ({self.mode} mode): {self.accuracy:.3f} on {self.n} items ({self.path})"
 
 
-def measured(model: str, mode: str, eval_dir: str | None = None) -> Measured | None:
-    """The largest dev eval of `model` in `mode` under `eval_dir` (default: the run's eval folder), or None."""
+def measured(model: str, mode: str, eval_dir: str | None = None, split: str = DEV) -> Measured | None:
+    """The largest eval of `model` in `mode` on `split` under `eval_dir` (default: the run's eval folder), or None."""
     folder = Path(eval_dir) if eval_dir else Path(model) / EVAL_FOLDER
     if not folder.is_dir():
         return None
@@ -55,7 +57,7 @@ def measured(model: str, mode: str, eval_dir: str | None = None) -> Measured | N
             row = Measured(config.get("mode", "reasoning"), accuracy, n, path, *_fpr_threshold(scores))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a torn or foreign file is no record
-        if same_model and row.mode == mode and Path(str(config.get("data", ""))).stem == DEV:
+        if same_model and row.mode == mode and Path(str(config.get("data", ""))).stem == split:
             found.append(row)
     return max(found, key=lambda row: row.n, default=None)
 
@@ -91,13 +93,14 @@ class Threshold:
 
 def serving_threshold(model: str, given: float | None, eval_dir: str | None = None) -> Threshold:
     """`given` (--threshold) when set; else the FPR-budget threshold (5% unless the eval chose another) of the model's
-    largest fast-mode dev eval; else 0.5."""
+    largest fast-mode eval on its holdout, else on dev; else 0.5."""
     if given is not None:
         return Threshold(given, "--threshold")
-    record = measured(model, "fast", eval_dir)
+    split = HOLDOUT if measured(model, "fast", eval_dir, HOLDOUT) else DEV
+    record = measured(model, "fast", eval_dir, split)
     if record is None or record.target_fpr is None:
-        return Threshold(DEFAULT_THRESHOLD, "default (no fast-mode dev eval with scores on record)")
-    budget = f"{record.target_fpr:.0%} FPR on dev ({record.path})"
+        return Threshold(DEFAULT_THRESHOLD, "default (no fast-mode holdout or dev eval with scores on record)")
+    budget = f"{record.target_fpr:.0%} FPR on {split} ({record.path})"
     if record.threshold is None:
         return Threshold(DEFAULT_THRESHOLD, f"default (no threshold kept {budget})")
     return Threshold(record.threshold, f"the threshold at {budget}")

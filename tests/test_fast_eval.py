@@ -208,3 +208,22 @@ def test_bfloat16_for_the_transformers_engine(tiny_model_dir):
     assert bf16.moderate(LISTINGS[:1])[0].completion is not None  # generation runs in bf16 too
     with pytest.raises(UserError, match="compute type 'bfloat16'"):
         load_moderator(tiny_model_dir, "ct2", "bfloat16")
+
+
+def test_the_serving_threshold_comes_from_the_holdout_before_dev(tmp_path, tiny_model_dir):
+    """Dev and test never choose the operating point when the run's held-back train slice has a fast-mode eval."""
+    from serve.validation import serving_threshold
+
+    for split, threshold in (("dev", 0.3), ("holdout", 0.7)):
+        (tmp_path / split).mkdir()
+        record = {
+            "config": {"model": str(tiny_model_dir), "data": f"data/{split}.parquet", "mode": "fast"},
+            "accuracy": 0.9,
+            "n": 10,
+            "scores": {"threshold_at_fpr": {"0.05": threshold}},
+        }
+        (tmp_path / split / "metrics.json").write_text(json.dumps(record))
+    chosen = serving_threshold(str(tiny_model_dir), None, str(tmp_path))
+    assert chosen.value == 0.7 and "holdout" in chosen.source
+    (tmp_path / "holdout" / "metrics.json").unlink()
+    assert serving_threshold(str(tiny_model_dir), None, str(tmp_path)).value == 0.3
