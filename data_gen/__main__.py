@@ -1,15 +1,15 @@
-"""CLI: `python -m data_gen [build] [--config FILE] [key=value ...]`, `... import FILE ...`, `... scrape ...`."""
+"""CLI: `python -m data_gen [build] [--config FILE] [key=value | --key value ...]`, `... import FILE ...`,
+`... scrape ...`."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import TypeVar
 
 from pydantic import BaseModel
 from rich.console import Console
 
-from moderation.config import describe_fields, load_config
+from moderation.config import parse_command_line
 from moderation.errors import cli_main
 
 COMMANDS = ("build", "import", "scrape")
@@ -18,16 +18,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def _config(model: type[M], command: str, description: str, argv: list[str]) -> M:
     """`[--config FILE] [key=value ...]` → one validated config object; --help lists every field."""
-    parser = argparse.ArgumentParser(
-        prog=f"python -m data_gen {command}",
-        description=description,
-        epilog="\n".join(["config fields (YAML keys, or key=value; nested with dots):", *describe_fields(model)]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", help="YAML file whose keys are config field names")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a config field")
-    args = parser.parse_args(argv)
-    return load_config(model, args.config, args.overrides)
+    return parse_command_line(model, argv, prog=f"python -m data_gen {command}", description=description)[1]
 
 
 def _build(argv: list[str]) -> None:

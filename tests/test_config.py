@@ -14,15 +14,16 @@ class Demo(BaseModel):
     names: list[str] = ["a"]
     flag: bool = False
     inner: Inner = Inner()
+    label: str = ""
 
 
 def test_overrides_get_yaml_types_and_nest():
-    assert parse_overrides(["steps=4", "flag=true", "names=[x, y]", "inner.r=8", "empty="]) == {
+    assert parse_overrides(Demo, ["steps=4", "flag=true", "names=[x, y]", "inner.r=8", "label="]) == {
         "steps": 4,
         "flag": True,
         "names": ["x", "y"],
         "inner": {"r": 8},
-        "empty": "",
+        "label": "",
     }
 
 
@@ -39,7 +40,7 @@ def test_precedence_defaults_yaml_cli(tmp_path):
         ("steps: 0\n", [], "steps: Input should be greater than or equal to 1"),
         ("- a list\n", [], "must be a YAML mapping"),
         ("steps: [\n", [], "cannot read config"),
-        ("", ["nokey"], "is not key=value"),
+        ("", ["nokey"], "unexpected argument 'nokey'"),
         ("", ["inner=5", "inner.r=8"], "inner was already set to a plain value"),
     ],
 )
@@ -58,7 +59,7 @@ def test_missing_file():
 
 def test_describe_fields_flattens_nested():
     text = "\n".join(describe_fields(Demo))
-    assert "steps = 10" in text and "how many steps" in text and "inner.r = 16" in text
+    assert "--steps INT = 10" in text and "how many steps" in text and "--inner.r INT = 16" in text
 
 
 def test_evals_config_file_holding_a_list_is_one_line(tmp_path):
