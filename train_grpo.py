@@ -20,30 +20,32 @@ The training library lives in training/: recipe (schema, loading), data (rows â†
 
 from __future__ import annotations
 
-import argparse
 import shlex
+import sys
 from pathlib import Path
 
-from moderation.config import describe_fields
+from pydantic import BaseModel, Field
+
+from moderation.config import split_options
 from moderation.errors import cli_main
 from training.modal_app import app, describe, launch
 from training.pipeline import train
 from training.recipe import Recipe, load_recipe
 
 
+class Options(BaseModel):
+    """train_grpo.py's own options; every other argument sets a recipe field (`max_steps=4` or `--max_steps 4`)."""
+
+    recipe: Path | None = Field(None, description="recipe YAML (e.g. configs/recipes/cpu-smollm2.yaml)")
+    dry_run: bool = Field(False, description="validate, print the Modal launch setup, and exit")
+
+
 @cli_main
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="train_grpo.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="recipe fields (YAML keys, or key=value overrides):\n" + "\n".join(describe_fields(Recipe)),
-    )
-    parser.add_argument("--recipe", type=Path, help="recipe YAML (e.g. configs/recipes/cpu-smollm2.yaml)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe fields")
-    parser.add_argument("--dry-run", action="store_true", help="validate, print the Modal launch setup, and exit")
-    args = parser.parse_args(argv)
-    recipe = load_recipe(args.recipe, args.overrides)
+    argv = sys.argv[1:] if argv is None else argv
+    description = __doc__.split("\n\n")[0]
+    args, overrides = split_options(Options, argv, prog="train_grpo.py", description=description, config=Recipe)
+    recipe = load_recipe(args.recipe, overrides)
     if args.dry_run:
         print(describe(recipe))
         return

@@ -21,8 +21,8 @@ import time
 from evals.data import load_dataset
 from inference import BFLOAT16, load_moderator
 from inference.ct2 import COMPUTE_TYPES
+from inference.generate import GenerationConfig
 from moderation.errors import cli_main
-from moderation.generate import GenerationConfig
 
 
 def timed(moderator, texts: list[str]) -> tuple[float, list]:

@@ -36,10 +36,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from inference.models import load_tokenizer
+from inference.runs import read_run
 from moderation.errors import UserError, cli_main
-from moderation.models import load_tokenizer
 from moderation.paths import CONFIGS, REPO_ROOT
-from moderation.runs import read_run
 
 BUCKETS = {"1-100": (1, 100), "100-300": (100, 300), "300-1000": (300, 1000)}
 MODES = ("fast", "reasoning")

@@ -19,8 +19,8 @@ import time
 
 from evals.data import load_dataset
 from evals.suite import FIXTURE_LISTINGS
+from inference.models import load_model, resolve_model
 from moderation.errors import UserError, cli_main
-from moderation.models import load_model, resolve_model
 from moderation.policy import load_policy
 from moderation.prompt import PromptConfig, build_messages
 from training.rollout import until_eos

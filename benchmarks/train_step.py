@@ -38,8 +38,8 @@ def run_variant(variant: str, model_name: str, steps: int, warmup: int, queue) -
     from trl import GRPOConfig, GRPOTrainer
 
     import rewards
+    from inference.models import load_tokenizer, resolve_model
     from moderation.config import load_config
-    from moderation.models import load_tokenizer, resolve_model
     from moderation.policy import load_policy
     from moderation.prompt import build_messages
     from training.models import device_kwargs, lora_config

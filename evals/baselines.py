@@ -1,6 +1,6 @@
 """Moderators that are not a local causal LM: a keyword baseline and any OpenAI-compatible chat endpoint.
 
-(The TF-IDF baseline lives in `evals.tfidf`.) These subclass `moderation.generate.Moderator` for its batching
+(The TF-IDF baseline lives in `evals.tfidf`.) These subclass `inference.generate.Moderator` for its batching
 (`moderate`, `moderate_batches`) and replace only how one batch is judged; their completions go through the same
 `moderation.verdict.parse` as a model's.
 """
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from inference.generate import GenerationConfig, Moderation, Moderator
 from moderation.errors import UserError
-from moderation.generate import GenerationConfig, Moderation, Moderator
 from moderation.policy import Policy
 from moderation.prompt import PromptConfig, build_messages
 from moderation.secrets import redact_url

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from evals.baselines import ScoredModeration
 from inference import fast_scorer
 from inference.fast_answer import fast_verdict
-from moderation.generate import Moderator
+from inference.generate import Moderator
 from moderation.verdict import ALLOW, DISALLOW, Verdict, render
 
 

@@ -44,14 +44,14 @@ from evals.metrics import compute_metrics
 from evals.report import write_report
 from evals.tfidf import TFIDF, TfidfModerator, load_or_fit
 from inference import load_moderator
+from inference.generate import GenerationConfig
+from inference.models import resolve_model
+from inference.runs import MANIFEST as RUN_MANIFEST
+from inference.runs import MERGED, RunInfo, read_run
 from moderation.errors import UserError
-from moderation.generate import GenerationConfig
 from moderation.jsonl import drop_torn_tail
-from moderation.models import resolve_model
 from moderation.paths import REPO_ROOT
 from moderation.policy import load_policy
-from moderation.runs import MANIFEST as RUN_MANIFEST
-from moderation.runs import MERGED, RunInfo, read_run
 from moderation.secrets import ApiKeyEnv, RedactedUrl
 
 # Settings that change predictions: resuming into a folder made with other values would mix two evaluations.

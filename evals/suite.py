@@ -16,8 +16,8 @@ from pathlib import Path
 
 from evals.report import compare
 from evals.runner import BASELINES, EvalConfig, Mode, label_for, run_eval
+from inference.runs import MANIFEST
 from moderation.paths import REPO_ROOT
-from moderation.runs import MANIFEST
 
 # Both baselines, the base model, the CPU recipe's SFT stage and its SFT+GRPO result (`make train`'s run).
 DEFAULT_SUITE = ("keyword", "tfidf", "smollm2-135m", "runs/cpu-smollm2/sft", "runs/cpu-smollm2")

@@ -25,8 +25,8 @@ import numpy as np
 from evals.baselines import ScoredModeration
 from evals.data import Item, file_sha256
 from evals.files import temporary_sibling
+from inference.generate import GenerationConfig, Moderator
 from moderation.errors import UserError
-from moderation.generate import GenerationConfig, Moderator
 from moderation.policy import Policy
 from moderation.verdict import ALLOW, DISALLOW, parse, render
 
@@ -127,13 +127,18 @@ def fit(items: Sequence[Item], policy: Policy) -> TfidfModel:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # undefined F1 in a fold without a category's positives; sklearn deprecations
         decision = GridSearchCV(
-            _logistic(), {"C": grid}, scoring="f1", cv=StratifiedKFold(folds, shuffle=True, random_state=seed)
+            _logistic(),
+            {"C": grid},
+            scoring="f1",
+            cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+            n_jobs=-1,  # liblinear is single-threaded: one fit per core, same result
         ).fit(x, y)
         categories = GridSearchCV(
             OneVsRestClassifier(_logistic()),
             {"estimator__C": grid},
             scoring="f1_macro",
             cv=KFold(folds, shuffle=True, random_state=seed),
+            n_jobs=-1,
         ).fit(x[with_categories], labels)
     chosen = {
         "decision_C": decision.best_params_["C"],

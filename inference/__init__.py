@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from inference.generate import GenerationConfig, Moderator
 from moderation.errors import UserError
-from moderation.generate import GenerationConfig, Moderator
-from moderation.models import resolve_model
 from moderation.policy import load_policy
 from moderation.prompt import PromptConfig
-from moderation.runs import load_moderator as load_transformers_moderator
-from moderation.runs import read_run
 
 ENGINES = ("transformers", "ct2", "vllm")
 BFLOAT16 = "bfloat16"  # the transformers engine's one compute type besides float32
@@ -38,6 +35,11 @@ def load_moderator(
 
     >>> load_moderator("runs/cpu-smollm2", engine="ct2", compute_type="int8").moderate(["Premium IPTV"])
     """
+    # imported here so that `python -m inference.models` does not find its own module already half-imported
+    from inference.models import resolve_model
+    from inference.runs import load_moderator as load_transformers_moderator
+    from inference.runs import read_run
+
     if engine == "transformers":
         dtype = BFLOAT16 if compute_type == BFLOAT16 else "float32"
         return load_transformers_moderator(model, policy, prompt_config, generation, device, dtype)

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
+from inference.generate import GenerationConfig, Moderator
+from inference.models import load_tokenizer
 from moderation.errors import UserError
-from moderation.generate import GenerationConfig, Moderator
-from moderation.models import load_tokenizer
 from moderation.policy import Policy
 from moderation.prompt import PromptConfig
 

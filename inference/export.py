@@ -16,11 +16,11 @@ from pathlib import Path
 
 from inference.ct2 import COMPUTE_TYPES, convert
 from inference.gguf_export import DEFAULT_PRE_TOKENIZER, QUANTS, export_gguf
+from inference.models import load_tokenizer, resolve_model
+from inference.runs import read_run
 from moderation.errors import UserError, cli_main
-from moderation.models import load_tokenizer, resolve_model
 from moderation.policy import load_policy
 from moderation.prompt import PromptConfig, system_prompt
-from moderation.runs import read_run
 
 CHATML = '''TEMPLATE """{{- if .System }}<|im_start|>system
 {{ .System }}<|im_end|>

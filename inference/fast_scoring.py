@@ -18,8 +18,8 @@ import time
 from collections.abc import Sequence
 
 from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
+from inference.generate import Moderator
 from moderation.errors import UserError
-from moderation.generate import Moderator
 
 
 class FastScorer:

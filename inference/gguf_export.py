@@ -13,8 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from inference.models import load_tokenizer
 from moderation.errors import UserError
-from moderation.models import load_tokenizer
 
 QUANTS = ("f16", "q8_0")
 # llama.cpp picks its pre-tokenizer regex by this name; SmolLM2's (digits split, then byte-level) is "smollm".

@@ -11,7 +11,9 @@ the model. Any problem is one UserError line naming the field.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import types
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -57,8 +59,7 @@ def split_options(
     values, still in command-line form (for a loader that validates more, such as training's load_recipe)."""
     argv = list(argv)
     if "-h" in argv or "--help" in argv:
-        print(help_text(config, prog=prog, description=description, options=options))
-        raise SystemExit(0)
+        _print_help(help_text(config, prog=prog, description=description, options=options))
     taken: list[str] = []
     rest: list[str] = []
     i = 0
@@ -72,6 +73,15 @@ def split_options(
         taken += argv[i:end]
         i = end
     return validate_config(options, parse_overrides(options, taken)), rest
+
+
+def _print_help(text: str) -> None:
+    """Print and exit 0, also when the reader stops early (`--help | head`)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+    raise SystemExit(0)
 
 
 def load_config(
@@ -144,8 +154,8 @@ def help_text(cls: type[BaseModel], *, prog: str, description: str, options: typ
             "  -h, --help\n      show this help and exit",
             *describe_fields(options),
             "",
-            f"{cls.__name__} fields (YAML keys): --field VALUE, --field=VALUE or field=VALUE; nested with dots; "
-            "dashes for underscores (--max-new-tokens) work too",
+            f"{cls.__name__} fields (YAML keys), set as --field VALUE, --field=VALUE or field=VALUE;",
+            "nested with dots (--a.b VALUE); dashes for underscores work too (--max-new-tokens):",
             *describe_fields(cls),
         ]
     )

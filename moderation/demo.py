@@ -12,9 +12,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from inference.generate import GenerationConfig, Moderator
+from inference.models import DEFAULT_MODEL, load_model
 from moderation.errors import UserError, cli_main
-from moderation.generate import GenerationConfig, Moderator
-from moderation.models import DEFAULT_MODEL, load_model
 from moderation.paths import CONFIGS
 from moderation.policy import load_policy
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from inference import ENGINES, fast_scorer, load_moderator
 from inference.ct2 import COMPUTE_TYPES
 from inference.fast_answer import fast_verdict
-from moderation.generate import GenerationConfig, Moderator
+from inference.generate import GenerationConfig, Moderator
 from moderation.verdict import DISALLOW
 from serve.validation import serving_threshold
 

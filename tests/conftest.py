@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
-from moderation.models import DEFAULT_MODEL, load_tokenizer
+from inference.models import DEFAULT_MODEL, load_tokenizer
 from moderation.policy import load_policy
 
 

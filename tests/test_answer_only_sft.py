@@ -3,7 +3,7 @@
 import torch
 from peft import LoraConfig, get_peft_model
 
-from moderation.models import load_model
+from inference.models import load_model
 from training.answer_only_sft import MIN_SHARED_PREFIX, answer_only_loss, shared_prefix_length
 
 

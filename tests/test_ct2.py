@@ -9,8 +9,8 @@ import pytest
 
 from inference import load_moderator
 from inference.ct2 import SOURCE, convert
+from inference.generate import GenerationConfig
 from moderation.errors import UserError
-from moderation.generate import GenerationConfig
 
 ANSWER = "<answer>ALLOW</answer>"
 LISTINGS = ["Premium IPTV 12 months, 18,000 channels, M3U link.", "Poker art print", "Notion budget template."]

@@ -13,8 +13,8 @@ from evals.files import read_predictions
 from evals.report import compare
 from evals.robustness import TRANSFORMS, run_robustness, score, transform_items
 from evals.runner import EvalConfig, predict, run_eval
+from inference.generate import Moderation
 from moderation.errors import UserError
-from moderation.generate import Moderation
 from moderation.verdict import parse
 
 ROWS = [

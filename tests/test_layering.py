@@ -22,7 +22,6 @@ INFRA = {
     "moderation.ids",
 }
 CONTRACT = {"moderation.policy", "moderation.prompt", "moderation.verdict"}
-INFERENCE_MODULES = {"moderation.models", "moderation.generate", "moderation.runs"}
 LAYER_OF_PACKAGE = {"data_gen": 2, "rewards": 2, "inference": 3, "training": 4, "evals": 5, "serve": 5}
 TOP = 6  # entry-point scripts, benchmarks, moderation.demo
 SOURCES = ["moderation", "data_gen", "rewards", "inference", "training", "evals", "serve", "benchmarks"]
@@ -33,8 +32,6 @@ def layer(module: str) -> int:
         return 0
     if module in CONTRACT:
         return 1
-    if module in INFERENCE_MODULES:
-        return 3
     if module == "moderation.demo":
         return TOP
     return LAYER_OF_PACKAGE.get(module.split(".")[0], TOP)
@@ -100,10 +97,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
 
 def package_of(module: str) -> str:
-    """The module's package; moderation's runtime modules (models, generate, runs) count as `inference`, its demo
-    script as an entry point."""
-    if module in INFERENCE_MODULES:
-        return "inference"
+    """The module's package; moderation's demo script counts as an entry point."""
     return "moderation.demo" if module == "moderation.demo" else module.split(".")[0]
 
 
@@ -132,6 +126,29 @@ def test_no_upward_imports():
     assert not upward, "\n".join(upward)
 
 
+def external_imports_of(path: Path) -> set[str]:
+    """Top-level names of every package `path` imports, function-level imports included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_contract_and_infrastructure_import_no_torch():
+    """moderation/ is the pure contract plus infrastructure: loading it never pulls in the torch runtime (that is
+    inference/'s job), so data_gen, rewards and the CLIs stay light."""
+    heavy = {"torch", "transformers", "peft", "trl", "accelerate", "vllm", "ctranslate2"}
+    offending = sorted(
+        f"{name} imports {', '.join(sorted(external_imports_of(path) & heavy))}"
+        for name, path in project_modules().items()
+        if name.split(".")[0] == "moderation" and external_imports_of(path) & heavy
+    )
+    assert not offending, "\n".join(offending)
+
+
 def test_the_checker_sees_cycles_and_function_level_imports(tmp_path):
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -139,3 +156,5 @@ def test_the_checker_sees_cycles_and_function_level_imports(tmp_path):
     source.write_text("def f():\n    from evals import runner\n    import serve.app\n")
     modules = {"evals.runner": source, "evals": source, "serve.app": source, "serve": source}
     assert imports_of(source, modules) == {"evals.runner", "serve.app"}
+    source.write_text("import os\n\ndef f():\n    from transformers import AutoModel\n    import torch.nn\n")
+    assert external_imports_of(source) == {"os", "transformers", "torch"}

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from moderation import models
+from inference import models
+from inference.generate import GenerationConfig, Moderator
 from moderation.errors import UserError
-from moderation.generate import GenerationConfig, Moderator
 from moderation.verdict import Status
 
 
@@ -48,7 +48,7 @@ def test_moderator_batches_and_always_parses(tiny_model_dir, policy):
 @pytest.mark.slow
 def test_embedded_model_prepares_and_moderates(policy):
     result = subprocess.run(
-        [sys.executable, "-m", "moderation.models", "prepare"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "inference.models", "prepare"], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0 and "smollm2-135m" in result.stdout
     model, tokenizer = models.load_model("smollm2-135m")

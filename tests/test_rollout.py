@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import torch
 from transformers import GenerationConfig
 
-from moderation.models import load_model
+from inference.models import load_model
 from moderation.prompt import build_messages
 from training.rollout import SharedPrefixRollout
 

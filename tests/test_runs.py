@@ -3,9 +3,10 @@ import shutil
 
 import pytest
 
+from inference import load_moderator as load_engine_moderator
+from inference.runs import load_moderator, read_run
 from moderation.errors import UserError
 from moderation.prompt import PromptConfig
-from moderation.runs import load_moderator, read_run
 
 
 def _make_run(tmp_path, tiny_model_dir, manifest):
@@ -39,3 +40,14 @@ def test_broken_runs_fail_with_one_line(tmp_path, tiny_model_dir):
     shutil.rmtree(run / "merged")
     with pytest.raises(UserError, match="no merged/ model"):
         read_run(run)
+
+
+def test_a_stage_inside_a_run_loads_with_the_runs_prompt(tmp_path, tiny_model_dir):
+    """`serve --model runs/x/sft` and `evals --model runs/x/sft` resolve alike: the stage's own merged model, the
+    run's policy and prompt."""
+    run = _make_run(tmp_path, tiny_model_dir, {"policy": "kids-crafts", "prompt": {"max_listing_tokens": 64}})
+    shutil.copytree(tiny_model_dir, run / "sft" / "merged")
+    assert read_run(run / "sft").model_path == run / "sft" / "merged"
+    moderator = load_engine_moderator(run / "sft", engine="transformers")
+    assert moderator.policy.name == "kids-crafts"
+    assert moderator.prompt_config == PromptConfig(max_listing_tokens=64)

@@ -22,10 +22,10 @@ from test_serve import SlowEngine, running
 from test_serve_process import ENV
 
 from evals.runner import EvalConfig, run_eval
+from inference.generate import GenerationConfig
+from inference.runs import load_moderator
 from moderation.errors import UserError
-from moderation.generate import GenerationConfig
 from moderation.ids import text_id
-from moderation.runs import load_moderator
 from serve.app import ServeConfig, create_app, too_deep
 from serve.chat import chat_ids
 from serve.engine import Engine

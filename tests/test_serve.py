@@ -11,8 +11,8 @@ import httpx
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from moderation.generate import GenerationConfig
-from moderation.runs import load_moderator
+from inference.generate import GenerationConfig
+from inference.runs import load_moderator
 from serve.app import ServeConfig, create_app
 from serve.engine import Batcher, Closing, Engine, Overloaded, Result
 

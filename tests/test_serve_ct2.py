@@ -17,8 +17,8 @@ import pytest
 from test_serve import OpenAIResponse, running
 from test_serve_process import ENV
 
-from moderation.generate import GenerationConfig
-from moderation.runs import load_moderator
+from inference.generate import GenerationConfig
+from inference.runs import load_moderator
 from serve.app import ServeConfig, create_app
 from serve.chat import complete
 from serve.engine import Engine, load_engine

@@ -3,7 +3,7 @@
 import torch
 from trl.trainer.utils import selective_log_softmax
 
-from moderation.models import load_model
+from inference.models import load_model
 from training.shared_prefix import grouped_logps_and_entropies, shared_prompts
 
 GROUP = 3

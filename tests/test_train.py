@@ -31,7 +31,7 @@ class TestRecipeValidation:
             (["reward_funcs=[verdict, nope, categories, format_partial, reasoning_length]"], "nope"),
             (["reward_weights=[1.0]"], "1 reward_weights for 5 reward_funcs"),
             (["dataset=/no/such/dir"], "make generate_data"),
-            (["max_step=3"], "max_step: Extra inputs are not permitted"),
+            (["max_step=3"], "unknown field 'max_step'"),
             (["resume=true", "overwrite=true"], "contradict"),
             (["backend=unsloth"], "set rollout=trl"),
             (["use_vllm=true"], "set rollout=trl"),

@@ -8,9 +8,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from inference.runs import MANIFEST
 from moderation.errors import UserError
 from moderation.paths import inside
-from moderation.runs import MANIFEST
 from training.recipe import Recipe
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from inference.runs import ADAPTER, MERGED
 from moderation.policy import Policy
-from moderation.runs import ADAPTER, MERGED
 from training.artifacts import save_merged
 from training.models import device_kwargs, lora_config
 from training.recipe import Recipe

@@ -8,9 +8,9 @@ import random
 import time
 from pathlib import Path
 
+from inference.runs import MANIFEST, MERGED
 from moderation.errors import UserError
 from moderation.policy import load_policy
-from moderation.runs import MANIFEST, MERGED
 from training.artifacts import peak_rss_gb, prepare_run_dir, write_manifest
 from training.data import hold_back, load_rows, to_prompt_rows
 from training.grpo import run_grpo
@@ -35,7 +35,7 @@ def train(recipe: Recipe, callbacks=()) -> Path:
     require_runtime(recipe)
     import torch
 
-    from moderation.models import load_tokenizer, resolve_model
+    from inference.models import load_tokenizer, resolve_model
 
     timings: dict[str, float] = {}
     start = time.perf_counter()

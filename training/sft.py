@@ -6,7 +6,7 @@ import math
 import random
 from pathlib import Path
 
-from moderation.runs import MERGED
+from inference.runs import MERGED
 from moderation.verdict import render
 from training.artifacts import save_merged
 from training.models import device_kwargs, lora_config

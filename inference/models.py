@@ -5,7 +5,7 @@ dequantizes it to fp32 on load but cannot save a GGUF-quantized model, so `prepa
 without the quantization settings, copies the weights in, and saves safetensors once under the cache. Later loads
 read that copy in about a second.
 
-    python -m moderation.models prepare            # convert once, print the path
+    python -m inference.models prepare            # convert once, print the path
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def _first_line(error: Exception) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m moderation.models", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m inference.models", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     prepare = commands.add_parser("prepare", help="convert an embedded model once and print where it is cached")
     prepare.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(EMBEDDED))

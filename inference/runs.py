@@ -5,6 +5,7 @@
       merged/         the merged model (HF folder with tokenizer): what evals and serving load
       adapter/        the LoRA adapter alone
       checkpoints/    trainer checkpoints for resume
+      sft/merged/     the SFT warm-start's model: a stage, loaded with the run's policy and prompt
 
 Anything that takes a model (evals, serving, the demo) accepts such a folder as well as an HF id, a local model
 folder, or an embedded name, and rebuilds the exact prompt the run was trained with.
@@ -16,9 +17,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference.generate import GenerationConfig, Moderator
+from inference.models import load_model
 from moderation.errors import UserError
-from moderation.generate import GenerationConfig, Moderator
-from moderation.models import load_model
 from moderation.policy import load_policy
 from moderation.prompt import PromptConfig
 
@@ -35,16 +36,23 @@ class RunInfo:
 
 
 def read_run(path: str | Path) -> RunInfo | None:
-    """The run stored at `path`, or None when `path` is not a run folder (an HF id, a plain model folder)."""
+    """The run stored at `path`, or None when `path` is not a run folder (an HF id, a plain model folder). A stage
+    inside a run (runs/<name>/sft: merged/ without a manifest of its own) reads as its own merged model with the
+    run's policy and prompt, so evals, serving and export accept the same folders."""
     folder = Path(path)
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        return None
-    if not (folder / MERGED).is_dir():
-        raise UserError(f"{folder} has a manifest but no {MERGED}/ model: the run did not finish saving")
+    if (folder / MANIFEST).is_file():
+        return _run_from_manifest(folder / MANIFEST, folder / MERGED)
+    if (folder / MERGED).is_dir() and (folder.parent / MANIFEST).is_file():
+        return _run_from_manifest(folder.parent / MANIFEST, folder / MERGED)
+    return None
+
+
+def _run_from_manifest(manifest_path: Path, model_path: Path) -> RunInfo:
+    if not model_path.is_dir():
+        raise UserError(f"{manifest_path.parent} has a manifest but no {MERGED}/ model: the run did not finish saving")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        return RunInfo(folder / MERGED, manifest["policy"], PromptConfig(**manifest.get("prompt", {})))
+        return RunInfo(model_path, manifest["policy"], PromptConfig(**manifest.get("prompt", {})))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise UserError(f"{manifest_path}: unreadable run manifest ({error})") from None
 
