@@ -9,127 +9,104 @@
     python -m evals run --model runs/cpu-smollm2 --mode fast --data dev --out /tmp/f   # serve's one-pass fast mode
     python -m evals suite --modes reasoning fast --data dev --out runs/evals   # each local model in both modes
 
-`run` and `robustness` take `--config FILE.yaml` (keys are EvalConfig fields) and flags that override it.
+`run`, `robustness` and `suite` take `--config FILE.yaml` (keys are their config's fields) and values that override it,
+as `--field value` or `field=value` (see `python -m evals run --help`).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from evals import judge
-from evals.runner import EvalConfig
+from evals.runner import EvalConfig, Mode
 from evals.suite import DEFAULT_SUITE
-from moderation.config import read_config_file
-from moderation.errors import UserError, cli_main
+from moderation.config import ConfigFile, parse_command_line, pick_command
+from moderation.errors import cli_main
+
+PROG = "python -m evals"
+COMMANDS = {
+    "run": "evaluate one model on one dataset",
+    "robustness": "accuracy and attack success rate under transforms",
+    "suite": "several models on several datasets, compared per dataset",
+    "compare": "put finished evaluation folders side by side",
+    "judge": "rate each prediction's reasoning with an LLM judge",
+}
+# What each run of a suite varies; every other EvalConfig field is a suite setting passed to each run.
+PER_RUN = ("model", "data", "out", "mode")
 
 
-def _help(description: str | None) -> str:
-    """A field description as argparse help, which treats `%` as a format directive."""
-    return (description or "").replace("%", "%%")
+class RobustnessOptions(ConfigFile):
+    long_chars: int = Field(1500, ge=1, description="length of the long benign listing")
 
 
-def _add_eval_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML file of EvalConfig fields; flags override it")
-    for name, field in EvalConfig.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        if field.annotation is bool:
-            parser.add_argument(flag, action="store_true", default=None, help=_help(field.description))
-        else:
-            parser.add_argument(flag, default=None, help=_help(field.description))
+SuiteConfig = create_model(
+    "SuiteConfig",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="`python -m evals suite`: models x datasets (x modes), each an EvalConfig with these settings.",
+    models=(list[str], Field(list(DEFAULT_SUITE), min_length=1, description="models, run folders, keyword or tfidf")),
+    data=(list[str], Field(min_length=1, description="split names or files")),
+    out=(Path, Field(description="output folder: <out>/<data>/<model>/ and <out>/<data>/compare.md")),
+    modes=(list[Mode], Field(["reasoning"], min_length=1, description="local models: each mode is its own row")),
+    fast_only=(
+        list[str],
+        Field([], description="models scored in fast mode only, whatever modes says (an untrained base model)"),
+    ),
+    **{name: (field.annotation, field) for name, field in EvalConfig.model_fields.items() if name not in PER_RUN},
+)
 
 
-def _config(args: argparse.Namespace) -> EvalConfig:
-    values = read_config_file(args.config) if args.config else {}
-    values.update({k: v for k, v in vars(args).items() if k in EvalConfig.model_fields and v is not None})
-    try:
-        return EvalConfig.model_validate(values)
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise UserError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
+class CompareConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dirs: list[Path] = Field(min_length=1, description="finished evaluation folders (positional)")
+    out: Path = Field(description="output folder of compare.md")
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m evals", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    _add_eval_options(commands.add_parser("run", help="evaluate one model on one dataset"))
-    robustness = commands.add_parser("robustness", help="accuracy and attack success rate under transforms")
-    _add_eval_options(robustness)
-    robustness.add_argument("--long-chars", type=int, default=1500, help="length of the long benign listing")
-    suite = commands.add_parser("suite", help="several models on several datasets, compared per dataset")
-    suite.add_argument(
-        "--models",
-        nargs="+",
-        default=list(DEFAULT_SUITE),
-        help=f"models, run folders, 'keyword' or 'tfidf' (default: {' '.join(DEFAULT_SUITE)})",
+    command, argv = pick_command(
+        sys.argv[1:] if argv is None else argv, COMMANDS, prog=PROG, description=__doc__.split("\n\n")[0]
     )
-    suite.add_argument("--data", nargs="+", required=True, help="split names or files")
-    suite.add_argument("--out", type=Path, required=True)
-    suite.add_argument("--limit", type=int, help="evaluate only the first N rows of each dataset")
-    suite.add_argument("--policy", help="policy for every model (default: each run's own, else marketplace)")
-    suite.add_argument("--engine", default="transformers", help="engine for local models: transformers, ct2, vllm")
-    suite.add_argument(
-        "--compute-type", default="int8", help="ct2: int8, int8_float32 or float32; transformers: bfloat16 (else fp32)"
-    )
-    suite.add_argument(
-        "--modes",
-        nargs="+",
-        default=["reasoning"],
-        choices=["reasoning", "fast"],
-        help="local models: each mode is its own row (baselines run once)",
-    )
-    suite.add_argument(
-        "--fast-only",
-        nargs="+",
-        default=[],
-        help="models scored in fast mode only, whatever --modes says (an untrained base model, whose reasoning does "
-        "not parse)",
-    )
-    comparison = commands.add_parser("compare", help="put finished evaluation folders side by side")
-    comparison.add_argument("dirs", nargs="+", type=Path)
-    comparison.add_argument("--out", type=Path, required=True)
-    judge.add_arguments(commands.add_parser("judge", help="rate each prediction's reasoning with an LLM judge"))
-    args = parser.parse_args(argv)
-
-    if args.command == "judge":
-        judge.run_command(args)
-    elif args.command == "compare":
+    prog, description = f"{PROG} {command}", COMMANDS[command]
+    if command == "judge":
+        parser = argparse.ArgumentParser(prog=prog, description=description)
+        judge.add_arguments(parser)
+        judge.run_command(parser.parse_args(argv))
+    elif command == "compare":
         from evals.report import compare
 
-        path = compare(args.dirs, args.out)
+        _, config = parse_command_line(CompareConfig, argv, prog=prog, description=description, positional="dirs")
+        path = compare(config.dirs, config.out)
         print(path.read_text(encoding="utf-8"))
         print(f"wrote {path}")
-    elif args.command == "suite":
+    elif command == "suite":
         from evals.suite import run_suite
 
+        _, config = parse_command_line(SuiteConfig, argv, prog=prog, description=description)
+        settings = config.model_dump(exclude={"models", "data", "out", "modes", "fast_only"}, exclude_unset=True)
         for path in run_suite(
-            args.models,
-            args.data,
-            args.out,
-            limit=args.limit,
-            policy=args.policy,
-            modes=args.modes,
-            fast_only=args.fast_only,
-            engine=args.engine,
-            compute_type=args.compute_type,
+            config.models, config.data, config.out, modes=config.modes, fast_only=config.fast_only, **settings
         ):
             print(path.read_text(encoding="utf-8"))
             print(f"report: {path}")
-    elif args.command == "robustness":
+    elif command == "robustness":
         from evals.robustness import run_robustness
 
-        config = _config(args)
-        results = run_robustness(config, args.long_chars)
+        options, config = parse_command_line(
+            EvalConfig, argv, prog=prog, description=description, options=RobustnessOptions
+        )
+        results = run_robustness(config, options.long_chars)
         print(Path(config.out, "robustness.md").read_text(encoding="utf-8"))
         print(f"{sum(v['n'] for v in results.values())} items; wrote {config.out}/robustness.md")
     else:
         from evals.report import headline_table, score_lines
         from evals.runner import run_eval
 
-        config = _config(args)
+        _, config = parse_command_line(EvalConfig, argv, prog=prog, description=description)
         metrics = run_eval(config)
         print(headline_table([metrics]))
         for line in score_lines(metrics):

@@ -18,7 +18,7 @@ import types
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -50,6 +50,24 @@ def parse_command_line(
     Bare arguments (`compare DIR DIR`) fill the list field named `positional`."""
     chosen, rest = split_options(options, argv, prog=prog, description=description, config=cls)
     return chosen, load_config(cls, chosen.config, rest, positional)
+
+
+def pick_command(
+    argv: Sequence[str], commands: Mapping[str, str], *, prog: str, description: str, default: str | None = None
+) -> tuple[str, list[str]]:
+    """(subcommand, its arguments): the first argument if it names one of `commands` (name -> one-line help), else
+    `default`; without a default, `--help` or no command lists the commands."""
+    argv = list(argv)
+    if argv and argv[0] in commands:
+        return argv[0], argv[1:]
+    if default is not None:
+        return default, argv
+    listing = "\n".join(f"  {name:12s} {text}" for name, text in commands.items())
+    usage = f"usage: {prog} {{{','.join(commands)}}} [--help] ...\n\n{description}\n\ncommands:\n{listing}"
+    if argv[:1] in (["-h"], ["--help"]):
+        _print_help(usage)
+    given = f"unknown command {argv[0]!r}" if argv else "no command"
+    raise UserError(f"{given}: choose one of {', '.join(commands)} (see {prog} --help)")
 
 
 def split_options(
@@ -309,11 +327,13 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def _without_none(annotation: Any) -> Any:
-    """`X | None` -> X (the type a command-line value is read as); anything else unchanged."""
+    """`X | None` and `Annotated[X, ...]` -> X (the type a command-line value is read as); anything else unchanged."""
+    if get_origin(annotation) is Annotated:
+        return _without_none(get_args(annotation)[0])
     if get_origin(annotation) in (Union, types.UnionType):
         arms = [arm for arm in get_args(annotation) if arm is not type(None)]
         if len(arms) == 1:
-            return arms[0]
+            return _without_none(arms[0])
     return annotation
 
 

@@ -199,7 +199,7 @@ def test_resume_identity_has_the_weights_hash_and_generation_settings(tmp_path, 
     [
         (["run", "--model", "keyword", "--data", "missing.jsonl"], "data file not found"),
         (["run", "--model", "MODEL_DIR_WITHOUT_WEIGHTS", "--data", "DATA"], "cannot load"),
-        (["run", "--model", "keyword", "--data", "DATA", "--batch-size", "0"], "--batch-size"),
+        (["run", "--model", "keyword", "--data", "DATA", "--batch-size", "0"], "batch_size: Input should be greater"),
         (["compare", "TMP", "--out", "TMP/c"], "has no metrics.json"),
     ],
 )
