@@ -39,7 +39,7 @@ class ConfigFile(BaseModel):
 
 def parse_command_line(
     cls: type[C],
-    argv: Sequence[str],
+    argv: Sequence[str] | None,
     *,
     prog: str,
     description: str,
@@ -71,11 +71,12 @@ def pick_command(
 
 
 def split_options(
-    options: type[O], argv: Sequence[str], *, prog: str, description: str, config: type[BaseModel]
+    options: type[O], argv: Sequence[str] | None, *, prog: str, description: str, config: type[BaseModel]
 ) -> tuple[O, list[str]]:
     """Take the fields of `options` (the config file, switches such as --dry-run) out of argv; the rest is `config`
-    values, still in command-line form (for a loader that validates more, such as training's load_recipe)."""
-    argv = list(argv)
+    values, still in command-line form (for a loader that validates more, such as training's load_recipe).
+    `argv` None means the process's own arguments."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
         _print_help(help_text(config, prog=prog, description=description, options=options))
     taken: list[str] = []

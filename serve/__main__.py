@@ -6,6 +6,8 @@ python -m serve --model runs/my-run --api-key-env MODERATION_API_KEY --client-mo
 python -m serve --model runs/my-run --engine ct2 [--compute-type float32|int8_float32|int8]   # CTranslate2 on CPU
 python -m serve --model runs/my-run --mode fast --threshold 0.7   # fast mode's flag threshold (default: 5% FPR on dev)
 python -m serve predict --model runs/my-run --in listings.jsonl --out verdicts.jsonl [--engine ct2]
+
+Options are ServeConfig fields (`--field value` or `field=value`, or a `--config FILE.yaml` of them); see --help.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from __future__ import annotations
 import logging
 import sys
 
+from moderation.config import parse_command_line
 from moderation.errors import cli_main
 from serve.app import ServeConfig, create_app
 from serve.engine import load_engine
-from serve.options import config_parser
 from serve.validation import check_modes
 
 
@@ -27,8 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         from serve.predict import main as predict
 
         return predict(argv[1:])
-    args = config_parser("python -m serve", ServeConfig, __doc__.split("\n\n")[0]).parse_args(argv)
-    config = ServeConfig(**vars(args))
+    _, config = parse_command_line(ServeConfig, argv, prog="python -m serve", description=__doc__.split("\n\n")[0])
 
     import uvicorn
 

@@ -23,10 +23,10 @@ from pathlib import Path
 from pydantic import Field
 from tqdm import tqdm
 
+from moderation.config import parse_command_line
 from moderation.errors import UserError, cli_main
 from moderation.ids import text_id
 from serve.engine import Engine, EngineConfig, load_engine
-from serve.options import config_parser
 
 SHOWN_BAD_ROWS = 20
 
@@ -111,8 +111,8 @@ def batches(rows: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[s
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    args = config_parser("python -m serve predict", PredictConfig, __doc__.split("\n\n")[0]).parse_args(argv)
-    config = PredictConfig(**vars(args))
+    description = __doc__.split("\n\n")[0]
+    _, config = parse_command_line(PredictConfig, argv, prog="python -m serve predict", description=description)
     done = done_ids(config.out)
     bad: list[tuple[int, str]] = []
     engine: Engine | None = None
