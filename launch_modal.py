@@ -5,6 +5,7 @@ behind a random API key (e.g. the judge model for `python -m evals judge`).
     modal run launch_modal.py --mode ssh --public-key ~/.ssh/id_ed25519.pub    # key-only SSH as root
     modal run launch_modal.py --mode vllm --model Qwen/Qwen3-8B --idle-timeout 600
     modal run launch_modal.py --gpu A100-80GB --idle-timeout 3600 --max-hours 4
+    python launch_modal.py --help                                              # every option (key=value works too)
 
 The box runs the training image's pinned `gpu` set plus `dev` and `box` (pyproject.toml), has the repo at
 /root/project (on PYTHONPATH; secrets, datasets and runs are not uploaded) and the training volumes: HF cache at
@@ -28,14 +29,14 @@ import secrets
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
 import modal
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from moderation.config import validate_config
+from moderation.config import parse_command_line, validate_config
 from moderation.errors import UserError, cli_main
 from training.modal_app import REPO_ROOT, ModalSettings, available_secrets, gpu_environment, volumes
 
@@ -392,24 +393,40 @@ def _proc_net_tcp() -> str:
     return "".join(table.read_text() for table in tables if table.exists())
 
 
+# The BoxConfig fields the command line sets as they are; the others are given in friendlier units or as a file.
+AS_GIVEN = ("mode", "model", "max_model_len", "gpu")
+LaunchOptions = create_model(
+    "LaunchOptions",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="The `modal run launch_modal.py` options, turned into a BoxConfig by `box_config`.",
+    **{name: (BoxConfig.model_fields[name].annotation, BoxConfig.model_fields[name]) for name in AS_GIVEN},
+    public_key=(Path | None, Field(None, description="ssh mode: your OpenSSH public key file (the .pub)")),
+    idle_timeout=(
+        int,
+        Field(DEFAULTS.idle_timeout_s, description="seconds without a kernel or connection before the box stops"),
+    ),
+    max_hours=(float, Field(DEFAULTS.timeout_s / 3600, description="hard limit on the box's lifetime, in hours")),
+)
+
+
+def box_config(argv: Sequence[str] | None) -> BoxConfig:
+    """The validated BoxConfig of `modal run launch_modal.py` options (`--mode vllm` or `mode=vllm`)."""
+    _, options = parse_command_line(
+        LaunchOptions, argv, prog="modal run launch_modal.py", description=__doc__.split("\n\n")[0]
+    )
+    values = options.model_dump(include=set(AS_GIVEN))
+    values |= {"idle_timeout_s": options.idle_timeout, "timeout_s": int(options.max_hours * 3600)}
+    if options.public_key:
+        values["public_key"] = read_public_key(options.public_key)
+    return validate_config(BoxConfig, values)
+
+
 @app.local_entrypoint()
 @cli_main
-def main(
-    mode: str = DEFAULTS.mode,
-    public_key: str = "",
-    gpu: str = DEFAULTS.gpu,
-    idle_timeout: int = DEFAULTS.idle_timeout_s,
-    max_hours: float = DEFAULTS.timeout_s / 3600,
-    model: str = "",
-    max_model_len: int = DEFAULTS.max_model_len,
-) -> None:
+def main(*arglist: str) -> None:
     """Validate the options here, make the box's credential here and print it once, then start the box and stream
     its output (the URL or ssh command) until it stops."""
-    values = {"mode": mode, "gpu": gpu, "idle_timeout_s": idle_timeout, "timeout_s": int(max_hours * 3600)}
-    values |= {"model": model, "max_model_len": max_model_len}
-    if public_key:
-        values["public_key"] = read_public_key(Path(public_key))
-    config = validate_config(BoxConfig, values)
+    config = box_config(arglist)
     credentials = []
     if config.mode in CREDENTIAL_ENV:
         credential = new_token()
@@ -418,3 +435,9 @@ def main(
     if config.mode == "vllm":
         credentials += available_secrets(["huggingface"])  # HF_TOKEN for gated models, when the secret exists
     box.with_options(**box_options(config), secrets=credentials).remote(config.model_dump_json())
+
+
+if (
+    __name__ == "__main__"
+):  # `python launch_modal.py --help`: the options; with options: the box they describe, no launch
+    print(cli_main(box_config)(None).model_dump_json(indent=2))

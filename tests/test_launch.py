@@ -196,7 +196,7 @@ class TestJupyter:
         assert len(token) >= 40 and len(launched["options"]["secrets"]) == 1
         assert capsys.readouterr().out.count(token) == 1
         assert token not in json.dumps(launched["config"])  # the config is visible in Modal's call inputs
-        launch_modal.main(mode="jupyter")
+        launch_modal.main("--mode", "jupyter")
         assert launched["secret_values"][1]["JUPYTER_TOKEN"] != token  # a new token for every box
 
     @pytest.mark.parametrize(("mode", "variable"), [("jupyter", "JUPYTER_TOKEN"), ("vllm", "VLLM_API_KEY")])
@@ -277,7 +277,9 @@ class TestVllm:
         assert client.post("/invocations", headers={"Authorization": "Bearer "}).status_code == 401
 
     def test_launch_makes_a_key_locally_prints_it_once_and_sends_it_as_a_secret(self, launched, capsys):
-        launch_modal.main(mode="vllm", model="Qwen/Qwen3-8B", gpu="H100", idle_timeout=600, max_hours=2)
+        launch_modal.main(
+            "--mode", "vllm", "--model", "Qwen/Qwen3-8B", "--gpu=H100", "--idle-timeout", "600", "max_hours=2"
+        )
         (values,) = launched["secret_values"]
         key = values["VLLM_API_KEY"]
         out = capsys.readouterr().out
@@ -289,7 +291,7 @@ class TestVllm:
 
     def test_vllm_mode_without_a_model_stops_before_launching(self, launched, capsys):
         with pytest.raises(SystemExit):
-            launch_modal.main(mode="vllm")
+            launch_modal.main("--mode", "vllm")
         assert "--model" in capsys.readouterr().err and "options" not in launched
 
     METRICS = (
@@ -340,10 +342,10 @@ class TestModalBox:
 
     def test_entrypoint_validates_before_starting(self, tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
-            launch_modal.main(mode="ssh")
+            launch_modal.main("--mode", "ssh")
         assert exit_info.value.code == 2 and "--public-key" in capsys.readouterr().err
         private = tmp_path / "id_ed25519"
         private.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
         with pytest.raises(SystemExit):
-            launch_modal.main(mode="ssh", public_key=str(private))
+            launch_modal.main("--mode", "ssh", "--public-key", str(private))
         assert "private key" in capsys.readouterr().err
