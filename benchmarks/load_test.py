@@ -40,6 +40,7 @@ from inference.models import load_tokenizer
 from inference.runs import read_run
 from moderation.errors import UserError, cli_main
 from moderation.paths import CONFIGS, REPO_ROOT
+from moderation.plotting import pyplot
 
 BUCKETS = {"1-100": (1, 100), "100-300": (100, 300), "300-1000": (300, 1000)}
 MODES = ("fast", "reasoning")
@@ -178,10 +179,7 @@ def measure(
 
 
 def plot(cells: list[Cell], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for mode in MODES:

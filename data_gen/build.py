@@ -19,11 +19,9 @@ import itertools
 import json
 import random
 import re
-import subprocess
 import time
 import unicodedata
 from collections import Counter, defaultdict
-from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
@@ -35,7 +33,7 @@ from rich.console import Console
 from data_gen import card
 from data_gen.dedup import clusters, near_duplicate_pairs
 from data_gen.importer import read_records
-from data_gen.io import atomic_write_bytes, atomic_write_text, ensure_writable_dir, sha256_file
+from data_gen.io import ensure_writable_dir, sha256_file
 from data_gen.pages import Content, PageLexicon, detect_language, language_of, render_page, render_record
 from data_gen.synth import (
     Generated,
@@ -50,10 +48,13 @@ from data_gen.synth import (
 from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, amount
 from moderation.config import load_config
 from moderation.errors import UserError
+from moderation.files import atomic_write_bytes, atomic_write_text
 from moderation.paths import REPO_ROOT, PlainName, cache_dir
 from moderation.policy import Policy, load_policy
+from moderation.provenance import git_commit, versions
 
 SPLITS = ("train", "dev", "test")
+DATA_PACKAGES = ("grpo-moderation", "pyarrow", "numpy", "scikit-learn", "matplotlib", "httpx", "pydantic")
 # Earlier sources win when two listings are near-duplicates: real data over our own, our own over generated.
 SOURCE_PRIORITY = ("imported", "scraped", "seed", "hard_negative", "synthetic")
 
@@ -270,24 +271,6 @@ def write_parquet(path: Path, rows: list[dict]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
-
-
-def versions() -> dict[str, str]:
-    found = {}
-    for package in ("grpo-moderation", "pyarrow", "numpy", "scikit-learn", "matplotlib", "httpx", "pydantic"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
 def build(config: BuildConfig, console: Console | None = None) -> dict:
     """Build the dataset described by `config`; returns the manifest."""
     console = console or Console(stderr=True)
@@ -422,8 +405,8 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
         "categories": categories,
         "seed": config.seed,
         "config": config.model_dump(mode="json"),
-        "git_commit": git_commit(),
-        "versions": versions(),
+        "git_commit": git_commit() or "unknown",
+        "versions": versions(DATA_PACKAGES),
         "backend": backend.stats(),
         "dedup": stats,
         "counts": card.counts(rows),

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.io import atomic_write_bytes
+from moderation.files import atomic_write_bytes
+from moderation.plotting import pyplot
 
 SPLITS = ("train", "dev", "test")
 CATEGORY_HEADER = ["category", *(f"disallowed {s}" for s in SPLITS), *(f"hard neg. {s}" for s in SPLITS)]
@@ -201,7 +202,7 @@ def counts(rows: list[dict]) -> dict:
 
 
 def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80, metadata={"Software": None})
@@ -211,10 +212,7 @@ def _png(fig) -> bytes:
 
 def write_plots(out: Path, rows: list[dict]) -> list[str]:
     """Word-count histograms by label and by source (the two should overlap: length must not give the label away)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     words = np.array([len(r["text"].split()) for r in rows])
     bins = np.linspace(0, max(10, int(np.percentile(words, 99))) + 1, 40)

@@ -14,8 +14,8 @@ import csv
 import json
 from pathlib import Path
 
-from data_gen.io import atomic_write_text
 from moderation.errors import UserError
+from moderation.files import atomic_write_text
 from moderation.jsonl import split_jsonl
 from moderation.policy import Policy, load_policy
 

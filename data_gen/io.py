@@ -1,4 +1,4 @@
-"""Small file helpers shared by the scraper, the synth cache and the builder."""
+"""Output-folder checks and file hashes for the scraper, the synth cache and the builder."""
 
 from __future__ import annotations
 
@@ -7,22 +7,6 @@ import os
 from pathlib import Path
 
 from moderation.errors import UserError
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def ensure_writable_dir(path: Path) -> Path:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_gen.io import atomic_write_bytes, ensure_writable_dir
+from data_gen.io import ensure_writable_dir
+from moderation.files import atomic_write_bytes
 from moderation.errors import cli_main
 from moderation.ids import text_id
 from moderation.verdict import ALLOW

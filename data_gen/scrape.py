@@ -37,9 +37,9 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt
 from tqdm import tqdm
 
 from data_gen.hops import HopGuard, HopRefused
-from data_gen.io import atomic_write_text
 from data_gen.pages import render_record
 from moderation.errors import UserError
+from moderation.files import atomic_write_text
 from moderation.jsonl import drop_torn_tail, split_jsonl
 from moderation.paths import cache_dir
 

@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm import tqdm
 
-from data_gen.io import atomic_write_text
 from data_gen.templates import (
     STYLES,
     CategoryKinds,
@@ -48,6 +47,7 @@ from data_gen.templates import (
     without,
 )
 from moderation.errors import UserError
+from moderation.files import atomic_write_text
 from moderation.policy import Policy
 from moderation.secrets import ApiKeyEnv, RedactedUrl, redact_url
 

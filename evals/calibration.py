@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from moderation.plotting import pyplot
+
 BINS = 10
 
 
@@ -69,10 +71,7 @@ def operating_point(y: np.ndarray, p: np.ndarray, target_fpr: float) -> dict:
 
 def plot_reliability(scores: dict, path: Path, title: str = "") -> None:
     """The reliability diagram: mean P vs the disallowed share per bin (bar width ~ count), with the diagonal."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     bins = scores["reliability"]
     fig, ax = plt.subplots(figsize=(4.6, 4.2))

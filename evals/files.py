@@ -6,10 +6,9 @@ Kept apart from the runner so the report, robustness and compare read and write 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 
+from moderation.files import atomic_write_text
 from moderation.jsonl import read_jsonl_lines
 
 PREDICTIONS = "predictions.jsonl"
@@ -40,21 +39,5 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Atomic write: a unique temp file in the same folder, fsynced, then renamed; a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_sibling(path)
-    try:
-        with temporary.open("x", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def temporary_sibling(path: Path) -> Path:
-    """A fresh name beside `path` to write before renaming onto it: unique per process and call, so two writers never
-    share a temp file; created with the usual permissions (unlike mkstemp's 0600)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    """Every evaluation file is written whole or not at all (moderation.files)."""
+    atomic_write_text(path, text)

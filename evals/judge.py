@@ -38,8 +38,10 @@ from evals.files import METRICS, PREDICTIONS, read_predictions, write_json, writ
 from evals.metrics import predicted_label
 from moderation.config import validate_config
 from moderation.errors import UserError
+from moderation.files import atomic_write_text
 from moderation.jsonl import drop_torn_tail, split_jsonl
 from moderation.paths import REPO_ROOT, cache_dir
+from moderation.plotting import pyplot
 from moderation.policy import Policy, load_policy
 from moderation.prompt import defang
 from moderation.secrets import ApiKeyEnv, RedactedUrl, redact_url
@@ -235,10 +237,7 @@ class Judge:
         except openai.BadRequestError as error:  # e.g. too long for the judge: unscored, not cached, not retried
             return Judgement(None, unscored_reason=f"request refused: {error.message}"[:300]), False
         if self.config.cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            temporary.write_text(json.dumps({"model": self.config.model, "reply": reply}), encoding="utf-8")
-            temporary.replace(path)
+            atomic_write_text(path, json.dumps({"model": self.config.model, "reply": reply}))
         return parse_judgement(reply), False
 
     def _ask(self, messages: list[dict[str, str]]) -> str:
@@ -448,9 +447,7 @@ def grounded_agreement(predictions: dict[str, dict], judged: dict[str, dict], po
 
 def plot_scores(metrics: dict, path: Path) -> None:
     """Score histogram, right and wrong verdicts side by side."""
-    from evals.report import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     x = np.arange(len(SCORES))
     for offset, key in ((-0.2, "right"), (0.2, "wrong")):

@@ -17,19 +17,11 @@ import numpy as np
 from evals.files import METRICS, PREDICTIONS, RELIABILITY, read_predictions, write_json, write_text
 from evals.metrics import BINARY_LABELS, PARSE_FAILURE, paired_difference, predicted_label
 from moderation.errors import UserError
+from moderation.plotting import pyplot
 from moderation.policy import Policy
 from moderation.verdict import ALLOW
 
 LENGTH_BINS = (0, 100, 200, 400, 800, 1600, 10**9)  # listing length in characters
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -47,7 +39,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 
 def plot_binary_confusion(metrics: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.array(metrics["confusion"]["matrix"])
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ax.imshow(matrix, cmap="Blues")
@@ -62,7 +54,7 @@ def plot_binary_confusion(metrics: dict, path: Path) -> None:
 
 
 def plot_category_confusions(metrics: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     categories = list(metrics["per_category"])
     columns = min(3, len(categories))
     rows = -(-len(categories) // columns)
@@ -84,7 +76,7 @@ def plot_category_confusions(metrics: dict, path: Path) -> None:
 
 def plot_category_f1(runs: Sequence[dict], path: Path) -> None:
     """Grouped bars: per-category F1, one bar per run."""
-    plt = _pyplot()
+    plt = pyplot()
     categories = list(dict.fromkeys(c for m in runs for c in m["per_category"]))
     width = 0.8 / len(runs)
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(categories) * max(1, len(runs) / 2)), 3.8))
@@ -119,7 +111,7 @@ def length_reliability(records: Sequence[dict]) -> list[dict]:
 
 
 def plot_length_reliability(rows: list[dict], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     x = np.arange(len(rows))
     ax.plot(x, [r["accuracy"] for r in rows], marker="o", label="accuracy")

@@ -24,11 +24,9 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Literal
 
@@ -50,8 +48,8 @@ from inference.runs import MANIFEST as RUN_MANIFEST
 from inference.runs import MERGED, RunInfo, read_run
 from moderation.errors import UserError
 from moderation.jsonl import drop_torn_tail
-from moderation.paths import REPO_ROOT
 from moderation.policy import load_policy
+from moderation.provenance import git_commit, versions
 from moderation.secrets import ApiKeyEnv, RedactedUrl
 
 # Settings that change predictions: resuming into a folder made with other values would mix two evaluations.
@@ -352,24 +350,8 @@ def check_resume(out: Path, identity: dict) -> None:
 
 def manifest(config: dict, **extra) -> dict:
     """The small manifest every output folder gets: config, git commit, versions, plus `extra`."""
-    return {"config": config, "git_commit": _git_commit(), "versions": _versions(), **extra}
-
-
-def _git_commit() -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip()
-
-
-def _versions() -> dict:
-    found = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "scikit-learn", "grpo-moderation"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = None
-    return found
+    found = {
+        "python": platform.python_version(),
+        **versions(("torch", "transformers", "scikit-learn", "grpo-moderation")),
+    }
+    return {"config": config, "git_commit": git_commit(), "versions": found, **extra}

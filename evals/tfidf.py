@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -24,9 +23,9 @@ import numpy as np
 
 from evals.baselines import ScoredModeration
 from evals.data import Item, file_sha256
-from evals.files import temporary_sibling
 from inference.generate import GenerationConfig, Moderator
 from moderation.errors import UserError
+from moderation.files import atomic_path
 from moderation.policy import Policy
 from moderation.verdict import ALLOW, DISALLOW, parse, render
 
@@ -75,13 +74,8 @@ def load_or_fit(train_path: Path, train_items: Sequence[Item], policy: Policy) -
         model = joblib.load(path)
     else:
         model = fit(train_items, policy)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = temporary_sibling(path)
-        try:
+        with atomic_path(path) as temporary:
             joblib.dump(model, temporary)
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
     info = {
         "train": str(train_path),
         "train_sha256": file_sha256(train_path),

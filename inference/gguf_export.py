@@ -9,12 +9,11 @@ llama.cpp does (transformers undoes it when it reads a GGUF back, which the roun
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from inference.models import load_tokenizer
 from moderation.errors import UserError
+from moderation.files import atomic_path
 
 QUANTS = ("f16", "q8_0")
 # llama.cpp picks its pre-tokenizer regex by this name; SmolLM2's (digits split, then byte-level) is "smollm".
@@ -48,55 +47,48 @@ def export_gguf(
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     rope = getattr(config, "rope_parameters", None) or {"rope_theta": getattr(config, "rope_theta", 10000.0)}
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{out.name}-", dir=out.parent)
-    os.close(handle)
-    writer = gguf.GGUFWriter(staging, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
-    writer.add_name(Path(model_dir).resolve().name)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(float(rope["rope_theta"]))
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_vocab_size(config.vocab_size)
-    file_type = gguf.LlamaFileType.MOSTLY_F16 if quant == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0
-    writer.add_file_type(file_type)
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _add_tokenizer(writer, tokenizer, config.vocab_size, pre_tokenizer, Path(model_dir))
+    with atomic_path(out) as staging:
+        writer = gguf.GGUFWriter(staging, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+        writer.add_name(Path(model_dir).resolve().name)
+        writer.add_context_length(config.max_position_embeddings)
+        writer.add_embedding_length(config.hidden_size)
+        writer.add_block_count(config.num_hidden_layers)
+        writer.add_feed_forward_length(config.intermediate_size)
+        writer.add_head_count(config.num_attention_heads)
+        writer.add_head_count_kv(config.num_key_value_heads)
+        writer.add_rope_dimension_count(head_dim)
+        writer.add_rope_freq_base(float(rope["rope_theta"]))
+        writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+        writer.add_vocab_size(config.vocab_size)
+        file_type = gguf.LlamaFileType.MOSTLY_F16 if quant == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0
+        writer.add_file_type(file_type)
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        _add_tokenizer(writer, tokenizer, config.vocab_size, pre_tokenizer, Path(model_dir))
 
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
-    for hf_name, tensor in model.state_dict().items():
-        if hf_name == "lm_head.weight" and config.tie_word_embeddings:
-            continue
-        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-        if name is None:
-            raise UserError(f"GGUF export: no GGUF name for tensor {hf_name!r}")
-        data = tensor.numpy()
-        if name.endswith("attn_q.weight"):
-            data = permute(data, config.num_attention_heads)
-        elif name.endswith("attn_k.weight"):
-            data = permute(data, config.num_attention_heads, config.num_key_value_heads)
-        if data.ndim == 1:  # norms stay f32, as llama.cpp writes them
-            writer.add_tensor(name, data.astype(np.float32))
-        elif quant == "q8_0" and data.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
-            quantized = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        else:
-            writer.add_tensor(name, data.astype(np.float16))
-    try:
+        names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+        for hf_name, tensor in model.state_dict().items():
+            if hf_name == "lm_head.weight" and config.tie_word_embeddings:
+                continue
+            name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+            if name is None:
+                raise UserError(f"GGUF export: no GGUF name for tensor {hf_name!r}")
+            data = tensor.numpy()
+            if name.endswith("attn_q.weight"):
+                data = permute(data, config.num_attention_heads)
+            elif name.endswith("attn_k.weight"):
+                data = permute(data, config.num_attention_heads, config.num_key_value_heads)
+            if data.ndim == 1:  # norms stay f32, as llama.cpp writes them
+                writer.add_tensor(name, data.astype(np.float32))
+            elif quant == "q8_0" and data.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
+                quantized = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
+                writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            else:
+                writer.add_tensor(name, data.astype(np.float16))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(staging, out)
-    finally:
-        Path(staging).unlink(missing_ok=True)
-    return out
+    return Path(out)
 
 
 def _add_tokenizer(writer, tokenizer, vocab_size: int, pre_tokenizer: str, model_dir: Path) -> None:

@@ -13,11 +13,23 @@ def drop_torn_tail(path: Path) -> bytes:
     if not path.exists():
         return b""
     data = path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
+    complete = _complete(data)
     if len(complete) != len(data):
         with path.open("r+b") as handle:
             handle.truncate(len(complete))
     return complete
+
+
+def read_complete_lines(path: Path) -> list[str]:
+    """The lines a writer finished in an append-only JSONL file (split as split_jsonl does), leaving out a torn last
+    line without changing the file; [] for a missing file. For readers that run beside the writer."""
+    if not path.exists():
+        return []
+    return split_jsonl(_complete(path.read_bytes()).decode("utf-8"))
+
+
+def _complete(data: bytes) -> bytes:
+    return data[: data.rfind(b"\n") + 1]
 
 
 def split_jsonl(text: str) -> list[str]:

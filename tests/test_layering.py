@@ -20,6 +20,9 @@ INFRA = {
     "moderation.jsonl",
     "moderation.secrets",
     "moderation.ids",
+    "moderation.files",
+    "moderation.provenance",
+    "moderation.plotting",
 }
 CONTRACT = {"moderation.policy", "moderation.prompt", "moderation.verdict"}
 LAYER_OF_PACKAGE = {"data_gen": 2, "rewards": 2, "inference": 3, "training": 4, "evals": 5, "serve": 5}

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import resource
 import shutil
-import subprocess
 from pathlib import Path
 
 from inference.runs import MANIFEST
 from moderation.errors import UserError
+from moderation.files import atomic_write_text
 from moderation.paths import inside
+from moderation.provenance import git_commit, versions
 from training.recipe import Recipe
 
 
@@ -30,26 +31,21 @@ def save_merged(peft_model, tokenizer, target: Path) -> None:
 
 
 def write_manifest(recipe: Recipe, timings: dict, metrics: dict, counts: dict, mlflow_run_id: str | None) -> None:
-    import importlib.metadata as md
-
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     manifest = {
         "policy": recipe.policy,
         "prompt": recipe.prompt.model_dump(),
         "base_model": recipe.model,
         "config": recipe.model_dump(mode="json"),
-        "git_commit": commit or None,
+        "git_commit": git_commit(),
         "seed": recipe.seed,
-        "versions": {p: md.version(p) for p in ("torch", "transformers", "trl", "peft", "datasets")},
+        "versions": versions(("torch", "transformers", "trl", "peft", "datasets")),
         "timings_s": timings,
         "counts": counts,
         "final_metrics": metrics,
         "peak_rss_gb": peak_rss_gb(),
         "mlflow_run_id": mlflow_run_id,
     }
-    tmp = recipe.run_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    tmp.rename(recipe.run_dir / MANIFEST)
+    atomic_write_text(recipe.run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
 
 
 def peak_rss_gb() -> float:

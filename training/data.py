@@ -33,7 +33,7 @@ def hold_back(rows: list[dict], recipe: Recipe) -> list[dict]:
 
     import pandas as pd
 
-    from data_gen.io import atomic_write_bytes
+    from moderation.files import atomic_write_bytes
 
     rows = list(rows)
     random.Random(recipe.seed).shuffle(rows)

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from moderation.errors import UserError, cli_main
+from moderation.files import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_STORE = REPO_ROOT / "mlruns" / "mlflow.db"
@@ -148,9 +149,7 @@ class TrainingRun:
         run = self.client.create_run(experiment_id(self.client), run_name=name, tags={"run_dir": str(run_dir)})
         self.run_id = run.info.run_id
         log_params(self.client, self.run_id, params)
-        tmp = id_file.with_name(f".{id_file.name}.tmp")
-        tmp.write_text(self.run_id + "\n", encoding="utf-8")
-        os.replace(tmp, id_file)
+        atomic_write_text(id_file, self.run_id + "\n")
 
     def log_record(self, record: Mapping) -> None:
         """One metrics.jsonl record: its numbers, keyed `<stage>/<name>` (SFT and GRPO both count steps from 1)."""

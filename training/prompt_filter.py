@@ -48,7 +48,7 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    from data_gen.io import atomic_write_text
+    from moderation.files import atomic_write_text
     from training.models import device_kwargs
     from training.rollout import sample_completions
 

@@ -10,13 +10,13 @@ back to that step, torn last line included, so a resumed run's logs equal an uni
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from moderation.jsonl import drop_torn_tail
+from moderation.files import atomic_write_bytes
+from moderation.jsonl import drop_torn_tail, read_complete_lines
 
 STAGES = ("sft", "grpo")  # the order the pipeline runs them in
 METRICS = "metrics.jsonl"
@@ -63,10 +63,7 @@ def start_stage(run_dir: Path, stage: str, checkpoints: Path, resume: bool) -> t
 
 def read_records(path: Path) -> Iterator[dict]:
     """The complete records of a JSONL file: split on "\\n" only (text may hold U+2028), a torn last line skipped."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    for line in data[: data.rfind(b"\n") + 1].split(b"\n"):
+    for line in read_complete_lines(path):
         if line.strip():
             yield json.loads(line)
 
@@ -96,9 +93,7 @@ def _keep(path: Path, keep: Callable[[dict], bool]) -> None:
     kept = [line for line in lines if keep(json.loads(line))]
     if len(kept) == len(lines):
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(b"".join(kept))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, b"".join(kept))
 
 
 def append_record(path: Path, record: dict) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from transformers import DynamicCache
+
+from inference.prefix_cache import prefill_repeated
 
 
 def sample_completions(model, tokenizer, prompts: list, generation_config, autocast=contextlib.nullcontext) -> dict:
@@ -31,13 +32,8 @@ def sample_completions(model, tokenizer, prompts: list, generation_config, autoc
     model.eval()
     try:
         with torch.no_grad(), autocast():
-            cache = DynamicCache(config=model.config)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            # Prefill all but the last prompt token (generate() needs one uncached token to start from);
-            # only the cache is wanted, so skip the vocabulary projection for all but one position.
-            model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
-                  past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
-            cache.batch_select_indices(index)
+            # Prefill all but the last prompt token: generate() needs one uncached token to start from.
+            _, cache = prefill_repeated(model, ids[:, :-1], mask[:, :-1], index)
             output = model.generate(
                 input_ids=ids[index],
                 attention_mask=mask[index],

@@ -10,9 +10,10 @@ attention mask, as in generation, so left-padded prompts are scored exactly as t
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
 from trl import GRPOTrainer
 from trl.trainer.utils import selective_log_softmax_and_entropy
+
+from inference.prefix_cache import mask_positions, prefill_repeated
 
 
 def shared_prompts(input_ids: torch.Tensor, prompt_length: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -43,26 +44,18 @@ def grouped_logps_and_entropies(
     `firsts` holds one row index per distinct prompt and `inverse` maps every row to its prompt (see shared_prompts).
     """
     prompt_length = input_ids.size(1) - completion_length
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
-    prefix = model(
-        input_ids=input_ids[firsts, :prompt_length],
-        attention_mask=attention_mask[firsts, :prompt_length],
-        position_ids=positions[firsts, :prompt_length],
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
+    prefix_logits, cache = prefill_repeated(
+        model, input_ids[firsts, :prompt_length], attention_mask[firsts, :prompt_length], inverse
     )
-    cache.batch_select_indices(inverse)
     completion_ids = input_ids[:, prompt_length:]
     rest = model(
         input_ids=completion_ids[:, :-1],
         attention_mask=attention_mask[:, :-1],
-        position_ids=positions[:, prompt_length:-1],
+        position_ids=mask_positions(attention_mask)[:, prompt_length:-1],
         past_key_values=cache,
         use_cache=True,
     )
-    logits = torch.cat([prefix.logits[inverse], rest.logits], dim=1)
+    logits = torch.cat([prefix_logits[inverse], rest.logits], dim=1)
     return selective_log_softmax_and_entropy(
         logits, completion_ids, entropy_requires_grad=entropy_requires_grad, temperature=temperature
     )

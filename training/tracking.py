@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from moderation.plotting import pyplot
 from training.recipe import Recipe
 from training.resume import COMPLETIONS, METRICS, append_record, read_records
 
@@ -86,10 +87,7 @@ def learning_signal_advice(logs: dict, recipe: Recipe) -> str:
 
 def plot_metrics(metrics_path: Path, png_path: Path) -> None:
     """Reward curves per reward function and total, and frac_reward_zero_std, from metrics.jsonl (torn tail skipped)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     grpo = [r for r in read_records(metrics_path) if r.get("stage") == "grpo" and "reward" in r]
     if not grpo:

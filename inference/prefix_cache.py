@@ -1,0 +1,32 @@
+"""Prefill each distinct prompt once and repeat its KV cache for every row that shares it.
+
+A GRPO group is one prompt with `num_generations` completions: both the rollout (sampling) and the loss forward
+(scoring) run the ~250-token prompt once here instead of once per completion.
+"""
+
+from __future__ import annotations
+
+
+def mask_positions(attention_mask):
+    """Position ids that follow the attention mask, as generation assigns them: a left-padded row starts at 0 on its
+    first real token, so a prompt is scored at the positions it was sampled at."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def prefill_repeated(model, input_ids, attention_mask, repeat):
+    """Run the distinct prompt rows through `model` once; return (their last-position logits, a KV cache holding one
+    copy per entry of `repeat`, the prompt row each output row continues). Only the cache and the last logits are
+    wanted, so the vocabulary projection runs for one position per row."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    output = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=mask_positions(attention_mask),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache.batch_select_indices(repeat)
+    return output.logits, cache
