@@ -10,14 +10,17 @@ was trained on; the user turn is the listing between <listing> and </listing>.
 
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from inference.ct2 import COMPUTE_TYPES, convert
 from inference.gguf_export import DEFAULT_PRE_TOKENIZER, QUANTS, export_gguf
 from inference.models import load_tokenizer, resolve_model
 from inference.runs import read_run
+from moderation.config import parse_command_line, pick_command
 from moderation.errors import UserError, cli_main
 from moderation.policy import load_policy
 from moderation.prompt import PromptConfig, system_prompt
@@ -59,21 +62,31 @@ def export(kind: str, model: str, quant: str | None, out: Path | None, pre_token
     return path
 
 
+KINDS = {"ct2": "CTranslate2 folder (CPU serving)", "gguf": "GGUF file and Ollama Modelfile (llama.cpp, Ollama)"}
+
+
+class ExportConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="runs/<name>, a local HF model folder, or an embedded name; positional")
+    quant: str | None = Field(
+        None, description=f"ct2: {', '.join(COMPUTE_TYPES)} (int8); gguf: {', '.join(QUANTS)} (f16)"
+    )
+    out: Path | None = Field(None, description="output folder (default: beside the model)")
+    tokenizer_pre: str = Field(DEFAULT_PRE_TOKENIZER, description="gguf: llama.cpp pre-tokenizer name")
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m inference.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["ct2", "gguf"])
-    parser.add_argument("model", help="runs/<name>, a local HF model folder, or an embedded name")
-    parser.add_argument("--quant", help=f"ct2: {', '.join(COMPUTE_TYPES)} (int8); gguf: {', '.join(QUANTS)} (f16)")
-    parser.add_argument("--out", type=Path, help="ct2: output folder; gguf: output folder (default: beside the model)")
-    parser.add_argument("--tokenizer-pre", default=DEFAULT_PRE_TOKENIZER, help="gguf: llama.cpp pre-tokenizer name")
-    args = parser.parse_args(argv)
-    allowed = COMPUTE_TYPES if args.kind == "ct2" else QUANTS
+    prog, description = "python -m inference.export", __doc__.split("\n\n")[0]
+    kind, argv = pick_command(sys.argv[1:] if argv is None else argv, KINDS, prog=prog, description=description)
+    _, args = parse_command_line(ExportConfig, argv, prog=f"{prog} {kind}", description=KINDS[kind], positional="model")
+    allowed = COMPUTE_TYPES if kind == "ct2" else QUANTS
     if args.quant and args.quant not in allowed:
-        raise UserError(f"--quant {args.quant}: {args.kind} takes {', '.join(allowed)}")
+        raise UserError(f"--quant {args.quant}: {kind} takes {', '.join(allowed)}")
 
     started = time.perf_counter()
-    path = export(args.kind, args.model, args.quant, args.out, args.tokenizer_pre)
+    path = export(kind, args.model, args.quant, args.out, args.tokenizer_pre)
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
     print(f"wrote {path} ({size / 2**20:.1f} MiB) in {time.perf_counter() - started:.1f}s")
 

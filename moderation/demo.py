@@ -5,15 +5,16 @@ python -m moderation.demo [--model smollm2-135m] [--policy marketplace]
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
 
 from inference.generate import GenerationConfig, Moderator
 from inference.models import DEFAULT_MODEL, load_model
+from moderation.config import parse_command_line
 from moderation.errors import UserError, cli_main
 from moderation.paths import CONFIGS
 from moderation.policy import load_policy
@@ -31,14 +32,19 @@ def load_samples(path: Path) -> list[dict]:
     return samples
 
 
+class DemoConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(DEFAULT_MODEL, description="HF id, local path or embedded name")
+    policy: str = Field("marketplace", description="policy name in configs/policies or a YAML path")
+    samples: Path = Field(SAMPLES, description="YAML list of {text, expected}")
+    max_new_tokens: int = Field(96, ge=1, description="generation budget per listing")
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m moderation.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="HF id, local path or embedded name")
-    parser.add_argument("--policy", default="marketplace", help="policy name in configs/policies or a YAML path")
-    parser.add_argument("--samples", type=Path, default=SAMPLES, help="YAML list of {text, expected}")
-    parser.add_argument("--max-new-tokens", type=int, default=96)
-    args = parser.parse_args(argv)
+    description = __doc__.split("\n\n")[0]
+    _, args = parse_command_line(DemoConfig, argv, prog="python -m moderation.demo", description=description)
 
     console = Console()
     policy = load_policy(args.policy)

@@ -18,7 +18,6 @@ of its listing: boilerplate such as "The listing is fine." that would read the s
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -28,6 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from moderation.config import parse_command_line
 from moderation.errors import UserError, cli_main
 from moderation.jsonl import read_jsonl_lines
 from moderation.policy import Policy, load_policy
@@ -252,17 +254,26 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+class AuditConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(description="JSONL of completions, or TRL's completions_*.parquet (file or folder); positional")
+    policy: str = Field("marketplace", description="policy name or path")
+    rewards: str | None = Field(
+        None, description=f"comma-separated rewards (default: all of {', '.join(sorted(REGISTRY))})"
+    )
+    as_json: bool = Field(False, alias="json", description="print the report as JSON")
+
+
 @cli_main
 def main(argv: Sequence[str] | None = None) -> AuditReport:
-    parser = argparse.ArgumentParser(prog="python -m rewards.audit", description=__doc__.split("\n\n")[0])
-    parser.add_argument("file", help="JSONL of completions, or TRL's completions_*.parquet (file or folder)")
-    parser.add_argument("--policy", default="marketplace", help="policy name or path (default: marketplace)")
-    parser.add_argument("--rewards", help=f"comma-separated rewards (default: all of {', '.join(sorted(REGISTRY))})")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(argv)
+    description = __doc__.split("\n\n")[0]
+    _, args = parse_command_line(
+        AuditConfig, argv, prog="python -m rewards.audit", description=description, positional="file"
+    )
     names = args.rewards.split(",") if args.rewards else None
     report = audit(load_completions(args.file), load_policy(args.policy), names)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+    print(json.dumps(report.to_dict(), indent=2) if args.as_json else report.render())
     return report
 
 
