@@ -10,14 +10,18 @@ read that copy in about a second.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from moderation.config import parse_command_line, pick_command
 from moderation.errors import UserError, cli_main
 from moderation.paths import cache_dir
 
@@ -125,13 +129,18 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
+class PrepareConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: Literal[tuple(sorted(EMBEDDED))] = Field(DEFAULT_MODEL, description="the embedded model to convert")
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m inference.models", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    prepare = commands.add_parser("prepare", help="convert an embedded model once and print where it is cached")
-    prepare.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(EMBEDDED))
-    args = parser.parse_args(argv)
+    prog, commands = "python -m inference.models", {"prepare": "convert an embedded model once, print its cache path"}
+    argv = sys.argv[1:] if argv is None else argv
+    command, argv = pick_command(argv, commands, prog=prog, description=__doc__.split("\n\n")[0])
+    _, args = parse_command_line(PrepareConfig, argv, prog=f"{prog} {command}", description=commands[command])
 
     start = time.perf_counter()
     cached = (embedded_path(args.model) / _READY).exists()

@@ -205,6 +205,7 @@ ENTRY_POINTS = {
     "launch_modal": (["launch_modal.py"], ["--mode", "ftp"], "mode"),
     "moderation.demo": (["-m", "moderation.demo"], ["--max-new-tokens", "0"], "max_new_tokens"),
     "rewards.audit": (["-m", "rewards.audit"], ["x.jsonl", "--json=maybe"], "json"),
+    "inference.models": (["-m", "inference.models", "prepare"], ["--model", "gpt5"], "model"),
     "inference.export": (["-m", "inference.export", "ct2"], ["runs/x", "--quant", "int3"], "quant"),
 }
 
