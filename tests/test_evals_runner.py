@@ -226,6 +226,19 @@ def test_suite_evaluates_every_model_and_compares(tmp_path, data_file):
     assert (tmp_path / "suite" / "outside" / "keyword" / "metrics.json").exists()
 
 
+def test_suite_cli_passes_train_to_each_baseline(tmp_path, data_file, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    listings = shutil.copy(data_file, elsewhere / "outside.jsonl")  # no train.parquet beside it
+    argv = ["suite", "--models", "keyword", "--data", str(listings), "--out", str(tmp_path / "s"), "n_bootstrap=0"]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "pass --train FILE" in capsys.readouterr().err
+    main([*argv, "--train", str(tmp_path / "train.parquet")])
+    metrics = json.loads((tmp_path / "s" / "outside" / "keyword" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["n"] == len(ROWS)
+
+
 def test_openai_compatible_endpoint(policy):
     import httpx
 
