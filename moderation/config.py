@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -47,7 +47,7 @@ def parse_command_line(
     positional: str | None = None,
 ) -> tuple[O, C]:
     """(options, config) from argv: `--help` prints every field and exits 0; `options` must have a `config` field.
-    Bare arguments (`compare DIR DIR`) fill the list field named `positional`."""
+    Bare arguments (`compare DIR DIR`, `export ct2 MODEL`) fill the field named `positional`."""
     chosen, rest = split_options(options, argv, prog=prog, description=description, config=cls)
     return chosen, load_config(cls, chosen.config, rest, positional)
 
@@ -108,14 +108,22 @@ def load_config(
 ) -> C:
     """Build `cls` from an optional YAML file plus command-line values; any problem is one UserError line."""
     data = read_config_file(path) if path is not None else {}
-    where = str(path) if path is not None else "command line"
-    overrides = parse_overrides(cls, overrides, positional)
-    return validate_config(cls, _merge(data, overrides), "command line" if overrides else where)
+    given = parse_overrides(cls, overrides, positional)
+
+    def where(loc: tuple) -> str:  # the source of the failing value: the command line, else the file
+        node = given
+        for key in loc:
+            if not isinstance(node, dict) or key not in node:
+                return str(path) if path is not None and loc else "command line"
+            node = node[key]
+        return "command line"
+
+    return validate_config(cls, _merge(data, given), where)
 
 
 def parse_overrides(cls: type[BaseModel], tokens: Sequence[str], positional: str | None = None) -> dict:
     """Command-line values as the nested dict the model validates: ['--a.b', '3', 'c=x'] -> {'a': {'b': 3}, 'c': 'x'}.
-    Bare values go to the list field `positional`, if any."""
+    Bare values go to the field named `positional`, if any."""
     result: dict = {}
     bare: list[str] = []
     i = 0
@@ -150,15 +158,17 @@ def read_config_file(path: str | Path) -> dict:
     return loaded or {}
 
 
-def validate_config(cls: type[C], data: dict, where: str = "command line") -> C:
-    """`cls` from plain values; the first problem becomes one UserError line naming `where` and the field."""
+def validate_config(cls: type[C], data: dict, where: str | Callable[[tuple], str] = "command line") -> C:
+    """`cls` from plain values; the first problem becomes one UserError line naming where it came from (`where`, or
+    `where(field location)`) and the field."""
     try:
         return cls.model_validate(data)
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
-        raise UserError(f"{where}: {field + ': ' if field else ''}{message}") from None
+        source = where(first["loc"]) if callable(where) else where
+        raise UserError(f"{source}: {field + ': ' if field else ''}{message}") from None
 
 
 def help_text(cls: type[BaseModel], *, prog: str, description: str, options: type[BaseModel] = ConfigFile) -> str:
@@ -223,7 +233,10 @@ def _value_end(cls: type[BaseModel], tokens: Sequence[str], i: int) -> int:
     end = i + 1
     if _is_bool(annotation):
         return end + (end < len(tokens) and tokens[end].lower() in TRUTH)
-    while end < len(tokens) and _option_name(tokens[end]) is None and (end == i + 1 or _is_list(annotation)):
+    while end < len(tokens) and (
+        (end == i + 1 and not tokens[end].startswith("--"))  # one value may hold "=" (`--model a=b`)
+        or (end > i + 1 and _is_list(annotation) and _option_name(tokens[end]) is None)
+    ):
         end += 1
     if end == i + 1:
         raise UserError(f"{token} needs a value")

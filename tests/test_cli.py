@@ -1,5 +1,6 @@
 """The one config/CLI loader: every spelling gives the same config, types come from the model, errors are one line."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,9 @@ class TestTypes:
         config = load("name=2024", "--policy", "null")
         assert config.name == "2024" and config.policy is None
 
+    def test_one_value_may_hold_an_equals_sign(self):
+        assert load("--name", "a=b", "--steps", "2").name == "a=b"
+
     def test_mapping_field_takes_free_dotted_keys(self):
         assert load("params.verdict.bonus=0.5").params == {"verdict": {"bonus": 0.5}}
 
@@ -152,6 +156,14 @@ class TestErrors:
         with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
             load(*tokens)
         assert "\n" not in str(error.value)
+
+    def test_error_names_where_the_bad_value_came_from(self, tmp_path):
+        path = tmp_path / "c.yaml"
+        path.write_text("steps: 0\nlora:\n  r: 2\n")
+        with pytest.raises(UserError, match="^" + re.escape(f"{path}: steps: Input should be greater")):
+            load_config(Demo, path, ["--lora.r", "3"])
+        with pytest.raises(UserError, match=r"^command line: lora\.r: Input should be greater"):
+            load_config(Demo, path, ["steps=1", "--lora.r", "0"])
 
 
 class TestHelp:
