@@ -9,11 +9,13 @@ a label with no mapping, an unknown category or an empty text is an error naming
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from moderation.config import parse_command_line
 from moderation.errors import UserError
 from moderation.files import atomic_write_text
 from moderation.jsonl import split_jsonl
@@ -98,15 +100,22 @@ def convert(records: list[dict], path: Path, text_column: str, label_column: str
     return rows
 
 
+class ImportConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[Path] = Field(min_length=1, description="JSONL or CSV files (positional)")
+    text_column: str = Field("text", description="the listing text's column")
+    label_column: str = Field("label", description="the source label's column")
+    map: list[str] = Field([], description="label mapping SOURCE=TARGET, one --map each (see above)")
+    policy: str = Field("marketplace", description="policy name or path (categories are checked)")
+    out: Path | None = Field(None, description="output JSONL (one input file only)")
+
+
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m data_gen import", description=__doc__.split("\n")[0])
-    parser.add_argument("files", nargs="+", type=Path, help="JSONL or CSV files")
-    parser.add_argument("--text-column", default="text")
-    parser.add_argument("--label-column", default="label")
-    parser.add_argument("--map", action="append", default=[], metavar="SOURCE=TARGET", help="label mapping")
-    parser.add_argument("--policy", default="marketplace", help="policy name or path (categories are checked)")
-    parser.add_argument("--out", type=Path, help="output JSONL (one input file only)")
-    args = parser.parse_args(argv)
+    description = __doc__.split("\n")[0]
+    _, args = parse_command_line(
+        ImportConfig, argv, prog="python -m data_gen import", description=description, positional="files"
+    )
     if args.out and len(args.files) > 1:
         raise UserError("--out works with one input file; omit it to write data/imports/<stem>.jsonl per file")
     policy = load_policy(args.policy)

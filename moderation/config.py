@@ -3,7 +3,8 @@
 YAML keys are the model's field names. On the command line every entry point takes the same syntax, in any mix:
 `--field value`, `--field=value` or `field=value`; nested fields with dots (`--lora.r 8`, `lora.r=8`); dashes and
 underscores alike (`--max-new-tokens`, `max_new_tokens=`). A bool field alone (`--resume`) is true; `resume=false`
-turns it off. A list field takes several values (`--data dev test`) or a YAML list (`data=[dev, test]`).
+turns it off. A list field takes several values (`--data dev test`), a YAML list (`data=[dev, test]`), or
+repeats (`--map a=x --map b=y`).
 Values are read as YAML scalars where the field's type accepts them (`max_steps=4`, `policy=null`) and as text where
 it does not (`name=2024` for a text field). `--help` lists every field with its type, default and description, from
 the model. Any problem is one UserError line naming the field.
@@ -126,6 +127,7 @@ def parse_overrides(cls: type[BaseModel], tokens: Sequence[str], positional: str
     Bare values go to the field named `positional`, if any."""
     result: dict = {}
     bare: list[str] = []
+    lists: dict[tuple[str, ...], list] = {}
     i = 0
     while i < len(tokens):
         name = _option_name(tokens[i])
@@ -137,7 +139,10 @@ def parse_overrides(cls: type[BaseModel], tokens: Sequence[str], positional: str
             raise UserError(f"unexpected argument {tokens[i]!r}: give values as --field VALUE or field=VALUE")
         end = _value_end(cls, tokens, i)
         keys, annotation = _resolve(cls, name)
-        _set(result, keys, _value(annotation, _raw_values(tokens[i:end]), name))
+        value = _value(annotation, _raw_values(tokens[i:end]), name)
+        if _is_list(annotation):  # a list option given twice collects both (`--map a=x --map b=y`)
+            lists[keys] = value = [*lists.get(keys, []), *value]
+        _set(result, keys, value)
         i = end
     if bare:
         keys, annotation = _resolve(cls, positional)

@@ -107,6 +107,9 @@ class TestTypes:
     def test_list_field(self, tokens):
         assert load(*tokens).data == ["dev", "test"]
 
+    def test_a_repeated_list_option_collects_every_value(self):
+        assert load("--data", "a=x", "--steps", "2", "--data", "b=y").data == ["a=x", "b=y"]
+
     def test_one_list_value_and_empty_list(self):
         assert load("--data", "dev").data == ["dev"] and load("data=").data == [] and load("data=[]").data == []
 
@@ -207,6 +210,7 @@ class TestHelp:
 ENTRY_POINTS = {
     "train_grpo": (["train_grpo.py"], ["num_generations=x"], "num_generations"),
     "data_gen build": (["-m", "data_gen", "build"], ["--seed", "x"], "seed"),
+    "data_gen import": (["-m", "data_gen", "import"], ["x.csv", "--text-column"], "--text-column needs a value"),
     "data_gen scrape": (["-m", "data_gen", "scrape"], ["max_pages=-1"], "max_pages"),
     "evals run": (["-m", "evals", "run"], ["--model", "keyword", "--data", "dev", "--out", "o", "--limit=0"], "limit"),
     "evals robustness": (["-m", "evals", "robustness"], ["--long-chars", "x"], "long_chars"),
