@@ -15,11 +15,10 @@ as `--field value` or `field=value` (see `python -m evals run --help`).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from evals import judge
 from evals.runner import EvalConfig, Mode
@@ -59,6 +58,20 @@ SuiteConfig = create_model(
 )
 
 
+class JudgeCommand(judge.JudgeConfig):
+    """`python -m evals judge`: one finished evaluation, or the human-rated calibration set, rated by an LLM judge."""
+
+    run: Path | None = Field(None, description="evaluation folder whose predictions.jsonl to judge")
+    calibrate: bool = Field(False, description="instead, score human-rated outputs and report agreement with them")
+    calibration: Path = Field(judge.CALIBRATION, description="the human-rated outputs --calibrate scores")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> JudgeCommand:
+        if (self.run is not None) == self.calibrate:
+            raise ValueError("give either --run EVAL_DIR or --calibrate")
+        return self
+
+
 class CompareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,9 +86,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     prog, description = f"{PROG} {command}", COMMANDS[command]
     if command == "judge":
-        parser = argparse.ArgumentParser(prog=prog, description=description)
-        judge.add_arguments(parser)
-        judge.run_command(parser.parse_args(argv))
+        _, given = parse_command_line(JudgeCommand, argv, prog=prog, description=judge.__doc__.split("\n\n")[0])
+        config = judge.JudgeConfig(**{name: getattr(given, name) for name in judge.JudgeConfig.model_fields})
+        if given.calibrate:
+            print(judge.calibration_table(judge.calibrate(config, given.calibration)))
+            return
+        metrics = judge.judge_run(given.run, config)
+        print(judge.judge_section(metrics).split("\n", 2)[2].rsplit("\n", 2)[0])
+        written = ", ".join(str(given.run / name) for name in (judge.JUDGE, judge.JUDGE_METRICS, judge.JUDGE_PLOT))
+        print(f"wrote {written} and the report section")
     elif command == "compare":
         from evals.report import compare
 

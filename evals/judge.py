@@ -18,7 +18,6 @@ judge agrees: run it before trusting a judge model's numbers.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -36,7 +35,6 @@ from tqdm import tqdm
 
 from evals.files import METRICS, PREDICTIONS, read_predictions, write_json, write_text
 from evals.metrics import predicted_label
-from moderation.config import validate_config
 from moderation.errors import UserError
 from moderation.files import atomic_write_text
 from moderation.jsonl import drop_torn_tail, split_jsonl
@@ -556,35 +554,3 @@ def calibration_table(result: dict) -> str:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `python -m evals judge` options (one flag per JudgeConfig field, plus --run / --calibrate)."""
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--run", type=Path, help="evaluation folder whose predictions.jsonl to judge")
-    target.add_argument(
-        "--calibrate",
-        nargs="?",
-        const=CALIBRATION,
-        type=Path,
-        help="score human-rated outputs (default: tests/fixtures/judge_calibration.jsonl) and report agreement",
-    )
-    for name, field in JudgeConfig.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        if field.annotation is bool:
-            parser.add_argument(
-                f"--no-{name}", dest=name, action="store_false", default=None, help=f"turn off: {field.description}"
-            )
-        else:
-            parser.add_argument(flag, dest=name, default=None, help=field.description)
-
-
-def run_command(args: argparse.Namespace) -> None:
-    values = {name: getattr(args, name) for name in JudgeConfig.model_fields if getattr(args, name) is not None}
-    config = validate_config(JudgeConfig, values)
-    if args.calibrate is not None:
-        print(calibration_table(calibrate(config, args.calibrate)))
-        return
-    metrics = judge_run(args.run, config)
-    print(judge_section(metrics).split("\n", 2)[2].rsplit("\n", 2)[0])
-    print(f"wrote {args.run / JUDGE}, {args.run / JUDGE_METRICS}, {args.run / JUDGE_PLOT} and the report section")

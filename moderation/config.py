@@ -2,9 +2,9 @@
 
 YAML keys are the model's field names. On the command line every entry point takes the same syntax, in any mix:
 `--field value`, `--field=value` or `field=value`; nested fields with dots (`--lora.r 8`, `lora.r=8`); dashes and
-underscores alike (`--max-new-tokens`, `max_new_tokens=`). A bool field alone (`--resume`) is true; `resume=false`
-turns it off. A list field takes several values (`--data dev test`), a YAML list (`data=[dev, test]`), or
-repeats (`--map a=x --map b=y`).
+underscores alike (`--max-new-tokens`, `max_new_tokens=`). A bool field alone (`--resume`) is true;
+`resume=false` or `--no-resume` turns it off. A list field takes several values (`--data dev test`), a YAML list
+(`data=[dev, test]`), or repeats (`--map a=x --map b=y`).
 Values are read as YAML scalars where the field's type accepts them (`max_steps=4`, `policy=null`) and as text where
 it does not (`name=2024` for a text field). `--help` lists every field with its type, default and description, from
 the model. Any problem is one UserError line naming the field.
@@ -80,6 +80,7 @@ def split_options(
     argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
         _print_help(help_text(config, prog=prog, description=description, options=options))
+    argv = [_negated(options, token) for token in argv]
     taken: list[str] = []
     rest: list[str] = []
     i = 0
@@ -125,6 +126,7 @@ def load_config(
 def parse_overrides(cls: type[BaseModel], tokens: Sequence[str], positional: str | None = None) -> dict:
     """Command-line values as the nested dict the model validates: ['--a.b', '3', 'c=x'] -> {'a': {'b': 3}, 'c': 'x'}.
     Bare values go to the field named `positional`, if any."""
+    tokens = [_negated(cls, token) for token in tokens]
     result: dict = {}
     bare: list[str] = []
     lists: dict[tuple[str, ...], list] = {}
@@ -189,7 +191,8 @@ def help_text(cls: type[BaseModel], *, prog: str, description: str, options: typ
             *describe_fields(options),
             "",
             f"{cls.__name__} fields (YAML keys), set as --field VALUE, --field=VALUE or field=VALUE;",
-            "nested with dots (--a.b VALUE); dashes for underscores work too (--max-new-tokens):",
+            "nested with dots (--a.b VALUE); dashes for underscores work too (--max-new-tokens); a bool field alone",
+            "(--flag) is true, --no-flag or flag=false turns it off:",
             *describe_fields(cls),
         ]
     )
@@ -227,6 +230,17 @@ def _option_name(token: str) -> str | None:
         return token[2:].partition("=")[0]
     match = KEY_VALUE.fullmatch(token)
     return match.group(1) if match else None
+
+
+def _negated(cls: type[BaseModel], token: str) -> str:
+    """`--no-cache` -> `--cache=false` when `cache` is a bool field of `cls`; any other token unchanged."""
+    if not token.startswith("--no-") or "=" in token:
+        return token
+    try:
+        _, annotation = _resolve(cls, token[5:])
+    except UserError:
+        return token
+    return f"--{token[5:]}=false" if _is_bool(annotation) else token
 
 
 def _value_end(cls: type[BaseModel], tokens: Sequence[str], i: int) -> int:

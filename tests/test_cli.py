@@ -94,6 +94,8 @@ class TestTypes:
             (["--resume=false"], False),
             (["resume=false"], False),
             (["resume=true"], True),
+            (["--no-resume"], False),
+            (["--resume", "--no-resume"], False),
             ([], False),
         ],
     )
@@ -215,6 +217,11 @@ ENTRY_POINTS = {
     "evals run": (["-m", "evals", "run"], ["--model", "keyword", "--data", "dev", "--out", "o", "--limit=0"], "limit"),
     "evals robustness": (["-m", "evals", "robustness"], ["--long-chars", "x"], "long_chars"),
     "evals suite": (["-m", "evals", "suite"], ["--data", "dev", "--out", "o", "--modes", "slow"], "modes.0"),
+    "evals judge": (
+        ["-m", "evals", "judge"],
+        ["--endpoint", "http://h/v1", "--model", "m", "--calibrate", "--no-cache", "--concurrency", "0"],
+        "concurrency",
+    ),
     "evals compare": (["-m", "evals", "compare"], ["--out", "o"], "dirs"),
     "serve": (["-m", "serve"], ["--port", "x"], "port"),
     "serve predict": (["-m", "serve", "predict"], ["--max-batch-size", "0"], "max_batch_size"),
