@@ -45,7 +45,7 @@ def run_variant(variant: str, model_name: str, steps: int, warmup: int, queue) -
     from training.models import device_kwargs, lora_config
     from training.recipe import Recipe
     from training.rollout import SharedPrefixRollout
-    from training.shared_prefix import SharedPrefixGRPOTrainer
+    from training.trl_adapter import SharedPrefixGRPOTrainer
 
     recipe = load_config(Recipe, RECIPE)
     policy = load_policy(recipe.policy)

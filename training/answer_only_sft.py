@@ -6,6 +6,8 @@ the backbone runs as usual and the head sees only the answer positions: the same
 
 Every row of a batch also starts with the same system turn (~110 of ~300 tokens with the compact prompt). That shared
 prefix runs once per batch, with gradients, and its key/value cache is repeated for the rows, as the GRPO loss does.
+
+The trainer subclass that plugs this loss into TRL lives in training.trl_adapter (it keeps TRL's private metrics).
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
-from trl import SFTTrainer
-from trl.trainer.utils import entropy_from_logits
 
 MIN_SHARED_PREFIX = 16  # below this, one more forward call costs more than it saves
 
@@ -56,23 +56,3 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torc
     count = targets.numel() if num_items_in_batch is None else num_items_in_batch
     loss = F.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
     return loss, logits, targets
-
-
-class AnswerOnlySFTTrainer(SFTTrainer):
-    """SFTTrainer whose loss computes logits at the answer positions only; logs TRL's entropy and token accuracy."""
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if return_outputs or "labels" not in inputs:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with self.accelerator.autocast():  # the backbone is called directly, past the autocast-wrapped forward
-            loss, logits, targets = answer_only_loss(model, inputs, num_items_in_batch)
-        metrics = self._metrics["train" if model.training else "eval"]
-        with torch.no_grad():
-            scored = targets.numel() > 0  # TRL logs 0.0 for a batch with no answer tokens
-            metrics["entropy"].append(entropy_from_logits(logits).mean().item() if scored else 0.0)
-            accuracy = (logits.argmax(-1) == targets).float().mean().item() if scored else 0.0
-            metrics["mean_token_accuracy"].append(accuracy)
-        if model.training:
-            self._total_train_tokens += int(inputs["attention_mask"].sum())
-            metrics["num_tokens"] = [self._total_train_tokens]
-        return loss

@@ -10,7 +10,7 @@ from inference.runs import ADAPTER, MERGED
 from moderation.policy import Policy
 from training.artifacts import save_merged
 from training.models import device_kwargs, lora_config
-from training.recipe import Recipe
+from training.recipe import Recipe, grpo_args
 from training.resume import start_stage
 from training.tracking import report_to
 
@@ -20,42 +20,15 @@ def run_grpo(
 ):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     import rewards
     from training.rollout import SharedPrefixRollout
-    from training.shared_prefix import SharedPrefixGRPOTrainer
+    from training.trl_adapter import SharedPrefixGRPOTrainer, check_trl_version
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental in TRL 1.x
-    checkpoints = recipe.run_dir / "checkpoints"
-    args = GRPOConfig(
-        output_dir=str(checkpoints),
-        num_generations=recipe.num_generations,
-        max_completion_length=recipe.max_completion_length,
-        temperature=recipe.temperature,
-        learning_rate=recipe.learning_rate,
-        loss_type=recipe.loss_type,
-        beta=recipe.beta,
-        max_steps=recipe.max_steps,
-        per_device_train_batch_size=recipe.per_device_train_batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        reward_weights=recipe.reward_weights,
-        save_steps=recipe.save_steps,
-        save_strategy="steps",
-        save_total_limit=recipe.save_total_limit,
-        logging_steps=recipe.logging_steps,
-        report_to=report_to(recipe),
-        run_name=recipe.name,
-        seed=recipe.seed,
-        log_completions=False,
-        gradient_checkpointing=recipe.gradient_checkpointing,
-        use_vllm=recipe.use_vllm,
-        vllm_mode=recipe.vllm_mode,
-        vllm_server_host=recipe.vllm_server_host,
-        vllm_server_port=recipe.vllm_server_port,
-        vllm_gpu_memory_utilization=recipe.vllm_gpu_memory_utilization,
-        **device_kwargs(recipe),
-    )
+    check_trl_version()
+    args = grpo_args(recipe, device_kwargs(recipe), report_to(recipe))
     dataset = Dataset.from_list([{k: v for k, v in r.items() if k != "completion"} for r in rows])
     if recipe.backend == "unsloth":
         from training.unsloth_backend import load_model
@@ -77,7 +50,7 @@ def run_grpo(
         rollout_func=SharedPrefixRollout() if shared_prefix else None,
     )
     tracker.trainer = trainer
-    last, tracker.completions_through = start_stage(recipe.run_dir, "grpo", checkpoints, recipe.resume)
+    last, tracker.completions_through = start_stage(recipe.run_dir, "grpo", Path(args.output_dir), recipe.resume)
     result = trainer.train(resume_from_checkpoint=last)
     trainer.model.save_pretrained(recipe.run_dir / ADAPTER)
     save_merged(trainer.model, tokenizer, recipe.run_dir / MERGED)

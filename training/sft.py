@@ -10,10 +10,8 @@ from inference.runs import MERGED
 from moderation.verdict import render
 from training.artifacts import save_merged
 from training.models import device_kwargs, lora_config
-from training.recipe import Recipe
+from training.recipe import Recipe, sft_args
 from training.resume import start_stage
-
-SFT_ANSWER_TOKENS = 256  # room for the longest gold answer, so no SFT target is cut
 
 
 def sft_examples(rows: list[dict], fast_share: float, seed: int) -> list[dict]:
@@ -42,37 +40,19 @@ def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker
     """Warm-start: LoRA SFT on rendered gold answers (loss on the answer only), merged into a full model."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import SFTConfig
 
-    from training.answer_only_sft import AnswerOnlySFTTrainer
+    from training.trl_adapter import AnswerOnlySFTTrainer, check_trl_version
 
     out = recipe.run_dir / "sft"
     merged = out / MERGED
     if (merged / "READY").exists():
         print(f"SFT warm-start already done: {merged}")
         return merged
+    check_trl_version()
     tracker.stage = "sft"
     dataset = Dataset.from_list(sft_examples(rows, recipe.sft.fast_share, recipe.seed))
     steps = sft_steps(recipe, len(rows))
-    args = SFTConfig(
-        output_dir=str(out / "checkpoints"),
-        max_steps=steps,
-        per_device_train_batch_size=recipe.sft.batch_size,
-        learning_rate=recipe.sft.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=max(1, steps // 10),
-        logging_steps=recipe.logging_steps,
-        save_strategy="steps",
-        save_steps=recipe.sft.save_steps,
-        save_total_limit=recipe.save_total_limit,
-        report_to=[],
-        seed=recipe.seed,
-        max_length=recipe.max_prompt_tokens + SFT_ANSWER_TOKENS,
-        completion_only_loss=True,
-        pad_to_multiple_of=32,  # few distinct shapes: bf16 RSS grew to 7.9 GB over an epoch with exact lengths
-        gradient_checkpointing=False,
-        **device_kwargs(recipe),
-    )
+    args = sft_args(recipe, steps, device_kwargs(recipe))
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype="float32")
     trainer = AnswerOnlySFTTrainer(
         model=model,

@@ -5,12 +5,13 @@ prompt is ~250 tokens and an answer ~40, so ~85% of the policy forward and backw
 unique prompts go through the model once (with gradients), their KV cache is repeated for the group, and only the
 completion tokens run per row. The log-probabilities are the same quantity TRL computes; positions follow the
 attention mask, as in generation, so left-padded prompts are scored exactly as they were sampled.
+
+The trainer subclass that plugs this loss into TRL lives in training.trl_adapter (it overrides a private method).
 """
 
 from __future__ import annotations
 
 import torch
-from trl import GRPOTrainer
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from inference.prefix_cache import mask_positions, prefill_repeated
@@ -59,30 +60,3 @@ def grouped_logps_and_entropies(
     return selective_log_softmax_and_entropy(
         logits, completion_ids, entropy_requires_grad=entropy_requires_grad, temperature=temperature
     )
-
-
-class SharedPrefixGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose policy forward shares each group's prompt; anything it cannot group goes to TRL's path."""
-
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
-        extras = {key for key, value in kwargs.items() if value not in (None, False)} - {
-            "batch_size",
-            "compute_entropy",
-        }
-        groups = None
-        if not (args or extras):  # images, MoE aux loss: TRL's path
-            groups = shared_prompts(input_ids, input_ids.size(1) - logits_to_keep)
-        if groups is None:
-            return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
-            )
-        logps, entropies = grouped_logps_and_entropies(
-            model,
-            input_ids,
-            attention_mask,
-            logits_to_keep,
-            *groups,
-            self.temperature,
-            entropy_requires_grad=getattr(self, "_entropy_bonus_enabled", True),
-        )
-        return logps, (entropies if kwargs.get("compute_entropy") else None), None

@@ -54,7 +54,9 @@ def make_tracker(recipe: Recipe, log_dir: Path, rows: list[dict], mlflow_run=Non
 
         def _save_completions(self, step: int) -> None:
             """Append the latest generation batch, with the columns `rewards.audit` needs to re-score it."""
-            logged = getattr(self.trainer, "_logs", None)  # TRL keeps the latest generation batch here
+            from training.trl_adapter import latest_generation_batch
+
+            logged = latest_generation_batch(self.trainer)
             if not logged or not logged.get("completion"):
                 return
             for i, (prompt, completion) in enumerate(zip(logged["prompt"], logged["completion"], strict=True)):
