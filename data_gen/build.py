@@ -33,7 +33,7 @@ from rich.console import Console
 from data_gen import card
 from data_gen.dedup import clusters, near_duplicate_pairs
 from data_gen.importer import read_records
-from data_gen.io import ensure_writable_dir, sha256_file
+from data_gen.io import ensure_writable_dir
 from data_gen.pages import Content, PageLexicon, detect_language, language_of, render_page, render_record
 from data_gen.synth import (
     Generated,
@@ -48,7 +48,7 @@ from data_gen.synth import (
 from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, amount
 from moderation.config import load_config
 from moderation.errors import UserError
-from moderation.files import atomic_write_bytes, atomic_write_text
+from moderation.files import atomic_write_bytes, atomic_write_text, file_sha256
 from moderation.paths import REPO_ROOT, PlainName, cache_dir
 from moderation.policy import Policy, load_policy
 from moderation.provenance import git_commit, versions
@@ -418,7 +418,7 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
     card_text = card.render_card(manifest, rows, plots, config)
     atomic_write_text(out / "DATA_CARD.md", card_text)
     manifest["files"] = {
-        p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.suffix in (".parquet", ".png", ".md")
+        p.name: file_sha256(p) for p in sorted(out.iterdir()) if p.suffix in (".parquet", ".png", ".md")
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     lap("card")

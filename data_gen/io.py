@@ -1,8 +1,7 @@
-"""Output-folder checks and file hashes for the scraper, the synth cache and the builder."""
+"""The output-folder check the scraper, the synth cache and the builder run before any long work."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -20,7 +19,3 @@ def ensure_writable_dir(path: Path) -> Path:
     except OSError as error:
         raise UserError(f"output directory {path} is not writable: {error.strerror or error}") from None
     return path
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

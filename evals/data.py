@@ -17,7 +17,6 @@ report it apart. A bad row (no text, unknown label, undecodable bytes) is skippe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -116,11 +115,6 @@ def train_split_for(data: Path, train: str | Path | None = None) -> Path:
         hint = "" if train else " (pass --train FILE for data from elsewhere)"
         raise UserError(f"baselines fit on a train split: {path} not found{hint}")
     return path
-
-
-def file_sha256(path: Path) -> str:
-    with Path(path).open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def load_label_map(path: str | Path | None) -> LabelMap:

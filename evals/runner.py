@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from evals.baselines import KEYWORD, EndpointModerator, KeywordModerator, choose_min_hits
 from evals.calibration import plot_reliability
-from evals.data import Dataset, Item, file_sha256, load_dataset, load_label_map, resolve_data, train_split_for
+from evals.data import Dataset, Item, load_dataset, load_label_map, resolve_data, train_split_for
 from evals.fast import FastModerator
 from evals.files import MANIFEST, METRICS, PREDICTIONS, RELIABILITY, read_predictions, write_json
 from evals.metrics import compute_metrics
@@ -47,6 +47,7 @@ from inference.models import resolve_model
 from inference.runs import MANIFEST as RUN_MANIFEST
 from inference.runs import MERGED, RunInfo, read_run
 from moderation.errors import UserError
+from moderation.files import file_sha256
 from moderation.jsonl import drop_torn_tail
 from moderation.policy import load_policy
 from moderation.provenance import git_commit, versions

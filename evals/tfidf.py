@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from evals.baselines import ScoredModeration
-from evals.data import Item, file_sha256
+from evals.data import Item
 from inference.generate import GenerationConfig, Moderator
 from moderation.errors import UserError
-from moderation.files import atomic_path
+from moderation.files import atomic_path, file_sha256
 from moderation.policy import Policy
 from moderation.verdict import ALLOW, DISALLOW, parse, render
 

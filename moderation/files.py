@@ -1,7 +1,9 @@
-"""Atomic writes: every file the project produces appears whole or not at all (a crash leaves the old one intact)."""
+"""Atomic writes (every file the project produces appears whole or not at all: a crash leaves the old one intact), and
+file digests for manifests."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -44,3 +46,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """`text` as UTF-8, atomically (see atomic_write_bytes)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (a model or parquet file need not fit in memory twice)."""
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

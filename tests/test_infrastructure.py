@@ -1,11 +1,12 @@
 """The shared infrastructure every layer uses: atomic writes, JSONL reading beside a writer, provenance, plotting."""
 
+import hashlib
 import re
 
 import pytest
 
 from moderation.errors import UserError
-from moderation.files import atomic_path, atomic_write_text
+from moderation.files import atomic_path, atomic_write_text, file_sha256
 from moderation.jsonl import read_complete_lines
 from moderation.plotting import pyplot
 from moderation.provenance import git_commit, versions
@@ -38,6 +39,12 @@ class TestAtomicWrite:
         (tmp_path / "file").write_text("")
         with pytest.raises(UserError, match="cannot write"):
             atomic_write_text(tmp_path / "file" / "below", "x")
+
+
+def test_file_sha256_is_the_digest_of_the_bytes(tmp_path):
+    path = tmp_path / "blob"
+    path.write_bytes(b"x" * 300_000)
+    assert file_sha256(path) == hashlib.sha256(b"x" * 300_000).hexdigest()
 
 
 def test_complete_lines_skip_a_torn_tail_without_changing_the_file(tmp_path):
