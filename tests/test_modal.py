@@ -62,7 +62,7 @@ class TestGpuRecipeOnCpu:
             (["vllm_mode=server"], "vllm_mode=colocate"),
             (["sft.enabled=true"], "sft.enabled=false"),
             (["vllm_mode=remote"], "vllm_mode"),
-            (["modal.gpu_type=H100"], "modal.gpu_type: Extra inputs are not permitted"),
+            (["modal.gpu_type=H100"], "unknown field 'modal.gpu_type' in modal"),
             (["modal.retries=-1"], "modal.retries"),
         ],
     )
