@@ -34,8 +34,8 @@ COMMANDS = {
     "compare": "put finished evaluation folders side by side",
     "judge": "rate each prediction's reasoning with an LLM judge",
 }
-# What each run of a suite varies; every other EvalConfig field is a suite setting passed to each run.
-PER_RUN = ("model", "data", "out", "mode")
+# Every EvalConfig field but what each run of a suite varies (model, data, out, mode) is a setting of the whole suite.
+SUITE_SETTINGS = [name for name in EvalConfig.model_fields if name not in ("model", "data", "out", "mode")]
 
 
 class RobustnessOptions(ConfigFile):
@@ -54,7 +54,7 @@ SuiteConfig = create_model(
         list[str],
         Field([], description="models scored in fast mode only, whatever modes says (an untrained base model)"),
     ),
-    **{name: (field.annotation, field) for name, field in EvalConfig.model_fields.items() if name not in PER_RUN},
+    **{name: (EvalConfig.model_fields[name].annotation, EvalConfig.model_fields[name]) for name in SUITE_SETTINGS},
 )
 
 
@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         from evals.suite import run_suite
 
         _, config = parse_command_line(SuiteConfig, argv, prog=prog, description=description)
-        settings = config.model_dump(exclude={"models", "data", "out", "modes", "fast_only"}, exclude_unset=True)
+        # The settings given (run_suite's defaults stand for the rest), as values: a dump would redact the endpoint.
+        settings = {name: getattr(config, name) for name in config.model_fields_set if name in SUITE_SETTINGS}
         for path in run_suite(
             config.models, config.data, config.out, modes=config.modes, fast_only=config.fast_only, **settings
         ):
