@@ -106,7 +106,9 @@ class ImportConfig(BaseModel):
     files: list[Path] = Field(min_length=1, description="JSONL or CSV files (positional)")
     text_column: str = Field("text", description="the listing text's column")
     label_column: str = Field("label", description="the source label's column")
-    map: list[str] = Field([], description="label mapping SOURCE=TARGET, one --map each (see above)")
+    map: list[str] = Field(
+        [], description="label mapping SOURCE=allow or SOURCE=disallow/<category>[,...], one --map each"
+    )
     policy: str = Field("marketplace", description="policy name or path (categories are checked)")
     out: Path | None = Field(None, description="output JSONL (one input file only)")
 

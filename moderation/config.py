@@ -49,7 +49,7 @@ def parse_command_line(
 ) -> tuple[O, C]:
     """(options, config) from argv: `--help` prints every field and exits 0; `options` must have a `config` field.
     Bare arguments (`compare DIR DIR`, `export ct2 MODEL`) fill the field named `positional`."""
-    chosen, rest = split_options(options, argv, prog=prog, description=description, config=cls)
+    chosen, rest = split_options(options, argv, prog=prog, description=description, config=cls, positional=positional)
     return chosen, load_config(cls, chosen.config, rest, positional)
 
 
@@ -72,14 +72,20 @@ def pick_command(
 
 
 def split_options(
-    options: type[O], argv: Sequence[str] | None, *, prog: str, description: str, config: type[BaseModel]
+    options: type[O],
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str,
+    config: type[BaseModel],
+    positional: str | None = None,
 ) -> tuple[O, list[str]]:
     """Take the fields of `options` (the config file, switches such as --dry-run) out of argv; the rest is `config`
     values, still in command-line form (for a loader that validates more, such as training's load_recipe).
     `argv` None means the process's own arguments."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
-        _print_help(help_text(config, prog=prog, description=description, options=options))
+        _print_help(help_text(config, prog=prog, description=description, options=options, positional=positional))
     argv = [_negated(options, token) for token in argv]
     taken: list[str] = []
     rest: list[str] = []
@@ -178,11 +184,21 @@ def validate_config(cls: type[C], data: dict, where: str | Callable[[tuple], str
         raise UserError(f"{source}: {field + ': ' if field else ''}{message}") from None
 
 
-def help_text(cls: type[BaseModel], *, prog: str, description: str, options: type[BaseModel] = ConfigFile) -> str:
+def help_text(
+    cls: type[BaseModel],
+    *,
+    prog: str,
+    description: str,
+    options: type[BaseModel] = ConfigFile,
+    positional: str | None = None,
+) -> str:
     """`--help`: usage, description, then every option and config field (type, default, description)."""
+    bare = ""
+    if positional is not None:
+        bare = f" {positional.upper()}" + (" ..." if _is_list(cls.model_fields[positional].annotation) else "")
     return "\n".join(
         [
-            f"usage: {prog} [options] [--field VALUE | field=VALUE ...]",
+            f"usage: {prog} [options]{bare} [--field VALUE | field=VALUE ...]",
             "",
             description,
             "",

@@ -134,6 +134,9 @@ class TestTypes:
             Positional, ["a", "--out", "o", "b"], prog="p", description="", positional="dirs"
         )
         assert config.dirs == [Path("a"), Path("b")] and config.out == Path("o")
+        assert "usage: p [options] DIRS ... [--field" in help_text(
+            Positional, prog="p", description="", positional="dirs"
+        )
         with pytest.raises(UserError, match="--out takes one value, got 2"):
             parse_command_line(Positional, ["o", "p"], prog="p", description="", positional="out")
 
