@@ -25,8 +25,8 @@ from trl.trainer.sft_trainer import SFTTrainer
 from trl.trainer.utils import entropy_from_logits
 
 from moderation.paths import REPO_ROOT
+from training import shared_prefix
 from training.answer_only_sft import answer_only_loss
-from training.shared_prefix import grouped_logps_and_entropies, shared_prompts
 
 PRIVATE_MEMBERS = {  # required: training cannot run without them
     GRPOTrainer: ("_get_per_token_logps_and_entropies", "_logs"),
@@ -96,12 +96,12 @@ class SharedPrefixGRPOTrainer(GRPOTrainer):
         }
         groups = None
         if not (args or extras):
-            groups = shared_prompts(input_ids, input_ids.size(1) - logits_to_keep)
+            groups = shared_prefix.shared_prompts(input_ids, input_ids.size(1) - logits_to_keep)
         if groups is None:
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
-        logps, entropies = grouped_logps_and_entropies(
+        logps, entropies = shared_prefix.grouped_logps_and_entropies(
             model,
             input_ids,
             attention_mask,
