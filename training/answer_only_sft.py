@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache
+
+from inference.prefix_cache import prefill_repeated
 
 MIN_SHARED_PREFIX = 16  # below this, one more forward call costs more than it saves
 
@@ -36,9 +37,8 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torc
     input_ids, attention_mask = inputs["input_ids"], inputs.get("attention_mask")
     shared = shared_prefix_length(inputs)
     if shared:
-        cache = DynamicCache(config=causal_lm.config)
-        causal_lm.base_model(input_ids=input_ids[:1, :shared], past_key_values=cache, use_cache=True)
-        cache.batch_repeat_interleave(input_ids.size(0))
+        prefix = input_ids[:1, :shared]
+        _, cache = prefill_repeated(causal_lm, prefix, torch.ones_like(prefix), input_ids.new_zeros(input_ids.size(0)))
         positions = torch.arange(shared, input_ids.size(1), device=input_ids.device).expand(input_ids.size(0), -1)
         hidden = causal_lm.base_model(
             input_ids=input_ids[:, shared:],
