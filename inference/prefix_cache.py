@@ -1,7 +1,8 @@
 """Prefill each distinct prompt once and repeat its KV cache for every row that shares it.
 
-A GRPO group is one prompt with `num_generations` completions: both the rollout (sampling) and the loss forward
-(scoring) run the ~250-token prompt once here instead of once per completion.
+A GRPO group is one prompt with `num_generations` completions: the rollout (sampling) and the loss forward (scoring)
+run the ~250-token prompt once here instead of once per completion, and the SFT warm-start runs a batch's shared
+system turn once. (Fast scoring keeps its one system-prompt cache for the life of the server: inference.fast_scoring.)
 """
 
 from __future__ import annotations
