@@ -4,10 +4,11 @@
 
 A polite crawler: obeys robots.txt (RFC 9309: 4xx means allow all, 5xx or no answer means disallow all; rules are
 refetched after a day; Crawl-delay included), sends a named user agent, waits
-between requests (`rate_limit_per_s`, default 1), retries 429/5xx/network errors with exponential backoff (tenacity;
-Retry-After is honoured), caches fetched pages on disk, and resumes: records already in `out` are never fetched or
-written again. Index pages are read in order and product links in page order, so output order is deterministic.
-Pages are parsed with selectolax; a product page without a title or description is counted and skipped.
+between requests (`rate_limit_per_s`, default 1), retries 429/5xx/network errors with exponential backoff
+(moderation.retrying; Retry-After is honoured), caches fetched pages on disk, and resumes: records already in `out`
+are never fetched or written again. Index pages are read in order and product links in page order, so output order
+is deterministic. Pages are parsed with selectolax; a product page without a title or description is counted and
+skipped.
 
 A safe one: every hop (index, next-page and product links, each redirect, robots.txt) must be http(s) on an allowed
 host and port and resolve to a public address (data_gen.hops; `allow_loopback=true` for a local test server); each
@@ -33,7 +34,6 @@ from urllib.robotparser import RobotFileParser
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
-from tenacity import retry, retry_if_exception_type, stop_after_attempt
 from tqdm import tqdm
 
 from data_gen.hops import HopGuard, HopRefused
@@ -42,6 +42,7 @@ from moderation.errors import UserError
 from moderation.files import atomic_write_text
 from moderation.jsonl import drop_torn_tail, split_jsonl
 from moderation.paths import cache_dir
+from moderation.retrying import Retryable, retrying
 
 NOT_PAGE_ENCODINGS = {"idna", "punycode", "unicode-escape", "raw-unicode-escape"}
 USER_AGENT = "grpo-moderation-scraper/0.1 (research dataset; respects robots.txt)"
@@ -74,12 +75,6 @@ class ScrapeConfig(BaseModel):
     )
     cache_dir: str | None = Field(None, description="page cache (default: <project cache>/scrape)")
     out: str = Field("data/scraped/listings.jsonl", description="JSONL output; appended to, resumable")
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, wait_s: float = 0.0):
-        super().__init__(message)
-        self.wait_s = wait_s
 
 
 @dataclass
@@ -244,7 +239,7 @@ class Crawler:
         fetched_at = time.time()
         try:
             fetched = self._fetch(url, obey_robots=False)
-        except (HopRefused, _Retryable, httpx.HTTPError) as error:
+        except (HopRefused, Retryable, httpx.HTTPError) as error:
             parser.disallow_all = True
             self.stats.errors.append(f"{url}: {_reason(error)}; disallowing the whole site")
             return fetched_at, parser
@@ -289,7 +284,7 @@ class Crawler:
             return Page(entry["url"], decode_body(base64.b64decode(entry["body"]), entry.get("charset")))
         try:
             fetched = self._fetch(url, obey_robots=True)
-        except (HopRefused, _Retryable, httpx.HTTPError) as error:
+        except (HopRefused, Retryable, httpx.HTTPError) as error:
             self._fail(url, _reason(error))
             return None
         if fetched.status != 200:
@@ -302,23 +297,13 @@ class Crawler:
     def _fetch(self, url: str, obey_robots: bool) -> Fetched:
         config = self.config
 
-        def wait(state) -> float:
-            error = state.outcome.exception()
-            backoff = config.backoff_s * 2 ** (state.attempt_number - 1)
-            return max(backoff, getattr(error, "wait_s", 0.0))
-
-        @retry(
-            retry=retry_if_exception_type((_Retryable, httpx.TransportError)),
-            stop=stop_after_attempt(config.max_attempts),
-            wait=wait,
-            reraise=True,
-        )
+        @retrying(config.max_attempts, config.backoff_s, transient=(httpx.TransportError,))
         def attempt() -> Fetched:
             fetched = self._follow_redirects(url, obey_robots)
             if fetched.status == 429 or fetched.status >= 500:
                 retry_after = fetched.retry_after
                 wait_s = min(float(retry_after), config.max_retry_after_s) if retry_after.isdigit() else 0.0
-                raise _Retryable(f"HTTP {fetched.status}", wait_s)
+                raise Retryable(f"HTTP {fetched.status}", wait_s)
             return fetched
 
         return attempt()

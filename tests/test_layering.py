@@ -23,6 +23,8 @@ INFRA = {
     "moderation.files",
     "moderation.provenance",
     "moderation.plotting",
+    "moderation.openai_client",
+    "moderation.retrying",
 }
 CONTRACT = {"moderation.policy", "moderation.prompt", "moderation.verdict"}
 LAYER_OF_PACKAGE = {"data_gen": 2, "rewards": 2, "inference": 3, "training": 4, "evals": 5, "serve": 5}
