@@ -5,8 +5,9 @@ Two backends behind one interface, `Backend.generate(requests) -> list[Generated
 - `TemplateBackend` (offline default): the grammar in data_gen/templates.py with the lexicons in configs/data/lexicon/.
   Categories without a lexicon entry fall back to the policy's own examples, so any policy works.
 - `OpenAIBackend`: any OpenAI-compatible `/chat/completions` endpoint (vLLM, a hosted API), prompted per category with
-  the policy's description and examples; bounded concurrency, retries with backoff, an on-disk response cache, token
-  and cost counts for the manifest. Malformed answers are counted and skipped, never written.
+  the policy's description and examples, through the openai SDK (moderation.openai_client, which also retries);
+  bounded concurrency, an on-disk response cache, token and cost counts for the manifest. Malformed answers are
+  counted and skipped, never written.
 
 Every request carries a stable key, and each listing is generated from a RNG seeded by (seed, key), so the output does
 not depend on order or concurrency. A `held_out` request is meant for dev/test: the template backend then draws only
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
-import httpx
+import openai
 from pydantic import BaseModel, ConfigDict, Field
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm import tqdm
 
 from data_gen.templates import (
@@ -48,6 +47,7 @@ from data_gen.templates import (
 )
 from moderation.errors import UserError
 from moderation.files import atomic_write_text
+from moderation.openai_client import describe, openai_client
 from moderation.policy import Policy
 from moderation.secrets import ApiKeyEnv, RedactedUrl, redact_url
 
@@ -192,8 +192,9 @@ class OpenAIConfig(BaseModel):
         "OPENAI_API_KEY", description="variable holding the API key, named *_API_KEY or *_TOKEN (may be unset)"
     )
     concurrency: int = Field(4, ge=1, le=64, description="parallel requests")
-    max_attempts: int = Field(4, ge=1, description="attempts per request (429/5xx/network errors are retried)")
-    backoff_s: float = Field(1.0, ge=0, description="first retry wait; doubles each attempt")
+    max_attempts: int = Field(
+        4, ge=1, description="attempts per request: the SDK retries timeouts, 429 and 5xx with its own backoff"
+    )
     timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
     temperature: float = Field(1.0, ge=0, le=2, description="sampling temperature")
     max_tokens: int = Field(400, ge=16, description="completion budget per listing")
@@ -207,10 +208,6 @@ SYSTEM_PROMPT = (
     "Write like a real seller: vary length, tone and formatting. Reply with a JSON object only: "
     '{"listing": "<the listing text>", "rationale": "<one sentence citing the specific cue in the listing>"}'
 )
-
-
-class _Retryable(Exception):
-    pass
 
 
 @dataclass
@@ -229,11 +226,16 @@ class OpenAIBackend:
         self.policy, self.config, self.seed = policy, config, seed
         self.cache = Path(config.cache_dir) if config.cache_dir else cache_root / "synth"
         self.counters = _Counters()
-        self._client = httpx.Client(
-            base_url=config.base_url.rstrip("/"),
-            timeout=config.timeout_s,
-            headers={"Authorization": f"Bearer {os.environ.get(config.api_key_env, 'none')}"},
+        self._client = openai_client(
+            config.base_url,
+            config.api_key_env,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_attempts - 1,
+            http_client=openai.DefaultHttpxClient(event_hooks={"request": [self._count_request]}),
         )
+
+    def _count_request(self, _request) -> None:
+        self.counters.requests += 1  # every HTTP request, the SDK's retries included
 
     def messages(self, request: Request) -> list[dict[str, str]]:
         rng = rng_for(self.seed, request.key)
@@ -283,9 +285,9 @@ class OpenAIBackend:
         else:
             try:
                 content = self._post(body)
-            except (_Retryable, httpx.HTTPError) as error:
+            except openai.APIError as error:  # after the SDK's retries
                 self.counters.failed += 1
-                self.counters.errors.append(f"{request.key}: {error}")
+                self.counters.errors.append(f"{request.key}: {describe(error)}")
                 return None
         parsed = parse_listing_json(content)
         if parsed is None:
@@ -299,29 +301,16 @@ class OpenAIBackend:
         return Generated(request, text, rationale, f"openai/{self.config.model}")
 
     def _post(self, body: dict) -> str:
-        @retry(
-            retry=retry_if_exception(lambda e: isinstance(e, _Retryable | httpx.TransportError)),
-            stop=stop_after_attempt(self.config.max_attempts),
-            wait=wait_exponential(multiplier=self.config.backoff_s, max=30),
-            reraise=True,
-        )
-        def call() -> str:
-            self.counters.requests += 1
-            response = self._client.post("/chat/completions", json=body)
-            if response.status_code == 429 or response.status_code >= 500:
-                raise _Retryable(f"HTTP {response.status_code}")
-            response.raise_for_status()
-            try:
-                payload = response.json()
-                content = payload["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                return ""
-            usage = payload.get("usage") or {}
-            self.counters.prompt_tokens += int(usage.get("prompt_tokens", 0))
-            self.counters.completion_tokens += int(usage.get("completion_tokens", 0))
-            return content if isinstance(content, str) else ""
-
-        return call()
+        """The completion's text; "" when the reply is not a chat completion (counted as malformed by the caller)."""
+        try:
+            response = self._client.chat.completions.create(**body)
+            content = response.choices[0].message.content
+        except (ValueError, IndexError, AttributeError, TypeError):  # a 200 whose body is not a chat completion
+            return ""
+        if response.usage is not None:
+            self.counters.prompt_tokens += response.usage.prompt_tokens or 0
+            self.counters.completion_tokens += response.usage.completion_tokens or 0
+        return content if isinstance(content, str) else ""
 
     def stats(self) -> dict:
         c = self.counters

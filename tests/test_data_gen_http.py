@@ -264,15 +264,19 @@ GOOD = json.dumps({"listing": "Premium IPTV, 9,000 channels, M3U link. $20", "ra
 
 
 def fake_endpoint(script: list[str]):
-    """POST n gets script[n] ('500', 'bad', 'garbage-json' or 'ok'); past the end: 'ok'."""
+    """POST n gets script[n] ('429', '500', 'bad', 'garbage-json', 'not-json' or 'ok'); past the end: 'ok'."""
     calls: list[int] = []
 
     def app(method: str, path: str, body: bytes, headers: dict) -> Reply:
         assert method == "POST" and path == "/v1/chat/completions"
         calls.append(1)
         step = script[len(calls) - 1] if len(calls) <= len(script) else "ok"
+        if step == "429":
+            return 429, {"Retry-After": "0"}, b"slow down"
         if step == "500":
             return 500, {}, b"internal error"
+        if step == "not-json":
+            return 200, {"Content-Type": "application/json"}, b"<html>gateway</html>"
         if step == "bad":
             return chat_reply("Sure! Here is a great listing for you: IPTV 9000 channels")
         if step == "garbage-json":
@@ -287,7 +291,6 @@ def backend(base: str, tmp_path: Path, **overrides) -> OpenAIBackend:
         base_url=f"{base}/v1",
         model="fake-model",
         concurrency=1,
-        backoff_s=0.01,
         cache_dir=str(tmp_path / "synth"),
         usd_per_1k_prompt_tokens=1.0,
         **overrides,
@@ -318,8 +321,28 @@ class TestOpenAIBackend:
             assert again.stats()["cache_hits"] == 2 and again.stats()["http_requests"] == 2
 
     def test_endpoint_always_failing_is_one_error(self, tmp_path):
-        with serve(fake_endpoint(["500"] * 20)) as (base, _), pytest.raises(UserError, match="no usable listing"):
+        with serve(fake_endpoint(["500"] * 20)) as (base, log), pytest.raises(UserError) as raised:
             backend(base, tmp_path, max_attempts=2).generate(REQUESTS[:2])
+        message = str(raised.value)
+        assert "no usable listing" in message and "HTTP 500" in message and "\n" not in message
+        assert len(log) == 4, "max_attempts=2: each request tried twice, then given up"
+
+    def test_rate_limit_is_retried_by_the_sdk(self, tmp_path):
+        with serve(fake_endpoint(["429", "429", "ok"])) as (base, log):
+            synth = backend(base, tmp_path, max_attempts=3)
+            out = synth.generate(REQUESTS[:1])
+        assert len(out) == 1 and out[0].text.startswith("Premium IPTV")
+        assert len(log) == 3 and synth.stats()["http_requests"] == 3 and synth.stats()["failed"] == 0
+
+    def test_rate_limit_past_max_attempts_fails_the_request(self, tmp_path):
+        with serve(fake_endpoint(["429", "429", "ok"])) as (base, log), pytest.raises(UserError, match="HTTP 429"):
+            backend(base, tmp_path, max_attempts=2).generate(REQUESTS[:1])
+        assert len(log) == 2
+
+    def test_a_reply_that_is_not_json_is_malformed_not_a_crash(self, tmp_path):
+        with serve(fake_endpoint(["not-json", "ok"])) as (base, _):
+            synth = backend(base, tmp_path)
+            assert len(synth.generate(REQUESTS[:2])) == 1 and synth.stats()["malformed"] == 1
 
     def test_parse_listing_json(self):
         assert parse_listing_json("```json\n" + GOOD + "\n```")[1] == "Sells an M3U IPTV link."
@@ -340,7 +363,7 @@ class TestOpenAIBackend:
                 multi_label=1,
                 hard_negatives_per_category=1,
                 min_train_disallowed_per_category=0,
-                openai=OpenAIConfig(base_url=f"{base}/v1", cache_dir=str(tmp_path / "c"), backoff_s=0.01),
+                openai=OpenAIConfig(base_url=f"{base}/v1", cache_dir=str(tmp_path / "c")),
             )
             manifest = build(config)
         # the fake endpoint always returns the same listing: dedup keeps one
@@ -364,7 +387,7 @@ class TestOpenAIBackend:
                     multi_label=0,
                     hard_negatives_per_category=1,
                     min_train_disallowed_per_category=0,
-                    openai=OpenAIConfig(base_url=endpoint, cache_dir=str(tmp_path / "cache"), backoff_s=0.01),
+                    openai=OpenAIConfig(base_url=endpoint, cache_dir=str(tmp_path / "cache")),
                 )
             )
         assert log  # the endpoint was used (httpx sends URL credentials as basic auth)
