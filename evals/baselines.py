@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections import Counter
@@ -135,22 +134,20 @@ class EndpointModerator(Moderator):
         api_key_env: str = "OPENAI_API_KEY",
         http_client=None,
     ):
-        from openai import OpenAI
+        from moderation.openai_client import openai_client
 
         self.policy = policy
         self.model = model
         self.prompt_config = prompt_config or PromptConfig()
         self.generation = generation or GenerationConfig()
-        self.client = OpenAI(
-            base_url=base_url,
-            api_key=os.environ.get(api_key_env) or "not-needed",
-            http_client=http_client,
-            timeout=REQUEST_TIMEOUT_S,
-            max_retries=MAX_RETRIES,
+        self.client = openai_client(
+            base_url, api_key_env, timeout_s=REQUEST_TIMEOUT_S, max_retries=MAX_RETRIES, http_client=http_client
         )
 
     def _one(self, text: str) -> Moderation:
         import openai
+
+        from moderation.openai_client import describe
 
         began = time.perf_counter()
         try:
@@ -162,7 +159,7 @@ class EndpointModerator(Moderator):
             )
         except (openai.APIStatusError, openai.APIConnectionError) as error:  # after the SDK's own retries
             endpoint = redact_url(str(self.client.base_url))
-            raise UserError(f"endpoint {endpoint} model {self.model!r}: {type(error).__name__}: {error}") from None
+            raise UserError(f"endpoint {endpoint} model {self.model!r}: {describe(error)}") from None
         completion = response.choices[0].message.content or ""
         return Moderation(completion, parse(completion, self.policy.category_ids), time.perf_counter() - began)
 

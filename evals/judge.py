@@ -203,13 +203,13 @@ class Judge:
     """Asks the judge model through the openai SDK, with a disk cache of raw replies keyed by (model, prompt)."""
 
     def __init__(self, config: JudgeConfig, http_client=None):
-        from openai import OpenAI
+        from moderation.openai_client import openai_client
 
         self.config = config
-        self.client = OpenAI(
-            base_url=config.endpoint,
-            api_key=os.environ.get(config.api_key_env) or "not-needed",
-            timeout=config.timeout,
+        self.client = openai_client(
+            config.endpoint,
+            config.api_key_env,
+            timeout_s=config.timeout,
             max_retries=config.max_retries,
             http_client=http_client,
         )
