@@ -9,7 +9,7 @@ On a Modal GPU (Unsloth 4-bit + vLLM rollouts; see training/modal_app.py):
     python train_grpo.py --recipe configs/recipes/modal-llama8b.yaml --dry-run     # validate, print the Modal setup
     modal run train_grpo.py --recipe configs/recipes/modal-llama8b.yaml [--overrides "max_steps=20"]
 
-Everything a run produces lands in runs/<name>/ (see moderation/runs.py): merged/ and adapter/ for evals and
+Everything a run produces lands in runs/<name>/ (see inference/runs.py): merged/ and adapter/ for evals and
 serving, sft/merged/ (the warm-start alone, for before/after comparisons), checkpoints/, metrics.jsonl,
 completions.jsonl, rewards.png and manifest.json.
 

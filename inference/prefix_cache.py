@@ -17,17 +17,21 @@ def mask_positions(attention_mask):
 def prefill_repeated(model, input_ids, attention_mask, repeat):
     """Run the distinct prompt rows through `model` once; return (their last-position logits, a KV cache holding one
     copy per entry of `repeat`, the prompt row each output row continues). Only the cache and the last logits are
-    wanted, so the vocabulary projection runs for one position per row."""
+    wanted, so the vocabulary projection runs for one position per row.
+
+    `repeat` may instead be a count: one unpadded prompt row (`attention_mask` None) repeated that many times, as the
+    SFT batch's shared system turn is. Its cache is then built with `batch_repeat_interleave`, whose backward sums the
+    rows' gradients in the order the SFT loss always has (an index-select sums them in another order, which changes
+    the trained weights in the last bits)."""
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
-    output = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=mask_positions(attention_mask),
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    cache.batch_select_indices(repeat)
+    masking = {} if attention_mask is None else {"attention_mask": attention_mask}
+    if attention_mask is not None:
+        masking["position_ids"] = mask_positions(attention_mask)
+    output = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **masking)
+    if isinstance(repeat, int):
+        cache.batch_repeat_interleave(repeat)
+    else:
+        cache.batch_select_indices(repeat)
     return output.logits, cache

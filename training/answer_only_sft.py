@@ -37,8 +37,7 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torc
     input_ids, attention_mask = inputs["input_ids"], inputs.get("attention_mask")
     shared = shared_prefix_length(inputs)
     if shared:
-        prefix = input_ids[:1, :shared]
-        _, cache = prefill_repeated(causal_lm, prefix, torch.ones_like(prefix), input_ids.new_zeros(input_ids.size(0)))
+        _, cache = prefill_repeated(causal_lm, input_ids[:1, :shared], None, input_ids.size(0))
         positions = torch.arange(shared, input_ids.size(1), device=input_ids.device).expand(input_ids.size(0), -1)
         hidden = causal_lm.base_model(
             input_ids=input_ids[:, shared:],
