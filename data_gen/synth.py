@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
-import openai
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
@@ -47,7 +46,6 @@ from data_gen.templates import (
 )
 from moderation.errors import UserError
 from moderation.files import atomic_write_text
-from moderation.openai_client import describe, openai_client
 from moderation.policy import Policy
 from moderation.secrets import ApiKeyEnv, RedactedUrl, redact_url
 
@@ -223,6 +221,10 @@ class _Counters:
 
 class OpenAIBackend:
     def __init__(self, policy: Policy, config: OpenAIConfig, seed: int, cache_root: Path):
+        import openai  # here, not at module level: the template backend never pays for loading the SDK
+
+        from moderation.openai_client import openai_client
+
         self.policy, self.config, self.seed = policy, config, seed
         self.cache = Path(config.cache_dir) if config.cache_dir else cache_root / "synth"
         self.counters = _Counters()
@@ -283,11 +285,8 @@ class OpenAIBackend:
                 raise UserError(f"corrupt cache file {path}: delete it to fetch again") from None
             self.counters.cache_hits += 1
         else:
-            try:
-                content = self._post(body)
-            except openai.APIError as error:  # after the SDK's retries
-                self.counters.failed += 1
-                self.counters.errors.append(f"{request.key}: {describe(error)}")
+            content = self._post(body, request.key)
+            if content is None:
                 return None
         parsed = parse_listing_json(content)
         if parsed is None:
@@ -300,11 +299,20 @@ class OpenAIBackend:
         text, rationale = parsed
         return Generated(request, text, rationale, f"openai/{self.config.model}")
 
-    def _post(self, body: dict) -> str:
-        """The completion's text; "" when the reply is not a chat completion (counted as malformed by the caller)."""
+    def _post(self, body: dict, key: str) -> str | None:
+        """The completion's text; "" when the reply is not a chat completion (counted as malformed by the caller);
+        None when the request failed after the SDK's retries (counted here)."""
+        import openai
+
+        from moderation.openai_client import describe
+
         try:
             response = self._client.chat.completions.create(**body)
             content = response.choices[0].message.content
+        except openai.APIError as error:
+            self.counters.failed += 1
+            self.counters.errors.append(f"{key}: {describe(error)}")
+            return None
         except (ValueError, IndexError, AttributeError, TypeError):  # a 200 whose body is not a chat completion
             return ""
         if response.usage is not None:
