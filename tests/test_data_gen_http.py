@@ -339,6 +339,14 @@ class TestOpenAIBackend:
             backend(base, tmp_path, max_attempts=2).generate(REQUESTS[:1])
         assert len(log) == 2
 
+    def test_a_slow_endpoint_times_out_on_every_attempt(self, tmp_path):
+        def slow(method: str, path: str, body: bytes, headers: dict):
+            return lambda handler: time.sleep(1.0)  # no answer within the client's timeout
+
+        with serve(slow) as (base, log), pytest.raises(UserError, match="APITimeoutError"):
+            backend(base, tmp_path, timeout_s=0.2, max_attempts=2).generate(REQUESTS[:1])
+        assert len(log) == 2, "timeout_s bounds each attempt and a timeout is retried"
+
     def test_a_reply_that_is_not_json_is_malformed_not_a_crash(self, tmp_path):
         with serve(fake_endpoint(["not-json", "ok"])) as (base, _):
             synth = backend(base, tmp_path)
