@@ -61,7 +61,7 @@ robustness: setup
 	$(PY) -m evals robustness --model $(RUN) --data $(DATA)/dev.parquet --limit $(or $(EVAL_LIMIT),100) --out $(RUN)/robustness
 
 serve: setup
-	$(PY) -m serve --model $(MODEL)
+	$(PY) -m serve --model $(MODEL) --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE)
 
 load-test: setup
 	$(PY) benchmarks/load_test.py --model smollm2-135m

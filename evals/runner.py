@@ -41,7 +41,7 @@ from evals.files import MANIFEST, METRICS, PREDICTIONS, RELIABILITY, read_predic
 from evals.metrics import compute_metrics
 from evals.report import write_report
 from evals.tfidf import TFIDF, TfidfModerator, load_or_fit
-from inference import load_moderator
+from inference import COMPUTE_TYPES, load_moderator
 from inference.generate import GenerationConfig
 from inference.models import resolve_model
 from inference.runs import MANIFEST as RUN_MANIFEST
@@ -108,7 +108,7 @@ class EvalConfig(BaseModel):
     seed: int = 0
     device: str = "cpu"
     engine: Literal["transformers", "ct2", "vllm"] = Field("transformers", description="engine for local models")
-    compute_type: Literal["int8", "int8_float32", "float32", "bfloat16"] = Field(
+    compute_type: Literal[COMPUTE_TYPES] = Field(
         "int8", description="ct2: int8, int8_float32 or float32; transformers: bfloat16 (else float32)"
     )
     mode: Mode = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from inference.ct2 import COMPUTE_TYPES as CT2_COMPUTE_TYPES
 from inference.generate import GenerationConfig, Moderator
 from moderation.errors import UserError
 from moderation.policy import load_policy
@@ -17,6 +18,14 @@ from moderation.prompt import PromptConfig
 
 ENGINES = ("transformers", "ct2", "vllm")
 BFLOAT16 = "bfloat16"  # the transformers engine's one compute type besides float32
+COMPUTE_TYPES = (*CT2_COMPUTE_TYPES, BFLOAT16)  # what `--compute-type` accepts across engines
+
+
+def weights_type(engine: str, compute_type: str) -> str:
+    """What `compute_type` means on `engine`, for logs and /health: ct2's own type, transformers' bf16 or fp32."""
+    if engine == "transformers":
+        return BFLOAT16 if compute_type == BFLOAT16 else "float32"
+    return compute_type
 
 
 def load_moderator(
@@ -41,7 +50,7 @@ def load_moderator(
     from inference.runs import read_run
 
     if engine == "transformers":
-        dtype = BFLOAT16 if compute_type == BFLOAT16 else "float32"
+        dtype = weights_type(engine, compute_type)
         return load_transformers_moderator(model, policy, prompt_config, generation, device, dtype)
     if engine == "ct2":
         from inference.ct2 import load_ct2_moderator

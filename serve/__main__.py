@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from inference import weights_type
 from moderation.config import parse_command_line
 from moderation.errors import cli_main
 from serve.app import ServeConfig, create_app
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(engine, config)
     on_record = app.state.measured
     print(on_record.describe() if on_record else f"no dev eval on record for {config.mode} mode of {config.model}")
-    engine_name = f"{config.engine} {config.compute_type}" if config.engine == "ct2" else config.engine
+    engine_name = f"{config.engine} {weights_type(config.engine, config.compute_type)}"
     if "fast" in config.modes:
         threshold = app.state.threshold
         print(f"fast mode flags at P(DISALLOW) >= {threshold.value:.3f}: {threshold.source}")

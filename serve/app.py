@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from inference import weights_type
 from moderation.errors import UserError
 from serve.chat import ChatRequest, complete, response_body
 from serve.engine import Batcher, Closing, Engine, EngineConfig, Mode, Overloaded
@@ -265,7 +266,7 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
             "model": config.served_name,
             "policy": engine.moderator.policy.name,
             "engine": config.engine,
-            "compute_type": config.compute_type if config.engine == "ct2" else None,
+            "compute_type": weights_type(config.engine, config.compute_type),
             "default_mode": config.mode,
             "threshold": threshold.value,
             "threshold_from": threshold.source,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from inference.generate import GenerationConfig
 from inference.runs import load_moderator
 from serve.app import ServeConfig, create_app
-from serve.engine import Batcher, Closing, Engine, Overloaded, Result
+from serve.engine import Batcher, Closing, Engine, Overloaded, Result, load_engine
 
 
 class OpenAIResult(BaseModel):
@@ -123,6 +123,19 @@ def test_health_and_models(url):
     health = httpx.get(f"{url}/health").json()
     assert health["status"] == "ok" and health["model"] == "tiny" and health["default_mode"] == "fast"
     assert httpx.get(f"{url}/v1/models").json()["data"][0]["id"] == "tiny"
+
+
+def test_compute_type_bfloat16_serves_bf16_weights_and_says_so(tiny_model_dir):
+    import torch
+
+    config = ServeConfig(model=str(tiny_model_dir), compute_type="bfloat16", **LIMITS)
+    engine = load_engine(config)
+    assert engine.moderator.model.dtype == torch.bfloat16
+    with running(create_app(engine, config)) as base:
+        health = httpx.get(f"{base}/health").json()
+        flagged = post(base, {"input": "Premium IPTV, 12 months"}).json()["results"][0]["flagged"]
+    assert (health["engine"], health["compute_type"]) == ("transformers", "bfloat16")
+    assert isinstance(flagged, bool)
 
 
 @pytest.mark.parametrize(
