@@ -36,6 +36,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from inference import weights_type
 from inference.models import load_tokenizer
 from inference.runs import read_run
 from moderation.errors import UserError, cli_main
@@ -232,7 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m", help="HF id, local folder, embedded name or run folder")
     parser.add_argument("--engine", default="transformers", choices=["transformers", "ct2"])
-    parser.add_argument("--compute-type", default="float32", help="ct2 engine: int8, int8_float32 or float32")
+    parser.add_argument(
+        "--compute-type", default="float32", help="ct2: int8, int8_float32, float32; transformers: bfloat16, float32"
+    )
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
     parser.add_argument("--buckets", default=",".join(BUCKETS), help=f"comma list of {', '.join(BUCKETS)}")
     parser.add_argument("--concurrency", default="1,4,16", help="comma list; the highest is also run one-at-a-time")
@@ -247,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     buckets = comma_list(args.buckets, list(BUCKETS), "bucket(s)")
     levels = sorted({int(level) for level in args.concurrency.split(",")})
     args.out.mkdir(parents=True, exist_ok=True)
-    engine = f"ct2 {args.compute_type}" if args.engine == "ct2" else args.engine
+    engine = f"{args.engine} {weights_type(args.engine, args.compute_type)}"
     flags = ["--engine", args.engine, "--compute-type", args.compute_type, "--threads", str(args.threads)]
     flags += ["--max-new-tokens", str(args.max_new_tokens)]
 
