@@ -19,7 +19,8 @@ import math
 import time
 
 from evals.data import load_dataset
-from inference import BFLOAT16, load_moderator
+from inference import load_moderator
+from inference.compute_types import BFLOAT16
 from inference.ct2 import COMPUTE_TYPES
 from inference.generate import GenerationConfig
 from moderation.errors import cli_main

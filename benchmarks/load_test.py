@@ -36,7 +36,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from inference import weights_type
+from inference.compute_types import weights_type
 from inference.models import load_tokenizer
 from inference.runs import read_run
 from moderation.errors import UserError, cli_main

@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from data_gen.io import ensure_writable_dir
-from moderation.files import atomic_write_bytes
 from moderation.errors import cli_main
+from moderation.files import atomic_write_bytes
 from moderation.ids import text_id
 from moderation.verdict import ALLOW
 

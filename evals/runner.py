@@ -41,7 +41,8 @@ from evals.files import MANIFEST, METRICS, PREDICTIONS, RELIABILITY, read_predic
 from evals.metrics import compute_metrics
 from evals.report import write_report
 from evals.tfidf import TFIDF, TfidfModerator, load_or_fit
-from inference import COMPUTE_TYPES, load_moderator
+from inference import load_moderator
+from inference.compute_types import COMPUTE_TYPES
 from inference.generate import GenerationConfig
 from inference.models import resolve_model
 from inference.runs import MANIFEST as RUN_MANIFEST

@@ -10,22 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inference.ct2 import COMPUTE_TYPES as CT2_COMPUTE_TYPES
+from inference.compute_types import weights_type
 from inference.generate import GenerationConfig, Moderator
 from moderation.errors import UserError
 from moderation.policy import load_policy
 from moderation.prompt import PromptConfig
 
 ENGINES = ("transformers", "ct2", "vllm")
-BFLOAT16 = "bfloat16"  # the transformers engine's one compute type besides float32
-COMPUTE_TYPES = (*CT2_COMPUTE_TYPES, BFLOAT16)  # what `--compute-type` accepts across engines
-
-
-def weights_type(engine: str, compute_type: str) -> str:
-    """What `compute_type` means on `engine`, for logs and /health: ct2's own type, transformers' bf16 or fp32."""
-    if engine == "transformers":
-        return BFLOAT16 if compute_type == BFLOAT16 else "float32"
-    return compute_type
 
 
 def load_moderator(

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from inference.compute_types import CT2_COMPUTE_TYPES
 from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
 from inference.generate import GenerationConfig, Moderator
 from inference.models import load_tokenizer
@@ -25,7 +26,7 @@ from moderation.errors import UserError
 from moderation.policy import Policy
 from moderation.prompt import PromptConfig
 
-COMPUTE_TYPES = ("int8", "int8_float32", "float32")
+COMPUTE_TYPES = CT2_COMPUTE_TYPES
 SOURCE = "source.json"
 STOP = "</answer>"
 

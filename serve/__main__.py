@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from inference import weights_type
+from inference.compute_types import weights_type
 from moderation.config import parse_command_line
 from moderation.errors import cli_main
 from serve.app import ServeConfig, create_app

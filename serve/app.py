@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from inference import weights_type
+from inference.compute_types import weights_type
 from moderation.errors import UserError
 from serve.chat import ChatRequest, complete, response_body
 from serve.engine import Batcher, Closing, Engine, EngineConfig, Mode, Overloaded

@@ -19,7 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from inference import COMPUTE_TYPES, ENGINES, fast_scorer, load_moderator
+from inference import ENGINES, fast_scorer, load_moderator
+from inference.compute_types import COMPUTE_TYPES
 from inference.fast_answer import fast_verdict
 from inference.generate import GenerationConfig, Moderator
 from moderation.verdict import DISALLOW

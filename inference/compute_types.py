@@ -1,0 +1,15 @@
+"""The weights types `--compute-type` names, per engine: imported by the engines, evals and serve alike, and light
+enough that `python -m inference.models` does not pull an engine in before it runs."""
+
+from __future__ import annotations
+
+BFLOAT16 = "bfloat16"  # the transformers engine's one compute type besides float32
+CT2_COMPUTE_TYPES = ("int8", "int8_float32", "float32")  # the CPU types CTranslate2 4.8 offers here (no bf16)
+COMPUTE_TYPES = (*CT2_COMPUTE_TYPES, BFLOAT16)  # what `--compute-type` accepts across engines
+
+
+def weights_type(engine: str, compute_type: str) -> str:
+    """What `compute_type` means on `engine`, for logs and /health: ct2's own type, transformers' bf16 or fp32."""
+    if engine == "transformers":
+        return BFLOAT16 if compute_type == BFLOAT16 else "float32"
+    return compute_type
