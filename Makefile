@@ -37,7 +37,7 @@ $(SETUP_DONE): pyproject.toml
 demo: generate_data train eval
 
 zero-shot: setup
-	$(PY) -m moderation.demo
+	$(PY) -m inference.demo
 
 generate_data: setup
 	$(PY) -m data_gen --config configs/data/default.yaml

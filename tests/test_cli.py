@@ -238,7 +238,7 @@ ENTRY_POINTS = {
     "serve": (["-m", "serve"], ["--port", "x"], "command line: port: Input should be"),
     "serve predict": (["-m", "serve", "predict"], ["--max-batch-size", "0"], "command line: max_batch_size: Input"),
     "launch_modal": (["launch_modal.py"], ["--mode", "ftp"], "command line: mode: Input should be 'jupyter'"),
-    "moderation.demo": (["-m", "moderation.demo"], ["--max-new-tokens", "0"], "command line: max_new_tokens: Input"),
+    "inference.demo": (["-m", "inference.demo"], ["--max-new-tokens", "0"], "command line: max_new_tokens: Input"),
     "rewards.audit": (["-m", "rewards.audit"], ["x.jsonl", "--json=maybe"], "command line: json: Input should be"),
     "inference.models": (["-m", "inference.models", "prepare"], ["--model", "gpt5"], "command line: model: Input"),
     "inference.export": (["-m", "inference.export", "ct2"], ["runs/x", "--quant", "int3"], "--quant int3: ct2 takes"),

@@ -28,7 +28,7 @@ INFRA = {
 }
 CONTRACT = {"moderation.policy", "moderation.prompt", "moderation.verdict"}
 LAYER_OF_PACKAGE = {"data_gen": 2, "rewards": 2, "inference": 3, "training": 4, "evals": 5, "serve": 5}
-TOP = 6  # entry-point scripts, benchmarks, moderation.demo
+TOP = 6  # entry-point scripts, benchmarks
 SOURCES = ["moderation", "data_gen", "rewards", "inference", "training", "evals", "serve", "benchmarks"]
 
 
@@ -37,8 +37,6 @@ def layer(module: str) -> int:
         return 0
     if module in CONTRACT:
         return 1
-    if module == "moderation.demo":
-        return TOP
     return LAYER_OF_PACKAGE.get(module.split(".")[0], TOP)
 
 
@@ -102,8 +100,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
 
 def package_of(module: str) -> str:
-    """The module's package; moderation's demo script counts as an entry point."""
-    return "moderation.demo" if module == "moderation.demo" else module.split(".")[0]
+    return module.split(".")[0]
 
 
 def test_no_import_cycles_between_modules():

@@ -69,7 +69,7 @@ def test_missing_policy_lists_builtins():
 def test_cli_reports_bad_policy_in_one_line_and_exits_nonzero(tmp_path):
     path = _write(tmp_path, "name: x\ndescription: y\ncategories: 3\n")
     result = subprocess.run(
-        [sys.executable, "-m", "moderation.demo", "--policy", path], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "inference.demo", "--policy", path], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0

@@ -1,6 +1,6 @@
 """Moderate the sample listings zero-shot with a model and the default policy, and print the verdicts.
 
-python -m moderation.demo [--model smollm2-135m] [--policy marketplace]
+python -m inference.demo [--model smollm2-135m] [--policy marketplace]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class DemoConfig(BaseModel):
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     description = __doc__.split("\n\n")[0]
-    _, args = parse_command_line(DemoConfig, argv, prog="python -m moderation.demo", description=description)
+    _, args = parse_command_line(DemoConfig, argv, prog="python -m inference.demo", description=description)
 
     console = Console()
     policy = load_policy(args.policy)
