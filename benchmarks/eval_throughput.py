@@ -20,8 +20,7 @@ import time
 
 from evals.data import load_dataset
 from inference import load_moderator
-from inference.compute_types import BFLOAT16
-from inference.ct2 import COMPUTE_TYPES
+from inference.compute_types import BFLOAT16, COMPUTE_TYPES
 from inference.generate import GenerationConfig
 from moderation.errors import cli_main
 
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=200, help="rows timed on every engine")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    choices = [*COMPUTE_TYPES, BFLOAT16]  # bfloat16: the transformers engine in bf16; the rest: ct2
+    choices = list(COMPUTE_TYPES)  # bfloat16: the transformers engine in bf16; the rest: ct2
     parser.add_argument("--compute-types", nargs="+", default=choices, choices=choices)
     args = parser.parse_args(argv)
 

@@ -26,7 +26,6 @@ from moderation.errors import UserError
 from moderation.policy import Policy
 from moderation.prompt import PromptConfig
 
-COMPUTE_TYPES = CT2_COMPUTE_TYPES
 SOURCE = "source.json"
 STOP = "</answer>"
 
@@ -55,8 +54,8 @@ def convert(model_dir: str | Path, compute_type: str = "int8", output: Path | No
     """The CT2 conversion of an HF model folder, reused while its weights are unchanged, redone (atomically) after."""
     import ctranslate2
 
-    if compute_type not in COMPUTE_TYPES:
-        raise UserError(f"unknown CT2 compute type {compute_type!r} (choose from {', '.join(COMPUTE_TYPES)})")
+    if compute_type not in CT2_COMPUTE_TYPES:
+        raise UserError(f"unknown CT2 compute type {compute_type!r} (choose from {', '.join(CT2_COMPUTE_TYPES)})")
     source = Path(model_dir)
     if not (source / "config.json").is_file():
         raise UserError(f"{source}: not a local HF model folder (no config.json); CT2 converts local folders only")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from inference.ct2 import COMPUTE_TYPES, convert
+from inference.compute_types import CT2_COMPUTE_TYPES
+from inference.ct2 import convert
 from inference.gguf_export import DEFAULT_PRE_TOKENIZER, QUANTS, export_gguf
 from inference.models import load_tokenizer, resolve_model
 from inference.runs import read_run
@@ -70,7 +71,7 @@ class ExportConfig(BaseModel):
 
     model: str = Field(description="runs/<name>, a local HF model folder, or an embedded name; positional")
     quant: str | None = Field(
-        None, description=f"ct2: {', '.join(COMPUTE_TYPES)} (int8); gguf: {', '.join(QUANTS)} (f16)"
+        None, description=f"ct2: {', '.join(CT2_COMPUTE_TYPES)} (int8); gguf: {', '.join(QUANTS)} (f16)"
     )
     out: Path | None = Field(None, description="output folder (default: beside the model)")
     tokenizer_pre: str = Field(DEFAULT_PRE_TOKENIZER, description="gguf: llama.cpp pre-tokenizer name")
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     prog, description = "python -m inference.export", __doc__.split("\n\n")[0]
     kind, argv = pick_command(sys.argv[1:] if argv is None else argv, KINDS, prog=prog, description=description)
     _, args = parse_command_line(ExportConfig, argv, prog=f"{prog} {kind}", description=KINDS[kind], positional="model")
-    allowed = COMPUTE_TYPES if kind == "ct2" else QUANTS
+    allowed = CT2_COMPUTE_TYPES if kind == "ct2" else QUANTS
     if args.quant and args.quant not in allowed:
         raise UserError(f"--quant {args.quant}: {kind} takes {', '.join(allowed)}")
 

@@ -26,9 +26,9 @@ def prefill_repeated(model, input_ids, attention_mask, repeat):
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
-    masking = {} if attention_mask is None else {"attention_mask": attention_mask}
+    masking = {}
     if attention_mask is not None:
-        masking["position_ids"] = mask_positions(attention_mask)
+        masking = {"attention_mask": attention_mask, "position_ids": mask_positions(attention_mask)}
     output = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **masking)
     if isinstance(repeat, int):
         cache.batch_repeat_interleave(repeat)
