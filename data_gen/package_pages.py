@@ -11,14 +11,15 @@ the installed packages: each row's `generator` names the package and its version
 
 from __future__ import annotations
 
-import argparse
 import io
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from data_gen.io import ensure_writable_dir
+from moderation.config import parse_command_line
 from moderation.errors import cli_main
 from moderation.files import atomic_write_bytes
 from moderation.ids import text_id
@@ -63,11 +64,16 @@ def package_pages() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+class PackagePagesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    out: Path = Field(Path("data/external/package_pages.parquet"), description="parquet file to write")
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m data_gen.package_pages", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("data/external/package_pages.parquet"), help="parquet file")
-    args = parser.parse_args(argv)
+    prog, description = "python -m data_gen.package_pages", __doc__.split("\n\n")[0]
+    _, args = parse_command_line(PackagePagesConfig, argv, prog=prog, description=description)
     frame = package_pages()
     ensure_writable_dir(args.out.parent)
     buffer = io.BytesIO()

@@ -242,6 +242,7 @@ ENTRY_POINTS = {
     "rewards.audit": (["-m", "rewards.audit"], ["x.jsonl", "--json=maybe"], "command line: json: Input should be"),
     "inference.models": (["-m", "inference.models", "prepare"], ["--model", "gpt5"], "command line: model: Input"),
     "inference.export": (["-m", "inference.export", "ct2"], ["runs/x", "--quant", "int3"], "--quant int3: ct2 takes"),
+    "data_gen.package_pages": (["-m", "data_gen.package_pages"], ["--oops", "1"], "unknown field 'oops'"),
 }
 
 
