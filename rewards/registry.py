@@ -26,6 +26,11 @@ from moderation.policy import Policy
 from moderation.verdict import Verdict, parse
 
 RewardFn = Callable[..., list[float | None]]
+
+# A dataset column: text the prompt already put at the start of the answer (fast-form GRPO rows end their prompt with
+# the empty reasoning fast mode forces, so the model samples only the verdict). Rewards score start + completion, the
+# whole answer, exactly as the evals parse it.
+ANSWER_START = "answer_start"
 REGISTRY: dict[str, type[Reward] | RewardFn] = {}
 
 
@@ -44,7 +49,7 @@ class Reward:
         self.__name__ = self.name
 
     def __call__(self, completions: Sequence[Any], **columns: Any) -> list[float | None]:
-        texts = completion_texts(completions)
+        texts = completion_texts(completions, columns.get(ANSWER_START))
         values = [require_column(self.name, columns, column, len(texts)) for column in self.columns]
         score = self.score
         return [score(*row) for row in zip(texts, *values, strict=True)]
@@ -58,13 +63,14 @@ class Reward:
 
 
 class BoundReward:
-    """A registered function with its recipe params (and policy) bound; picklable, unlike a closure or lambda."""
+    """A registered function with its recipe params (and policy) bound, reading whole answers (ANSWER_START);
+    picklable, unlike a closure or lambda."""
 
     def __init__(self, func: RewardFn, name: str, kwargs: dict[str, Any]) -> None:
         self.func, self.__name__, self.kwargs = func, name, kwargs
 
     def __call__(self, completions: Sequence[Any], **columns: Any) -> list[float | None]:
-        return self.func(completions, **columns, **self.kwargs)
+        return self.func(with_answer_start(completions, columns), **columns, **self.kwargs)
 
     def __repr__(self) -> str:
         return f"BoundReward({self.__name__}, {self.kwargs!r})"
@@ -137,7 +143,7 @@ def _build(name: str, policy: Policy, kwargs: dict[str, Any]) -> RewardFn:
         return entry(policy, **kwargs)
     if "policy" in inspect.signature(entry).parameters:
         kwargs["policy"] = policy
-    return BoundReward(entry, name, kwargs) if kwargs else entry
+    return BoundReward(entry, name, kwargs)
 
 
 def completion_text(completion: Any) -> Any:
@@ -155,8 +161,18 @@ def completion_text(completion: Any) -> Any:
     return completion
 
 
-def completion_texts(completions: Sequence[Any]) -> list[Any]:
-    return [completion_text(c) for c in completions]
+def completion_texts(completions: Sequence[Any], answer_start: Sequence[str] | None = None) -> list[Any]:
+    """The completions' texts, each after its row's `answer_start` when the dataset has one (see ANSWER_START)."""
+    texts = [completion_text(c) for c in completions]
+    if not answer_start:
+        return texts
+    return [start + text if isinstance(text, str) else text for start, text in zip(answer_start, texts, strict=True)]
+
+
+def with_answer_start(completions: Sequence[Any], columns: Mapping[str, Any]) -> Sequence[Any]:
+    """What a plain reward function sees: the completions as given, or texts that begin with their forced start."""
+    starts = columns.get(ANSWER_START)
+    return completion_texts(completions, starts) if starts and any(starts) else completions
 
 
 def require_column(reward: str, columns: Mapping[str, Any], column: str, length: int) -> list[Any]:

@@ -217,9 +217,8 @@ class TestRegistry:
         try:
             plain = build("answer_brevity", policy)
             tuned = build("answer_brevity", policy, max_chars=1000)
-            assert plain is answer_brevity
             assert (plain([GOOD_ALLOW]), tuned([GOOD_ALLOW], label=["allow"])) == ([0.0], [1.0])
-            assert tuned.__name__ == "answer_brevity"
+            assert plain.__name__ == tuned.__name__ == "answer_brevity"
             with pytest.raises(ValueError, match="already registered"):
                 rewards.register(type("Clash", (rewards.Reward,), {"name": "answer_brevity"}))
         finally:
@@ -237,6 +236,26 @@ class TestRegistry:
             assert "policy" not in rewards.reward_params("names_policy_category")
         finally:
             del rewards.REGISTRY["names_policy_category"]
+
+    def test_rewards_score_the_whole_answer_when_the_prompt_started_it(self, policy):
+        """Fast-form GRPO rows end their prompt in fast mode's empty reasoning (`answer_start`): the model samples only
+        `DISALLOW: iptv\n</answer>`, and every reward, built-in or registered function, reads start + completion."""
+
+        @rewards.register
+        def starts_with_reasoning(completions, **_):
+            return [float(str(c).startswith("<reasoning>")) for c in completions]
+
+        try:
+            start = "<reasoning>\n</reasoning>\n<answer>\n"
+            columns = {"label": ["disallow"] * 2, "categories": [["iptv"]] * 2, "text": [LISTING] * 2}
+            sampled = ["DISALLOW: iptv\n</answer>", "ALLOW\n</answer>"]
+            assert build("verdict", policy)(sampled, answer_start=[start] * 2, **columns) == [1.0, -1.0]
+            assert build("verdict", policy)(sampled, answer_start=["", ""], **columns) == [-1.0, -1.0]
+            assert build("starts_with_reasoning", policy)(sampled, answer_start=[start, ""]) == [1.0, 0.0]
+            conversational = [[{"role": "assistant", "content": GOOD_DISALLOW}]]
+            assert build("starts_with_reasoning", policy)(conversational, answer_start=[""]) == [0.0]
+        finally:
+            del rewards.REGISTRY["starts_with_reasoning"]
 
     @pytest.mark.parametrize("name", rewards.DEFAULT_REWARDS)
     def test_picklable_and_ignores_trainer_keywords(self, name, policy):

@@ -28,8 +28,8 @@ class TestRecipeValidation:
         ("overrides", "message"),
         [
             (["num_generations=3"], "must be divisible by num_generations"),
-            (["reward_funcs=[verdict, nope, categories, format_partial, reasoning_length]"], "nope"),
-            (["reward_weights=[1.0]"], "1 reward_weights for 5 reward_funcs"),
+            (["reward_funcs=[verdict, nope, categories]"], "nope"),
+            (["reward_weights=[1.0]"], "1 reward_weights for 3 reward_funcs"),
             (["dataset=/no/such/dir"], "make generate_data"),
             (["max_step=3"], "unknown field 'max_step'"),
             (["resume=true", "overwrite=true"], "contradict"),

@@ -5,7 +5,7 @@ import pandas as pd
 from inference.fast_answer import ANSWER_PREFIX
 from moderation.verdict import render
 from tests.test_train import RECIPE
-from training.data import HOLDOUT, hold_back, load_rows
+from training.data import HOLDOUT, hold_back, load_rows, start_answers
 from training.prompt_filter import group_rewards
 from training.recipe import load_recipe
 from training.sft import sft_examples, sft_steps
@@ -63,3 +63,18 @@ def test_group_rewards_tell_agreeing_groups_from_disagreeing_ones(tiny_recipe, t
     same = group_rewards(recipe, policy, [row, row], [right, right])
     mixed = group_rewards(recipe, policy, [row, row], [right, wrong])
     assert same[0] == same[1] and mixed[0] > mixed[1]
+
+
+def test_a_fast_share_of_grpo_prompts_ends_in_the_answer_fast_mode_forces(tokenizer):
+    """Fast-form GRPO rows: the prompt is the chat template's text plus the empty reasoning, exactly what fast mode
+    scores, and `answer_start` tells the rewards what the model did not sample."""
+    rows = [{**row, "text": f"listing {i}"} for i, row in enumerate(rows_with_completions(10))]
+    started = start_answers(rows, tokenizer, 0.3, seed=1)
+    fast = [r for r in started if r["answer_start"]]
+    assert len(fast) == 3 and all(r["answer_start"] == ANSWER_PREFIX for r in fast)
+    for row, original in zip(started, rows, strict=True):
+        rendered = tokenizer.apply_chat_template(original["prompt"], tokenize=False, add_generation_prompt=True)
+        assert row["prompt"] == rendered + row["answer_start"]
+    assert started == start_answers(rows, tokenizer, 0.3, seed=1)
+    unchanged = start_answers(rows, tokenizer, 0.0, seed=1)
+    assert [r["prompt"] for r in unchanged] == [r["prompt"] for r in rows] and not any(r["answer_start"] for r in unchanged)

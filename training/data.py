@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from inference.fast_answer import ANSWER_PREFIX
 from moderation.errors import UserError
 from moderation.policy import Policy
 from moderation.prompt import build_messages, prompt_length
 from moderation.verdict import DISALLOW, render
+from rewards.registry import ANSWER_START
 from training.recipe import Recipe
 
 
@@ -75,3 +77,18 @@ def to_prompt_rows(rows: list[dict], policy: Policy, tokenizer, recipe: Recipe) 
             }
         )
     return kept, dropped
+
+
+def start_answers(rows: list[dict], tokenizer, fast_share: float, seed: int) -> list[dict]:
+    """GRPO rows with an `answer_start` column: for a seeded `fast_share` of them, the prompt (rendered to text, with
+    the generation prompt) ends in fast mode's empty reasoning, so the group samples only the verdict and rewards
+    score start + completion. With no fast share the rows keep their conversational prompts."""
+    if not fast_share:
+        return [{**row, ANSWER_START: ""} for row in rows]
+    fast = set(random.Random(seed).sample(range(len(rows)), round(fast_share * len(rows))))
+    started = []
+    for index, row in enumerate(rows):
+        start = ANSWER_PREFIX if index in fast else ""
+        text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        started.append({**row, "prompt": text + start, ANSWER_START: start})
+    return started

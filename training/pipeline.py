@@ -12,7 +12,7 @@ from inference.runs import MANIFEST, MERGED
 from moderation.errors import UserError
 from moderation.policy import load_policy
 from training.artifacts import peak_rss_gb, prepare_run_dir, write_manifest
-from training.data import hold_back, load_rows, to_prompt_rows
+from training.data import hold_back, load_rows, start_answers, to_prompt_rows
 from training.grpo import run_grpo
 from training.prompt_filter import disagreeing_prompts
 from training.recipe import Recipe, require_runtime
@@ -57,7 +57,7 @@ def train(recipe: Recipe, callbacks=()) -> Path:
 
     # tracking
     mlflow_run = open_mlflow_run(recipe)
-    tracker = make_tracker(recipe, recipe.run_dir, rows, mlflow_run)
+    tracker = make_tracker(recipe, recipe.run_dir, mlflow_run)
 
     with mlflow_run or contextlib.nullcontext():  # a stage that raises marks the MLflow run failed
         # SFT warm-start
@@ -69,6 +69,8 @@ def train(recipe: Recipe, callbacks=()) -> Path:
 
         # GRPO, on the prompts where the start model's group disagrees
         stage = time.perf_counter()
+        rows = start_answers(rows, tokenizer, recipe.fast_share, recipe.seed)
+        tracker.track(rows)
         grpo_rows, kept_fraction = disagreeing_prompts(recipe, start_path, rows, tokenizer, policy)
         timings["prompt_pool"] = time.perf_counter() - stage
         stage = time.perf_counter()

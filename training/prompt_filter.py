@@ -15,10 +15,11 @@ import statistics
 from pathlib import Path
 
 from moderation.policy import Policy
+from rewards.registry import ANSWER_START
 from training.recipe import Recipe
 
 KEPT = "grpo_prompts.json"
-COLUMNS = ("label", "categories", "text")
+COLUMNS = ("label", "categories", "text", ANSWER_START)
 
 
 def group_rewards(recipe: Recipe, policy: Policy, rows: list[dict], completions: list[str]) -> list[float]:
@@ -26,7 +27,7 @@ def group_rewards(recipe: Recipe, policy: Policy, rows: list[dict], completions:
     import rewards
 
     funcs = rewards.build_rewards(recipe.pool_rewards, policy, recipe.reward_params)
-    columns = {name: [row[name] for row in rows] for name in COLUMNS}
+    columns = {name: [row[name] for row in rows] for name in COLUMNS if name in rows[0]}
     totals = [0.0] * len(completions)
     for func in funcs:
         for i, value in enumerate(func(completions, **columns)):

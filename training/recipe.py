@@ -128,6 +128,13 @@ class Recipe(BaseModel):
         description="sample the start model's group on this many train prompts before GRPO and train only on those "
         "whose rewards differ within the group (0: every prompt, unfiltered)",
     )
+    fast_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of GRPO prompts whose answer starts with the empty reasoning fast mode forces: their group "
+        "samples only the verdict (~8 tokens), so GRPO trains the path fast mode serves",
+    )
     pool_rewards: list[str] = Field(
         default_factory=lambda: ["verdict", "categories"],
         description="prompt_pool: the rewards whose spread within a group marks a prompt as teaching (some answers "

@@ -12,23 +12,26 @@ from training.recipe import Recipe
 from training.resume import COMPLETIONS, METRICS, append_record, read_records
 
 
-def make_tracker(recipe: Recipe, log_dir: Path, rows: list[dict], mlflow_run=None):
+def make_tracker(recipe: Recipe, log_dir: Path, mlflow_run=None):
     """A TrainerCallback writing metrics.jsonl (and to `mlflow_run`) and completions.jsonl, and warning when groups
     carry no signal."""
     from transformers import TrainerCallback
 
-    from rewards.registry import completion_text
-
-    rows_by_prompt = {completion_text(row["prompt"]): row for row in rows}
+    from rewards.registry import ANSWER_START, completion_text
 
     class Tracker(TrainerCallback):
         def __init__(self):
             self.trainer = None  # set after the trainer exists, to read its logged completions
+            self.rows_by_prompt: dict = {}  # set by `track`: the GRPO rows, to label logged completions
             self.stage = "grpo"
             self.completions_through = 0  # last GRPO step whose completions are written (the end-of-train log
             # repeats the last step's number)
             self.flat_logs = 0
             self.warned = False
+
+        def track(self, rows: list[dict]) -> None:
+            """The GRPO rows, as the trainer sees them (prompt, columns, `answer_start`)."""
+            self.rows_by_prompt = {completion_text(row["prompt"]): row for row in rows}
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs:
@@ -60,11 +63,11 @@ def make_tracker(recipe: Recipe, log_dir: Path, rows: list[dict], mlflow_run=Non
             if not logged or not logged.get("completion"):
                 return
             for i, (prompt, completion) in enumerate(zip(logged["prompt"], logged["completion"], strict=True)):
-                row = rows_by_prompt.get(completion_text(prompt), {})
+                row = self.rows_by_prompt.get(completion_text(prompt), {})
                 record = {
                     "step": step,
                     "group": f"{step}:{i // recipe.num_generations}",
-                    "completion": completion_text(completion),
+                    "completion": row.get(ANSWER_START, "") + completion_text(completion),  # the whole answer
                     "rewards": {name: values[i] for name, values in logged["rewards"].items() if i < len(values)},
                     **{key: row.get(key) for key in ("text", "label", "categories")},
                 }
