@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from inference.fast_answer import ANSWER_PREFIX
 from moderation.errors import UserError
 from training import shared_prefix
 from training.data import gold_reasoning
@@ -28,8 +29,8 @@ class TestRecipeValidation:
         ("overrides", "message"),
         [
             (["num_generations=3"], "must be divisible by num_generations"),
-            (["reward_funcs=[verdict, nope, categories]"], "nope"),
-            (["reward_weights=[1.0]"], "1 reward_weights for 3 reward_funcs"),
+            (["reward_funcs=[verdict, nope, categories, format_partial, reasoning_length]"], "nope"),
+            (["reward_weights=[1.0]"], "1 reward_weights for 5 reward_funcs"),
             (["dataset=/no/such/dir"], "make generate_data"),
             (["max_step=3"], "unknown field 'max_step'"),
             (["resume=true", "overwrite=true"], "contradict"),
@@ -74,7 +75,8 @@ def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monke
     monkeypatch.setattr(
         shared_prefix, "grouped_logps_and_entropies", lambda *a, **k: grouped_calls.append(1) or grouped(*a, **k)
     )
-    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path, holdout=2, prompt_pool=4, **{"sft.fast_share": 0.5}))
+    overrides = {"sft.fast_share": 0.5, "fast_share": 0.5}  # half the GRPO prompts in fast mode's form
+    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path, holdout=2, prompt_pool=4, **overrides))
     run_dir = train(recipe)
     assert len(grouped_calls) == recipe.max_steps, "the GRPO loss must take the shared-prefix path"
     for part in ("merged/model.safetensors", "adapter/adapter_config.json", "sft/merged/READY", "rewards.png"):
@@ -94,6 +96,7 @@ def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monke
     assert "sft" in stages and "grpo" in stages
     completions = [json.loads(line) for line in (run_dir / "completions.jsonl").read_text().splitlines()]
     assert completions and all(c["label"] in ("allow", "disallow") and c["text"] for c in completions)
+    assert any(c["completion"].startswith(ANSWER_PREFIX) for c in completions), "fast-form rows log whole answers"
     assert {c["group"] for c in completions} == {"1:0", "1:1", "2:0", "2:1"}
     audit = subprocess.run(
         [sys.executable, "-m", "rewards.audit", str(run_dir / "completions.jsonl")],
