@@ -44,8 +44,9 @@ from data_gen.synth import (
     hold_out,
     rng_for,
     seed_listings,
+    set_aside,
 )
-from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, amount
+from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, amount, three_sides
 from moderation.config import load_config
 from moderation.errors import UserError
 from moderation.files import atomic_write_bytes, atomic_write_text, file_sha256
@@ -54,6 +55,15 @@ from moderation.policy import Policy, load_policy
 from moderation.provenance import git_commit, versions
 
 SPLITS = ("train", "dev", "test")
+VALIDATION = "validation"  # written only when validation_fraction > 0
+KEEP_FIRST = ("train", "eval", "validation")  # which of two similar rows of different sides stays
+
+
+def side_of(row: dict) -> str:
+    """The phrase pools a row was drawn from (templates.SIDES); scraped and imported rows are train or eval."""
+    return "eval" if row["held_out"] else "validation" if row["validation"] else "train"
+
+
 DATA_PACKAGES = ("grpo-moderation", "pyarrow", "numpy", "scikit-learn", "matplotlib", "httpx", "pydantic")
 # Earlier sources win when two listings are near-duplicates: real data over our own, our own over generated.
 SOURCE_PRIORITY = ("imported", "scraped", "seed", "hard_negative", "synthetic")
@@ -105,6 +115,17 @@ class BuildConfig(BaseModel):
         lt=1,
         description="share of each phrase list (titles, pitches, details, slot values) kept for dev/test",
     )
+    validation_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="share of the generated train-side rows (by stratum) written to validation.parquet instead, drawn "
+        "from their own phrase share (validation_phrases) and page shapes: a slice for training choices whose wording "
+        "neither train nor dev/test shows, as dev/test's is unseen by train (0: no validation slice)",
+    )
+    validation_phrases: float = Field(
+        0.15, ge=0, lt=1, description="share of the train-side phrase lists kept for the validation slice"
+    )
     min_train_disallowed_per_category: int = Field(150, ge=0, description="fail the build below this (0: no check)")
 
     @model_validator(mode="after")
@@ -151,6 +172,7 @@ def make_row(
         "near_category": near,
         "language": language or detect_language(text),
         "held_out": held_out,
+        "validation": False,  # Pages sets it for generated rows set aside for the validation slice
         "content": content or text,
         "templates": templates,
     }
@@ -159,8 +181,8 @@ def make_row(
 class Pages:
     """Renders generated content into pages; held-out requests get the held-out page shapes and wording."""
 
-    def __init__(self, lexicon: PageLexicon, shared: SharedStyle, seed: int, fraction: float):
-        self.sides = {h: lexicon.side(h, seed, fraction) for h in (False, True)}
+    def __init__(self, lexicon: PageLexicon, shared: SharedStyle, seed: int, fraction: float, validation: float = 0.0):
+        self.sides = three_sides(lexicon, PageLexicon.side, seed, fraction, validation)
         self.shared, self.seed = shared, seed
 
     def rows(self, items: list[Generated], source: str) -> list[dict]:
@@ -171,7 +193,7 @@ class Pages:
             cats = list(g.request.categories) if disallowed else []
             label = "disallow" if disallowed else "allow"
             rng = rng_for(self.seed, f"page/{g.request.key}")
-            side = self.sides[g.request.held_out]
+            side = self.sides[g.request.side]
             language = language_of(rng, side)
             key = cats[0] if disallowed else f"near_{near}" if near else "allowed"
             summaries = side.languages[language].summaries.get(key)
@@ -180,7 +202,7 @@ class Pages:
             content = Content(title, g.text, amount(rng, self.shared), list(g.details), summary)
             text, _ = render_page(content, rng, side, language)
             row = make_row(text, label, cats, source, g.generator, g.rationale, near, g.request.held_out, language)
-            rows.append(row | {"content": g.text, "templates": g.templates})
+            rows.append(row | {"content": g.text, "templates": g.templates, "validation": g.request.validation})
         return rows
 
 
@@ -237,7 +259,7 @@ def assign_splits(rows: list[dict], cluster_of: list[int], config: BuildConfig) 
         first = rows[indices[0]]
         if not first["held_out"]:
             for index in indices:
-                rows[index]["split"] = "train"
+                rows[index]["split"] = VALIDATION if first["validation"] else "train"
             continue
         # multi-label rows form one stratum: per-pair strata would be too small to reach dev and test
         cats = tuple(first["categories"]) if len(first["categories"]) < 2 else ("multi",)
@@ -304,7 +326,10 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
     policy_lexicon = (
         load_config(PolicyLexicon, policy_lexicon_path) if policy_lexicon_path.exists() else PolicyLexicon()
     )
-    pages = Pages(load_config(PageLexicon, lexicon_dir / "pages.yaml"), shared, config.seed, config.held_out_phrases)
+    validation = config.validation_phrases if config.validation_fraction > 0 else 0.0
+    pages = Pages(
+        load_config(PageLexicon, lexicon_dir / "pages.yaml"), shared, config.seed, config.held_out_phrases, validation
+    )
     rows: list[dict] = []
     for path in config.imported:
         rows += read_jsonl_rows(path, "imported", policy)
@@ -312,13 +337,16 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
         rows += [r | {"label": "allow", "categories": []} for r in read_jsonl_rows(path, "scraped", policy)]
     eval_fraction = config.dev_fraction + config.test_fraction
     seeds = [Request(f"seed/{i:05d}", "seed", ()) for i in range(config.seed_listings)]
-    seeds = hold_out(seeds, eval_fraction, config.seed)
-    rows += pages.rows(seed_listings(seed_lexicon, shared, seeds, config.seed, config.held_out_phrases), "seed")
+    seeds = set_aside(hold_out(seeds, eval_fraction, config.seed), config.validation_fraction, config.seed)
+    rows += pages.rows(
+        seed_listings(seed_lexicon, shared, seeds, config.seed, config.held_out_phrases, validation), "seed"
+    )
     if config.backend == "openai":
         backend = OpenAIBackend(policy, config.openai, config.seed, cache_dir())
     else:
-        backend = TemplateBackend(policy, policy_lexicon, shared, config.seed, config.held_out_phrases)
-    generated = backend.generate(hold_out(requests_for(categories, config), eval_fraction, config.seed))
+        backend = TemplateBackend(policy, policy_lexicon, shared, config.seed, config.held_out_phrases, validation)
+    requests = hold_out(requests_for(categories, config), eval_fraction, config.seed)
+    generated = backend.generate(set_aside(requests, config.validation_fraction, config.seed))
     rows += pages.rows([g for g in generated if g.request.kind == "hard_negative"], "hard_negative")
     rows += pages.rows([g for g in generated if g.request.kind == "disallowed"], "synthetic")
     lap("generate")
@@ -344,11 +372,12 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
         if score >= config.dedup_threshold and i not in dropped:
             dropped.add(j)
     dropped_by_source = Counter(rows[j]["source"] for j in dropped)
-    # a held-out row similar to a train row would carry train wording into dev/test: drop it
+    # a held-out (or validation) row similar to a row of another side would carry that side's wording over: drop it,
+    # keeping train rows first, then dev/test's
     similar_to_train = {
-        i if rows[i]["held_out"] else j
+        i if KEEP_FIRST.index(side_of(rows[i])) > KEEP_FIRST.index(side_of(rows[j])) else j
         for i, j, _ in pairs
-        if rows[i]["held_out"] != rows[j]["held_out"] and not {i, j} & dropped
+        if side_of(rows[i]) != side_of(rows[j]) and not {i, j} & dropped
     }
     dropped |= similar_to_train
     keep = [i for i in range(len(rows)) if i not in dropped]
@@ -368,7 +397,8 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
             f"leakage check failed: {len(cross)} cross-split near-duplicates "
             f"(e.g. {rows[i]['id']}~{rows[j]['id']}, Jaccard {s:.2f})"
         )
-    by_split = {s: [r for r in rows if r["split"] == s] for s in SPLITS}
+    splits = SPLITS + ((VALIDATION,) if config.validation_fraction > 0 else ())
+    by_split = {s: [r for r in rows if r["split"] == s] for s in splits}
     reuse = template_reuse(by_split)
     lap("leakage_check")
 
@@ -382,8 +412,10 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
         )
 
     # --- write ---
-    for split in SPLITS:
+    for split in splits:
         write_parquet(out / f"{split}.parquet", by_split[split])
+    if VALIDATION not in splits:  # a slice left by an earlier build of this folder would be used for choices
+        (out / f"{VALIDATION}.parquet").unlink(missing_ok=True)
     style = card.style_baseline(by_split["train"], by_split["test"])
     plots = card.write_plots(out, rows)
     lap("write")

@@ -188,7 +188,7 @@ def language_mix(rows: list[dict]) -> dict[str, dict[str, float]]:
 def counts(rows: list[dict]) -> dict:
     """Nested counts for the manifest: split → label → n, split → category → n, split → source → n."""
     out: dict = {}
-    for split in SPLITS:
+    for split in [*SPLITS, *sorted({r["split"] for r in rows} - set(SPLITS))]:  # a validation slice when built
         part = [r for r in rows if r["split"] == split]
         out[split] = {
             "rows": len(part),

@@ -20,6 +20,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,9 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from data_gen.templates import (
+    SIDES,
     STYLES,
     CategoryKinds,
-    Kind,
     PolicyLexicon,
     SeedLexicon,
     SharedStyle,
@@ -42,6 +43,7 @@ from data_gen.templates import (
     pick_slots,
     render,
     side_kinds,
+    three_sides,
     without,
 )
 from moderation.errors import UserError
@@ -60,18 +62,37 @@ class Request:
     kind: RequestKind
     categories: tuple[str, ...]
     held_out: bool = False
+    validation: bool = False
+
+    @property
+    def side(self) -> str:
+        """Which phrase pools the request draws from (templates.SIDES)."""
+        return "eval" if self.held_out else "validation" if self.validation else "train"
+
+
+def _chosen(requests: list[Request], fraction: float, salt: str | int, eligible: Callable[[Request], bool]) -> set[int]:
+    """round(fraction × n) of each (kind, categories) group's eligible requests, chosen by hash."""
+    groups: dict[tuple, list[int]] = {}
+    for index, request in enumerate(requests):
+        if eligible(request):
+            groups.setdefault((request.kind, request.categories), []).append(index)
+    chosen: set[int] = set()
+    for indices in groups.values():
+        ranked = sorted(indices, key=lambda i: hashlib.sha1(f"{salt}:{requests[i].key}".encode()).digest())
+        chosen.update(ranked[: round(fraction * len(indices))])
+    return chosen
 
 
 def hold_out(requests: list[Request], fraction: float, seed: int) -> list[Request]:
     """Mark round(fraction × n) requests of each (kind, categories) group as held out for dev/test, chosen by hash."""
-    groups: dict[tuple, list[int]] = {}
-    for index, request in enumerate(requests):
-        groups.setdefault((request.kind, request.categories), []).append(index)
-    chosen: set[int] = set()
-    for indices in groups.values():
-        ranked = sorted(indices, key=lambda i: hashlib.sha1(f"{seed}:{requests[i].key}".encode()).digest())
-        chosen.update(ranked[: round(fraction * len(indices))])
+    chosen = _chosen(requests, fraction, seed, lambda r: True)
     return [replace(r, held_out=i in chosen) for i, r in enumerate(requests)]
+
+
+def set_aside(requests: list[Request], fraction: float, seed: int) -> list[Request]:
+    """Mark round(fraction × n) of each group's train requests for the validation slice (another hash)."""
+    chosen = _chosen(requests, fraction, f"{seed}:validation", lambda r: not r.held_out)
+    return [replace(r, validation=i in chosen) for i, r in enumerate(requests)]
 
 
 @dataclass(frozen=True)
@@ -99,13 +120,20 @@ def rng_for(seed: int, key: str) -> random.Random:
 
 
 class TemplateBackend:
-    """Offline compositional generator. `held_out_phrases`: share of each phrase pool kept for held-out requests."""
+    """Offline compositional generator. `held_out_phrases`: share of each phrase pool kept for held-out requests;
+    `validation_phrases`: share of the rest kept for validation requests."""
 
     def __init__(
-        self, policy: Policy, lexicon: PolicyLexicon, shared: SharedStyle, seed: int, held_out_phrases: float = 0.0
+        self,
+        policy: Policy,
+        lexicon: PolicyLexicon,
+        shared: SharedStyle,
+        seed: int,
+        held_out_phrases: float = 0.0,
+        validation_phrases: float = 0.0,
     ):
         self.policy, self.lexicon, self.shared, self.seed = policy, lexicon, shared, seed
-        self.held_out_phrases = held_out_phrases
+        self.held_out_phrases, self.validation_phrases = held_out_phrases, validation_phrases
         self.kinds: dict[str, CategoryKinds] = {}
         for category in policy.categories:
             own = fallback_kinds(category)  # the policy's own examples always take part
@@ -117,16 +145,24 @@ class TemplateBackend:
                     offers=[*extra.offers, *own.offers[:1]],
                     hard_negatives=[*extra.hard_negatives, *own.hard_negatives[:1]],
                 )
-        # (held_out) → the phrase pools of that side, per category, and the lexicon-wide slots
-        train = {c: k.side(False, seed, held_out_phrases) for c, k in self.kinds.items()}
-        used = phrases_of([k for c in train.values() for k in c.kinds])
-        held = {c: k.side(True, seed, held_out_phrases) for c, k in self.kinds.items()}
-        if held_out_phrases > 0:  # (with no held-out share both sides are the whole lexicon)
-            held = {c: k.without(used) for c, k in held.items()}
-        self.sides = {
-            h: (side, pick_slots(lexicon.slots, h, seed, held_out_phrases))
-            for h, side in ((False, train), (True, held))
+        # side → the phrase pools of that side, per category, and the lexicon-wide slots
+        cut = {
+            c: three_sides(k, CategoryKinds.side, seed, held_out_phrases, validation_phrases)
+            for c, k in self.kinds.items()
         }
+        sides = {s: {c: cut[c][s] for c in cut} for s in SIDES}
+
+        def used(*names: str) -> set[str]:
+            return phrases_of([k for s in names for c in sides[s].values() for k in c.kinds])
+
+        if held_out_phrases > 0:  # (with no held-out share every side is the whole lexicon)
+            taken = used("train", "validation")
+            sides["eval"] = {c: k.without(taken) for c, k in sides["eval"].items()}
+        if validation_phrases > 0:
+            taken = used("train")
+            sides["validation"] = {c: k.without(taken) for c, k in sides["validation"].items()}
+        slots = three_sides(lexicon.slots, pick_slots, seed, held_out_phrases, validation_phrases)
+        self.sides = {s: (sides[s], slots[s]) for s in SIDES}
         self.covered = sorted(set(lexicon.categories) & set(policy.category_ids))
 
     def generate(self, requests: list[Request]) -> list[Generated]:
@@ -135,7 +171,7 @@ class TemplateBackend:
     def _one(self, request: Request) -> Generated:
         rng = rng_for(self.seed, request.key)
         pool = "offers" if request.kind == "disallowed" else "hard_negatives"
-        side, slots = self.sides[request.held_out]
+        side, slots = self.sides[request.side]
         specs = []
         for category_id in request.categories:
             specs.append(fill(rng.choice(getattr(side[category_id], pool)), rng, slots))
@@ -146,26 +182,35 @@ class TemplateBackend:
         )
 
     def stats(self) -> dict:
-        return {"backend": "template", "lexicon_categories": self.covered, "held_out_phrases": self.held_out_phrases}
+        stats = {"backend": "template", "lexicon_categories": self.covered, "held_out_phrases": self.held_out_phrases}
+        return stats | ({"validation_phrases": self.validation_phrases} if self.validation_phrases else {})
 
 
-def seed_sides(lexicon: SeedLexicon, seed: int, fraction: float) -> dict[bool, tuple[list[Kind], dict]]:
-    """held_out → (the seed kinds of that side, the lexicon-wide slots of that side)."""
-    train = side_kinds(lexicon.kinds, False, seed, fraction)
-    held = side_kinds(lexicon.kinds, True, seed, fraction)
-    held = without(held, phrases_of(train)) if fraction > 0 else held
-    return {h: (kinds, pick_slots(lexicon.slots, h, seed, fraction)) for h, kinds in ((False, train), (True, held))}
+def seed_sides(lexicon: SeedLexicon, seed: int, fraction: float, validation: float = 0.0) -> dict:
+    """side → (the seed kinds of that side, the lexicon-wide slots of that side)."""
+    kinds = three_sides(lexicon.kinds, side_kinds, seed, fraction, validation)
+    if fraction > 0:
+        kinds["eval"] = without(kinds["eval"], phrases_of(kinds["train"]) | phrases_of(kinds["validation"]))
+    if validation > 0:
+        kinds["validation"] = without(kinds["validation"], phrases_of(kinds["train"]))
+    slots = three_sides(lexicon.slots, pick_slots, seed, fraction, validation)
+    return {s: (kinds[s], slots[s]) for s in SIDES}
 
 
 def seed_listings(
-    lexicon: SeedLexicon, shared: SharedStyle, requests: list[Request], seed: int, held_out_phrases: float = 0.0
+    lexicon: SeedLexicon,
+    shared: SharedStyle,
+    requests: list[Request],
+    seed: int,
+    held_out_phrases: float = 0.0,
+    validation_phrases: float = 0.0,
 ) -> list[Generated]:
     """The allowed seed corpus, one listing per request, kinds drawn round-robin so every product type is present."""
-    sides = seed_sides(lexicon, seed, held_out_phrases)
+    sides = seed_sides(lexicon, seed, held_out_phrases, validation_phrases)
     out = []
     for i, request in enumerate(tqdm(requests, desc="seed listings", leave=False)):
         rng = rng_for(seed, request.key)
-        kinds, slots = sides[request.held_out]
+        kinds, slots = sides[request.side]
         kind = kinds[i % len(kinds)]
         spec = fill(kind, rng, slots)
         text, style = render(spec, rng, shared)

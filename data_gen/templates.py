@@ -10,7 +10,8 @@ the content does. Kinds live in YAML lexicons (configs/data/lexicon/), not in co
 
 Held-out phrasings: `Kind.side(held_out, ...)` keeps a hash-chosen share of every title, pitch, detail and slot-value
 list for dev/test only, so eval listings use wording the training listings never show. A phrase is hashed on its own
-text, so it lands on the same side in every list it appears in.
+text, so it lands on the same side in every list it appears in. `three_sides` cuts a second share from what is left
+for a validation slice: wording neither train nor dev/test shows, the place training choices are made.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import hashlib
 import random
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -160,6 +163,29 @@ def held_out_mask(items: list[str], seed: int, fraction: float) -> list[bool]:
         move = (max if mask[0] else min)(range(len(items)), key=scores.__getitem__)
         mask[move] = not mask[move]
     return mask
+
+
+SIDES = ("train", "validation", "eval")
+VALIDATION_SALT = 1_000_003  # the validation cut hashes with another seed: independent of the eval cut
+T = TypeVar("T")
+
+
+def three_sides(
+    whole: T, split: Callable[[T, bool, int, float], T], seed: int, eval_share: float, validation_share: float
+):
+    """{train, validation, eval} → `split(whole, held_out, seed, share)` applied twice: eval keeps `eval_share` of
+    every list, validation `validation_share` of the rest, train what is left. With no validation share, validation
+    is the train side (no request uses it) and train is exactly the two-way cut."""
+    rest = split(whole, False, seed, eval_share)
+    held = split(whole, True, seed, eval_share)
+    if validation_share <= 0:
+        return {"train": rest, "validation": rest, "eval": held}
+    salt = seed + VALIDATION_SALT
+    return {
+        "train": split(rest, False, salt, validation_share),
+        "validation": split(rest, True, salt, validation_share),
+        "eval": held,
+    }
 
 
 def pick(items: list[str], held_out: bool, seed: int, fraction: float, by: list[str] | None = None) -> list[str]:

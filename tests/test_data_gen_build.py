@@ -17,7 +17,7 @@ from data_gen.dedup import clusters, near_duplicate_pairs
 from data_gen.importer import main as import_main
 from data_gen.pages import PageLexicon
 from data_gen.synth import Request, TemplateBackend, seed_sides
-from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, slot_names
+from data_gen.templates import SIDES, PolicyLexicon, SeedLexicon, SharedStyle, slot_names
 from moderation.config import load_config, parse_overrides
 from moderation.errors import UserError
 from moderation.paths import CONFIGS
@@ -91,20 +91,20 @@ class TestBuild:
             assert r["rationale"].lower() not in ("allow", "disallow", "allowed", "disallowed")
 
     @staticmethod
-    def sides(policy, seed: int, fraction: float) -> dict[bool, dict[str, list[str]]]:
-        """held_out → the phrases the generator really draws on that side: title/pitch templates, other templates
-        (details), slot values and tags."""
+    def sides(policy, seed: int, fraction: float, validation: float = 0.0) -> dict[str, dict[str, list[str]]]:
+        """side (train, validation, eval) → the phrases the generator really draws on that side: title/pitch
+        templates, other templates (details), slot values and tags."""
         shared = load_config(SharedStyle, LEXICON / "shared.yaml")
         lexicon = load_config(PolicyLexicon, LEXICON / "marketplace.yaml")
         seed_lexicon = load_config(SeedLexicon, LEXICON / "seed.yaml")
-        backend = TemplateBackend(policy, lexicon, shared, seed, fraction)
-        seeds = seed_sides(seed_lexicon, seed, fraction)
+        backend = TemplateBackend(policy, lexicon, shared, seed, fraction, validation)
+        seeds = seed_sides(seed_lexicon, seed, fraction, validation)
         out = {}
-        for held_out in (False, True):
-            categories, slots = backend.sides[held_out]
-            kinds = [k for c in categories.values() for k in c.kinds] + seeds[held_out][0]
-            all_slots = [slots, seeds[held_out][1], *(k.slots for k in kinds)]
-            out[held_out] = {
+        for side in SIDES:
+            categories, slots = backend.sides[side]
+            kinds = [k for c in categories.values() for k in c.kinds] + seeds[side][0]
+            all_slots = [slots, seeds[side][1], *(k.slots for k in kinds)]
+            out[side] = {
                 "title_pitch": [t for k in kinds for t in k.titles + k.pitches],
                 "details": [t for k in kinds for t in k.details],
                 "values": [v for s in all_slots for vs in s.values() for v in vs],
@@ -136,7 +136,7 @@ class TestBuild:
         train."""
         out, manifest = built
         sides = self.sides(policy, manifest["seed"], manifest["config"]["held_out_phrases"])
-        pattern = self.only_on(sides[True], sides[False], ("title_pitch", "details", "values", "tags"))
+        pattern = self.only_on(sides["eval"], sides["train"], ("title_pitch", "details", "values", "tags"))
         leaks = [(m.group(), r["text"]) for r in read_split(out, "train") if (m := pattern.search(r["text"].lower()))]
         assert not leaks, leaks[:3]
         held = [r for s in ("dev", "test") for r in read_split(out, s) if pattern.search(r["text"].lower())]
@@ -147,7 +147,7 @@ class TestBuild:
         dev/test rows filled from a template a train row was filled from."""
         out, manifest = built
         sides = self.sides(policy, manifest["seed"], manifest["config"]["held_out_phrases"])
-        pattern = self.only_on(sides[False], sides[True], ("title_pitch",))
+        pattern = self.only_on(sides["train"], sides["eval"], ("title_pitch",))
         leaks = [
             (m.group(), r["text"][:300])
             for s in ("dev", "test")
@@ -158,6 +158,28 @@ class TestBuild:
         train = read_split(out, "train")
         assert sum(bool(pattern.search(r["text"].lower())) for r in train) > 0.3 * len(train)
         assert manifest["dedup"]["held_out_rows_reusing_train_template"] == {"dev": 0, "test": 0}
+
+    def test_a_validation_slice_has_wording_of_its_own(self, built, policy, tmp_path):
+        """validation_fraction: a slice written from a phrase share neither train nor dev/test draws on, so choices
+        made on it face unseen wording as dev/test do; dev and test are the build's without it, and a later build
+        without the slice removes its file (training would otherwise choose on a stale slice)."""
+        manifest = build(small(tmp_path, validation_fraction=0.1, validation_phrases=0.2))
+        out = tmp_path / "default"
+        validation, train = read_split(out, "validation"), read_split(out, "train")
+        assert manifest["counts"]["validation"]["rows"] == len(validation) > 0.05 * (len(train) + len(validation))
+        assert {r["label"] for r in validation} == {"allow", "disallow"}
+        sides = self.sides(policy, manifest["seed"], 0.3, 0.2)
+        others = {field: sides["train"][field] + sides["eval"][field] for field in sides["train"]}
+        own = self.only_on(sides["validation"], others, ("title_pitch", "details", "values"))
+        elsewhere = [
+            r["text"] for s in ("train", "dev", "test") for r in read_split(out, s) if own.search(r["text"].lower())
+        ]
+        assert not elsewhere, elsewhere[:1]
+        assert sum(bool(own.search(r["text"].lower())) for r in validation) > 0.3 * len(validation)
+        for split in ("dev", "test"):
+            assert (out / f"{split}.parquet").read_bytes() == (built[0] / f"{split}.parquet").read_bytes()
+        build(small(tmp_path))
+        assert not (out / "validation.parquet").exists()
 
     def test_same_seed_same_bytes(self, built, tmp_path):
         out, manifest = built

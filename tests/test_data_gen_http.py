@@ -171,7 +171,7 @@ class TestCrawler:
         # no burst (every two consecutive gaps together span at least one interval; unthrottled they span ~0).
         interval, times = 1.0 / config.rate_limit_per_s, [entry["t"] for entry in log]
         assert times[-1] - times[0] >= 0.9 * interval * (len(times) - 1), "rate limit not respected"
-        assert all(c - a >= 0.9 * interval for a, c in zip(times, times[2:])), "burst of requests"
+        assert all(c - a >= 0.9 * interval for a, c in zip(times, times[2:], strict=False)), "burst of requests"
         cafe = records[3]
         assert "crème brûlée" in cafe["text"] and "\ufffd" in cafe["description"]
         assert any("redirect loop" in e for e in stats.errors)

@@ -55,6 +55,22 @@ def test_the_holdout_is_saved_and_never_trained_on(tiny_recipe, tiny_dataset_dir
     assert [r["text"] for r in again] == [r["text"] for r in kept], "seeded: a resume holds back the same rows"
 
 
+def test_a_validation_slice_is_the_holdout_and_every_train_row_trains(tiny_recipe, tiny_dataset_dir, tmp_path):
+    """A dataset built with a validation slice (its own wording): choices are made there, not on train rows."""
+    import shutil
+
+    dataset = tmp_path / "data"
+    shutil.copytree(tiny_dataset_dir, dataset)
+    validation = pd.read_parquet(dataset / "train.parquet").head(3).assign(text=lambda f: "unseen wording " + f.text)
+    validation.to_parquet(dataset / "validation.parquet")
+    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path, holdout=2, dataset=str(dataset)))
+    recipe.run_dir.mkdir(parents=True)
+    rows = load_rows(dataset)
+    kept = hold_back(rows, recipe)
+    assert sorted(r["text"] for r in kept) == sorted(r["text"] for r in rows)
+    assert list(pd.read_parquet(recipe.run_dir / HOLDOUT)["text"]) == list(validation["text"])
+
+
 def test_group_rewards_tell_agreeing_groups_from_disagreeing_ones(tiny_recipe, tmp_path, policy):
     recipe = load_recipe(RECIPE, tiny_recipe(tmp_path))
     row = {"label": "disallow", "categories": ["iptv"], "text": "Premium IPTV, 20k channels, M3U links."}
@@ -77,4 +93,6 @@ def test_a_fast_share_of_grpo_prompts_ends_in_the_answer_fast_mode_forces(tokeni
         assert row["prompt"] == rendered + row["answer_start"]
     assert started == start_answers(rows, tokenizer, 0.3, seed=1)
     unchanged = start_answers(rows, tokenizer, 0.0, seed=1)
-    assert [r["prompt"] for r in unchanged] == [r["prompt"] for r in rows] and not any(r["answer_start"] for r in unchanged)
+    assert [r["prompt"] for r in unchanged] == [r["prompt"] for r in rows] and not any(
+        r["answer_start"] for r in unchanged
+    )

@@ -14,23 +14,29 @@ from rewards.registry import ANSWER_START
 from training.recipe import Recipe
 
 
-def load_rows(dataset: Path) -> list[dict]:
+def load_rows(dataset: Path, split: str = "train") -> list[dict]:
     import pandas as pd
 
-    frame = pd.read_parquet(dataset / "train.parquet")
+    path = dataset / f"{split}.parquet"
+    frame = pd.read_parquet(path)
     missing = {"text", "label", "categories"} - set(frame.columns)
     if missing:
-        raise UserError(f"{dataset / 'train.parquet'} lacks columns: {', '.join(sorted(missing))}")
+        raise UserError(f"{path} lacks columns: {', '.join(sorted(missing))}")
     frame["categories"] = frame["categories"].map(list)
     return frame.to_dict("records")
 
 
 HOLDOUT = "holdout.parquet"
+VALIDATION = "validation"  # data_gen's slice with its own wording (BuildConfig.validation_fraction)
 
 
 def hold_back(rows: list[dict], recipe: Recipe) -> list[dict]:
     """Shuffle the rows (seeded) and set `recipe.holdout` of them aside in runs/<name>/holdout.parquet: the slice
-    thresholds and step counts are chosen on, so dev and test stay untouched. Returns the rows to train on."""
+    thresholds and step counts are chosen on, so dev and test stay untouched. Returns the rows to train on.
+
+    When the dataset has a validation slice (written in phrases neither train nor dev/test use), that slice is the
+    holdout instead and every train row is trained on: choices made on train's own wording did not carry over to
+    dev/test's unseen wording (README, "GRPO in fast mode's form")."""
     import io
 
     import pandas as pd
@@ -39,12 +45,16 @@ def hold_back(rows: list[dict], recipe: Recipe) -> list[dict]:
 
     rows = list(rows)
     random.Random(recipe.seed).shuffle(rows)
-    held, rows = rows[: recipe.holdout], rows[recipe.holdout :]
+    if (recipe.dataset / f"{VALIDATION}.parquet").exists():
+        held, what = load_rows(recipe.dataset, VALIDATION), "validation rows (own wording) as the holdout"
+    else:
+        held, rows = rows[: recipe.holdout], rows[recipe.holdout :]
+        what = "train rows held back"
     if held:
         buffer = io.BytesIO()
         pd.DataFrame(held).to_parquet(buffer, index=False)
         atomic_write_bytes(recipe.run_dir / HOLDOUT, buffer.getvalue())
-        print(f"holdout: {len(held)} train rows held back in {recipe.run_dir / HOLDOUT}")
+        print(f"holdout: {len(held)} {what} in {recipe.run_dir / HOLDOUT}")
     return rows
 
 

@@ -100,7 +100,8 @@ class Recipe(BaseModel):
         0,
         ge=0,
         description="train rows held back from training (saved as runs/<name>/holdout.parquet) to choose thresholds "
-        "and step counts on, so dev and test stay untouched",
+        "and step counts on, so dev and test stay untouched; a dataset with validation.parquet (data_gen "
+        "validation_fraction) uses that slice instead and trains on every train row",
     )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
