@@ -46,7 +46,7 @@ from data_gen.synth import (
     seed_listings,
     set_aside,
 )
-from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, amount, three_sides
+from data_gen.templates import PolicyLexicon, SeedLexicon, SharedStyle, amount, side_name, three_sides
 from moderation.config import load_config
 from moderation.errors import UserError
 from moderation.files import atomic_write_bytes, atomic_write_text, file_sha256
@@ -57,13 +57,6 @@ from moderation.provenance import git_commit, versions
 SPLITS = ("train", "dev", "test")
 VALIDATION = "validation"  # written only when validation_fraction > 0
 KEEP_FIRST = ("train", "eval", "validation")  # which of two similar rows of different sides stays
-
-
-def side_of(row: dict) -> str:
-    """The phrase pools a row was drawn from (templates.SIDES); scraped and imported rows are train or eval."""
-    return "eval" if row["held_out"] else "validation" if row["validation"] else "train"
-
-
 DATA_PACKAGES = ("grpo-moderation", "pyarrow", "numpy", "scikit-learn", "matplotlib", "httpx", "pydantic")
 # Earlier sources win when two listings are near-duplicates: real data over our own, our own over generated.
 SOURCE_PRIORITY = ("imported", "scraped", "seed", "hard_negative", "synthetic")
@@ -158,10 +151,11 @@ def make_row(
     language: str = "",
     content: str = "",
     templates: tuple[str, ...] = (),
+    validation: bool = False,
 ):
     """One dataset row. Not written: `held_out` (goes to dev/test; None: decided later by hash of its text),
-    `content` (what the listing sells without its page: dedup and leakage compare this), `templates` (title and
-    pitch templates it was filled from)."""
+    `validation` (goes to the validation slice), `content` (what the listing sells without its page: dedup and
+    leakage compare this), `templates` (title and pitch templates it was filled from)."""
     return {
         "text": text,
         "label": label,
@@ -172,7 +166,7 @@ def make_row(
         "near_category": near,
         "language": language or detect_language(text),
         "held_out": held_out,
-        "validation": False,  # Pages sets it for generated rows set aside for the validation slice
+        "validation": validation,
         "content": content or text,
         "templates": templates,
     }
@@ -201,8 +195,11 @@ class Pages:
             summary = rng.choice(summaries) if summaries else ""
             content = Content(title, g.text, amount(rng, self.shared), list(g.details), summary)
             text, _ = render_page(content, rng, side, language)
-            row = make_row(text, label, cats, source, g.generator, g.rationale, near, g.request.held_out, language)
-            rows.append(row | {"content": g.text, "templates": g.templates, "validation": g.request.validation})
+            held_out, validation = g.request.held_out, g.request.validation
+            row = make_row(
+                text, label, cats, source, g.generator, g.rationale, near, held_out, language, validation=validation
+            )
+            rows.append(row | {"content": g.text, "templates": g.templates})
         return rows
 
 
@@ -372,12 +369,13 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
         if score >= config.dedup_threshold and i not in dropped:
             dropped.add(j)
     dropped_by_source = Counter(rows[j]["source"] for j in dropped)
+    side = [side_name(r["held_out"], r["validation"]) for r in rows]
     # a held-out (or validation) row similar to a row of another side would carry that side's wording over: drop it,
     # keeping train rows first, then dev/test's
     similar_to_train = {
-        i if KEEP_FIRST.index(side_of(rows[i])) > KEEP_FIRST.index(side_of(rows[j])) else j
+        i if KEEP_FIRST.index(side[i]) > KEEP_FIRST.index(side[j]) else j
         for i, j, _ in pairs
-        if side_of(rows[i]) != side_of(rows[j]) and not {i, j} & dropped
+        if side[i] != side[j] and not {i, j} & dropped
     }
     dropped |= similar_to_train
     keep = [i for i in range(len(rows)) if i not in dropped]

@@ -36,6 +36,7 @@ from data_gen.templates import (
     PolicyLexicon,
     SeedLexicon,
     SharedStyle,
+    apart,
     combine,
     fallback_kinds,
     fill,
@@ -43,6 +44,7 @@ from data_gen.templates import (
     pick_slots,
     render,
     side_kinds,
+    side_name,
     three_sides,
     without,
 )
@@ -67,7 +69,7 @@ class Request:
     @property
     def side(self) -> str:
         """Which phrase pools the request draws from (templates.SIDES)."""
-        return "eval" if self.held_out else "validation" if self.validation else "train"
+        return side_name(self.held_out, self.validation)
 
 
 def _chosen(requests: list[Request], fraction: float, salt: str | int, eligible: Callable[[Request], bool]) -> set[int]:
@@ -150,17 +152,13 @@ class TemplateBackend:
             c: three_sides(k, CategoryKinds.side, seed, held_out_phrases, validation_phrases)
             for c, k in self.kinds.items()
         }
-        sides = {s: {c: cut[c][s] for c in cut} for s in SIDES}
-
-        def used(*names: str) -> set[str]:
-            return phrases_of([k for s in names for c in sides[s].values() for k in c.kinds])
-
-        if held_out_phrases > 0:  # (with no held-out share every side is the whole lexicon)
-            taken = used("train", "validation")
-            sides["eval"] = {c: k.without(taken) for c, k in sides["eval"].items()}
-        if validation_phrases > 0:
-            taken = used("train")
-            sides["validation"] = {c: k.without(taken) for c, k in sides["validation"].items()}
+        sides = apart(
+            {s: {c: cut[c][s] for c in cut} for s in SIDES},
+            lambda side: phrases_of([k for c in side.values() for k in c.kinds]),
+            lambda side, taken: {c: k.without(taken) for c, k in side.items()},
+            held_out_phrases,
+            validation_phrases,
+        )
         slots = three_sides(lexicon.slots, pick_slots, seed, held_out_phrases, validation_phrases)
         self.sides = {s: (sides[s], slots[s]) for s in SIDES}
         self.covered = sorted(set(lexicon.categories) & set(policy.category_ids))
@@ -188,11 +186,9 @@ class TemplateBackend:
 
 def seed_sides(lexicon: SeedLexicon, seed: int, fraction: float, validation: float = 0.0) -> dict:
     """side → (the seed kinds of that side, the lexicon-wide slots of that side)."""
-    kinds = three_sides(lexicon.kinds, side_kinds, seed, fraction, validation)
-    if fraction > 0:
-        kinds["eval"] = without(kinds["eval"], phrases_of(kinds["train"]) | phrases_of(kinds["validation"]))
-    if validation > 0:
-        kinds["validation"] = without(kinds["validation"], phrases_of(kinds["train"]))
+    kinds = apart(
+        three_sides(lexicon.kinds, side_kinds, seed, fraction, validation), phrases_of, without, fraction, validation
+    )
     slots = three_sides(lexicon.slots, pick_slots, seed, fraction, validation)
     return {s: (kinds[s], slots[s]) for s in SIDES}
 

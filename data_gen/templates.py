@@ -170,6 +170,11 @@ VALIDATION_SALT = 1_000_003  # the validation cut hashes with another seed: inde
 T = TypeVar("T")
 
 
+def side_name(held_out: bool | None, validation: bool) -> str:
+    """The side a request or row draws its phrases from: dev/test's, the validation slice's, or train's."""
+    return "eval" if held_out else "validation" if validation else "train"
+
+
 def three_sides(
     whole: T, split: Callable[[T, bool, int, float], T], seed: int, eval_share: float, validation_share: float
 ):
@@ -186,6 +191,22 @@ def three_sides(
         "validation": split(rest, True, salt, validation_share),
         "eval": held,
     }
+
+
+def apart(
+    sides: dict[str, T],
+    phrases: Callable[[T], set[str]],
+    without: Callable[[T, set[str]], T],
+    eval_share: float,
+    validation_share: float,
+) -> dict[str, T]:
+    """`three_sides` output with no title or pitch on two sides: a phrase shared by several kinds can land on different
+    sides in different lists; it stays on train, then on validation (eval loses what either uses)."""
+    if eval_share > 0:
+        sides["eval"] = without(sides["eval"], phrases(sides["train"]) | phrases(sides["validation"]))
+    if validation_share > 0:
+        sides["validation"] = without(sides["validation"], phrases(sides["train"]))
+    return sides
 
 
 def pick(items: list[str], held_out: bool, seed: int, fraction: float, by: list[str] | None = None) -> list[str]:

@@ -17,7 +17,7 @@ def make_tracker(recipe: Recipe, log_dir: Path, mlflow_run=None):
     carry no signal."""
     from transformers import TrainerCallback
 
-    from rewards.registry import ANSWER_START, completion_text
+    from rewards.registry import ANSWER_START, completion_text, completion_texts
 
     class Tracker(TrainerCallback):
         def __init__(self):
@@ -62,12 +62,14 @@ def make_tracker(recipe: Recipe, log_dir: Path, mlflow_run=None):
             logged = latest_generation_batch(self.trainer)
             if not logged or not logged.get("completion"):
                 return
-            for i, (prompt, completion) in enumerate(zip(logged["prompt"], logged["completion"], strict=True)):
-                row = self.rows_by_prompt.get(completion_text(prompt), {})
+            rows = [self.rows_by_prompt.get(completion_text(prompt), {}) for prompt in logged["prompt"]]
+            starts = [row.get(ANSWER_START, "") for row in rows]
+            answers = completion_texts(logged["completion"], starts)  # whole answers, as the rewards scored them
+            for i, (row, answer) in enumerate(zip(rows, answers, strict=True)):
                 record = {
                     "step": step,
                     "group": f"{step}:{i // recipe.num_generations}",
-                    "completion": row.get(ANSWER_START, "") + completion_text(completion),  # the whole answer
+                    "completion": answer,
                     "rewards": {name: values[i] for name, values in logged["rewards"].items() if i < len(values)},
                     **{key: row.get(key) for key in ("text", "label", "categories")},
                 }
