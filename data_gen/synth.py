@@ -36,6 +36,7 @@ from data_gen.templates import (
     PolicyLexicon,
     SeedLexicon,
     SharedStyle,
+    Spec,
     apart,
     combine,
     fallback_kinds,
@@ -109,6 +110,12 @@ class Generated:
     title: str = ""
     details: tuple[str, ...] = ()
     templates: tuple[str, ...] = ()
+    language: str = ""
+
+
+def from_spec(request: Request, spec: Spec, text: str, generator: str) -> Generated:
+    """A template listing: its filled spec, rendered as `text`."""
+    return Generated(request, text, spec.why, generator, spec.title, tuple(spec.details), spec.templates, spec.language)
 
 
 class Backend(Protocol):
@@ -175,9 +182,7 @@ class TemplateBackend:
             specs.append(fill(rng.choice(getattr(side[category_id], pool)), rng, slots))
         spec = specs[0] if len(specs) == 1 else combine(specs[0], specs[1])
         text, style = render(spec, rng, self.shared)
-        return Generated(
-            request, text, spec.why, f"template/{pool}/{style}", spec.title, tuple(spec.details), spec.templates
-        )
+        return from_spec(request, spec, text, f"template/{pool}/{style}")
 
     def stats(self) -> dict:
         stats = {"backend": "template", "lexicon_categories": self.covered, "held_out_phrases": self.held_out_phrases}
@@ -211,7 +216,7 @@ def seed_listings(
         spec = fill(kind, rng, slots)
         text, style = render(spec, rng, shared)
         generator = f"template/seed/{kind.kind.replace(' ', '_')}/{style}"
-        out.append(Generated(request, text, spec.why, generator, spec.title, tuple(spec.details), spec.templates))
+        out.append(from_spec(request, spec, text, generator))
     return out
 
 
