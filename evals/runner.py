@@ -46,7 +46,7 @@ from inference.compute_types import COMPUTE_TYPES
 from inference.generate import GenerationConfig
 from inference.models import resolve_model
 from inference.runs import MANIFEST as RUN_MANIFEST
-from inference.runs import MERGED, RunInfo, read_run
+from inference.runs import RunInfo, read_run
 from moderation.errors import UserError
 from moderation.files import file_sha256
 from moderation.jsonl import drop_torn_tail
@@ -179,10 +179,9 @@ def _baseline(config: EvalConfig, policy):
 def locate_model(model: str) -> tuple[str, RunInfo | None]:
     """A stage inside a run (runs/<name>/sft: merged/ without a manifest of its own) loads as its merged model with
     the run's policy and prompt; anything else passes through unchanged to `load_moderator`."""
-    path = Path(model)
-    if not (path / RUN_MANIFEST).is_file() and (path / MERGED).is_dir() and (path.parent / RUN_MANIFEST).is_file():
-        return str(path / MERGED), read_run(path.parent)
-    return model, None
+    if (Path(model) / RUN_MANIFEST).is_file() or (stage := read_run(model)) is None:
+        return model, None
+    return str(stage.model_path), stage
 
 
 def predict(moderator, items: Sequence[Item], path: Path, desc: str = "moderating") -> list[dict]:
@@ -324,10 +323,10 @@ def model_fingerprint(config: EvalConfig, data: Path) -> dict | None:
     if not folder.is_dir():
         return None
     found = {"weights_sha256": folder_sha256(folder)}
-    manifests = {"run": run.model_path.parent if run else None, "prompt_from": config.prompt_from}
-    for name, run_folder in manifests.items():
-        if run_folder and (Path(run_folder) / RUN_MANIFEST).is_file():
-            found[f"{name}_manifest_sha256"] = file_sha256(Path(run_folder) / RUN_MANIFEST)
+    prompt_from = read_run(config.prompt_from) if config.prompt_from else None
+    for name, source in {"run": run, "prompt_from": prompt_from}.items():
+        if source:
+            found[f"{name}_manifest_sha256"] = file_sha256(source.source)
     return found
 
 

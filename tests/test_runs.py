@@ -51,3 +51,19 @@ def test_a_stage_inside_a_run_loads_with_the_runs_prompt(tmp_path, tiny_model_di
     moderator = load_engine_moderator(run / "sft", engine="transformers")
     assert moderator.policy.name == "kids-crafts"
     assert moderator.prompt_config == PromptConfig(max_listing_tokens=64)
+
+
+def test_a_stage_of_a_run_stopped_before_its_manifest_loads_with_the_recipes_prompt(tmp_path, tiny_model_dir):
+    """A run stopped during GRPO has recipe.json and sft/merged but no manifest: its SFT stage still evaluates with
+    the prompt it was trained with (a bare merged/ folder would silently get the default prompt)."""
+    from evals.runner import locate_model
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "sft" / "merged")
+    (run / "recipe.json").write_text(json.dumps({"policy": "kids-crafts", "prompt": {"max_listing_tokens": 64}}))
+    stage = read_run(run / "sft")
+    assert (stage.model_path, stage.source) == (run / "sft" / "merged", run / "recipe.json")
+    assert locate_model(str(run / "sft")) == (str(run / "sft" / "merged"), stage)
+    moderator = load_engine_moderator(run / "sft", engine="transformers")
+    assert moderator.prompt_config == PromptConfig(max_listing_tokens=64)
+    assert read_run(run) is None  # the run itself has no model yet

@@ -7,7 +7,7 @@ import resource
 import shutil
 from pathlib import Path
 
-from inference.runs import MANIFEST
+from inference.runs import MANIFEST, RECIPE
 from moderation.errors import UserError
 from moderation.files import atomic_write_text
 from moderation.paths import inside
@@ -59,4 +59,4 @@ def prepare_run_dir(recipe: Recipe) -> None:
             raise UserError(f"{run_dir} already exists: pass resume=true to continue or overwrite=true to restart")
         shutil.rmtree(inside(recipe.output_root, run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.json").write_text(recipe.model_dump_json(indent=2))
+    (run_dir / RECIPE).write_text(recipe.model_dump_json(indent=2))

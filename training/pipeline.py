@@ -8,7 +8,7 @@ import random
 import time
 from pathlib import Path
 
-from inference.runs import MANIFEST, MERGED
+from inference.runs import MANIFEST, MERGED, RECIPE
 from moderation.errors import UserError
 from moderation.policy import load_policy
 from training.artifacts import peak_rss_gb, prepare_run_dir, write_manifest
@@ -42,7 +42,7 @@ def train(recipe: Recipe, callbacks=()) -> Path:
     random.seed(recipe.seed)
     torch.manual_seed(recipe.seed)
     prepare_run_dir(recipe)
-    print(f"run: {recipe.run_dir}  (recipe saved to {recipe.run_dir / 'recipe.json'})")
+    print(f"run: {recipe.run_dir}  (recipe saved to {recipe.run_dir / RECIPE})")
 
     # data
     policy = load_policy(recipe.policy)
