@@ -188,9 +188,7 @@ class Pages:
             label = "disallow" if disallowed else "allow"
             rng = rng_for(self.seed, f"page/{g.request.key}")
             side = self.sides[g.request.side]
-            language = g.language or language_of(rng, side)
-            if language not in side.languages:
-                raise UserError(f"lexicon: a kind is written in {language!r}, which pages.yaml has no page words for")
+            language = language_of(rng, side)
             key = cats[0] if disallowed else f"near_{near}" if near else "allowed"
             summaries = side.languages[language].summaries.get(key)
             title = g.title or g.text.strip().split("\n", 1)[0]

@@ -384,8 +384,6 @@ wording unseen in train, but the sentence frames around the slots, the shared st
 are still ours: a score here is an upper bound on what to expect from listings written by other people, so evaluate on
 real listings (`scraped`, `imported`) and listings written elsewhere. In pages of other languages the page wording
 (headings, prices, calls to action, sections) is in that language, and every non-English page opens with a line on
-what is sold in that language (two lines per category and side). About one kind in eight is written in Spanish,
-Portuguese, French, German or Turkish (for offers, look-alikes and ordinary products alike, so language carries no
-label) and its page speaks that language too; other pages carry an English product description (title, pitch,
-details) under their own language's page wording.
+what is sold in that language (two lines per category and side), but the product description itself (title, pitch,
+details) is still English: the lexicons of what listings sell are English.
 """

@@ -36,7 +36,6 @@ from data_gen.templates import (
     PolicyLexicon,
     SeedLexicon,
     SharedStyle,
-    Spec,
     apart,
     combine,
     fallback_kinds,
@@ -110,12 +109,6 @@ class Generated:
     title: str = ""
     details: tuple[str, ...] = ()
     templates: tuple[str, ...] = ()
-    language: str = ""
-
-
-def from_spec(request: Request, spec: Spec, text: str, generator: str) -> Generated:
-    """A template listing: its filled spec, rendered as `text`."""
-    return Generated(request, text, spec.why, generator, spec.title, tuple(spec.details), spec.templates, spec.language)
 
 
 class Backend(Protocol):
@@ -182,7 +175,9 @@ class TemplateBackend:
             specs.append(fill(rng.choice(getattr(side[category_id], pool)), rng, slots))
         spec = specs[0] if len(specs) == 1 else combine(specs[0], specs[1])
         text, style = render(spec, rng, self.shared)
-        return from_spec(request, spec, text, f"template/{pool}/{style}")
+        return Generated(
+            request, text, spec.why, f"template/{pool}/{style}", spec.title, tuple(spec.details), spec.templates
+        )
 
     def stats(self) -> dict:
         stats = {"backend": "template", "lexicon_categories": self.covered, "held_out_phrases": self.held_out_phrases}
@@ -216,7 +211,7 @@ def seed_listings(
         spec = fill(kind, rng, slots)
         text, style = render(spec, rng, shared)
         generator = f"template/seed/{kind.kind.replace(' ', '_')}/{style}"
-        out.append(from_spec(request, spec, text, generator))
+        out.append(Generated(request, text, spec.why, generator, spec.title, tuple(spec.details), spec.templates))
     return out
 
 

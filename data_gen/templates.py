@@ -45,7 +45,6 @@ class Kind(BaseModel):
     why: str = Field(min_length=1, description="rationale with slots")
     tags: list[str] = Field(default_factory=list)
     slots: dict[str, list[str]] = Field(default_factory=dict)
-    language: str = Field("", description="language of its phrases (a pages.yaml language); empty: English")
 
     def side(self, held_out: bool, seed: int, fraction: float) -> Kind | None:
         """This kind with only the train-side (held_out=False) or the eval-side phrases of each list (tags too), or
@@ -244,7 +243,6 @@ class Spec:
     why: str
     tags: list[str] = field(default_factory=list)
     templates: tuple[str, ...] = ()  # the title and pitch templates it was filled from (leak accounting)
-    language: str = ""  # the kind's language, which its page then speaks too (empty: any page language)
 
 
 def fill(kind: Kind, rng: random.Random, extra_slots: dict[str, list[str]] | None = None) -> Spec:
@@ -292,7 +290,7 @@ def fill(kind: Kind, rng: random.Random, extra_slots: dict[str, list[str]] | Non
 
     why = _A_BEFORE_VOWEL.sub(r"\1n \2", sub(kind.why))
     title_text, pitch_text = _capitalise(sub(title)), _capitalise(sub(pitch))
-    return Spec(title_text, pitch_text, [sub(d) for d in details], why, kind.tags, (title, pitch), kind.language)
+    return Spec(title_text, pitch_text, [sub(d) for d in details], why, kind.tags, (title, pitch))
 
 
 def combine(first: Spec, second: Spec) -> Spec:
@@ -304,7 +302,6 @@ def combine(first: Spec, second: Spec) -> Spec:
         why=f"{first.why} {second.why}",
         tags=list(dict.fromkeys(first.tags + second.tags)),
         templates=first.templates + second.templates,
-        language=first.language or second.language,
     )
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from data_gen.build import SCHEMA, BuildConfig, build, normalise
 from data_gen.dedup import clusters, near_duplicate_pairs
@@ -25,7 +24,6 @@ from moderation.paths import CONFIGS
 from moderation.policy import load_policy
 
 LEXICON = CONFIGS / "data" / "lexicon"
-SEEDS = LEXICON / "seed.yaml"
 SMALL = {
     "seed_listings": 200,
     "disallowed_per_category": 20,
@@ -98,7 +96,7 @@ class TestBuild:
         templates, other templates (details), slot values and tags."""
         shared = load_config(SharedStyle, LEXICON / "shared.yaml")
         lexicon = load_config(PolicyLexicon, LEXICON / "marketplace.yaml")
-        seed_lexicon = load_config(SeedLexicon, SEEDS)
+        seed_lexicon = load_config(SeedLexicon, LEXICON / "seed.yaml")
         backend = TemplateBackend(policy, lexicon, shared, seed, fraction, validation)
         seeds = seed_sides(seed_lexicon, seed, fraction, validation)
         out = {}
@@ -209,14 +207,6 @@ class TestBuild:
         rows = [r for s in ("train", "dev", "test") for r in read_split(out, s)]
         assert {r["language"] for r in rows} >= {"en", "es", "de", "ru", "zh", "ja", "ar"}
 
-    def test_kinds_written_in_another_language_get_pages_in_it(self, built):
-        out, _ = built
-        language_of_kind = {k.kind.replace(" ", "_"): k.language for k in load_config(SeedLexicon, SEEDS).kinds}
-        rows = [r for s in ("train", "dev", "test") for r in read_split(out, s) if r["source"] == "seed"]
-        written = [(r, language) for r in rows if (language := language_of_kind[r["generator"].split("/")[2]])]
-        assert {language for _, language in written} >= {"es", "fr"}
-        assert all(r["language"] == language for r, language in written)
-
 
 class TestOtherPolicies:
     def test_kids_crafts_policy_uses_its_own_categories(self, tmp_path):
@@ -253,15 +243,6 @@ class TestBadInput:
     def test_broken_lexicon(self, tmp_path):
         (tmp_path / "shared.yaml").write_text("generic_details: [a\n")
         with pytest.raises(UserError, match=r"shared\.yaml"):
-            build(small(tmp_path, lexicon_dir=str(tmp_path)))
-
-    def test_a_kind_in_a_language_pages_lack(self, tmp_path):
-        for name in ("shared.yaml", "pages.yaml", "marketplace.yaml"):
-            (tmp_path / name).write_bytes((LEXICON / name).read_bytes())
-        seeds = yaml.safe_load(SEEDS.read_text())
-        seeds["kinds"][0]["language"] = "xx"
-        (tmp_path / "seed.yaml").write_text(yaml.safe_dump(seeds))
-        with pytest.raises(UserError, match=r"'xx', which pages\.yaml has no page words for"):
             build(small(tmp_path, lexicon_dir=str(tmp_path)))
 
     def test_failed_build_keeps_existing_files(self, built, tmp_path):
