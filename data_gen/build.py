@@ -53,9 +53,8 @@ from moderation.files import atomic_write_bytes, atomic_write_text, file_sha256
 from moderation.paths import REPO_ROOT, PlainName, cache_dir
 from moderation.policy import Policy, load_policy
 from moderation.provenance import git_commit, versions
+from moderation.splits import SPLITS, VALIDATION
 
-SPLITS = ("train", "dev", "test")
-VALIDATION = "validation"  # written only when validation_fraction > 0
 KEEP_FIRST = ("train", "eval", "validation")  # which of two similar rows of different sides stays
 DATA_PACKAGES = ("grpo-moderation", "pyarrow", "numpy", "scikit-learn", "matplotlib", "httpx", "pydantic")
 # Earlier sources win when two listings are near-duplicates: real data over our own, our own over generated.

@@ -19,8 +19,8 @@ import numpy as np
 
 from moderation.files import atomic_write_bytes
 from moderation.plotting import pyplot
+from moderation.splits import SPLITS
 
-SPLITS = ("train", "dev", "test")
 CATEGORY_HEADER = ["category", *(f"disallowed {s}" for s in SPLITS), *(f"hard neg. {s}" for s in SPLITS)]
 _EMOJI = re.compile(r"[\U0001F300-\U0001FAFF\u2600-\u27BF\u2B50]")
 _PRICE = re.compile(r"[$€£]\s?\d|\d\s?(?:\$|EUR|USD)|\bUSD\b")

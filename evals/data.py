@@ -28,10 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from moderation.errors import UserError
 from moderation.ids import text_id
 from moderation.paths import REPO_ROOT
+from moderation.splits import SPLITS
 from moderation.verdict import ALLOW, DISALLOW, Decision, normalize_category
 
 DATA_ROOT = REPO_ROOT / "data"
-SPLITS = ("train", "dev", "test")
 SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
 
 _LABELS: dict[str, Decision] = {

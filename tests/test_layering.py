@@ -1,6 +1,6 @@
 """The import graph: no cycles between project modules, and no import upward against the layering contract.
 
-Layers, lowest first (ARCHITECTURE.md): shared infrastructure → the contract (policy, prompt, verdict) →
+Layers, lowest first (ARCHITECTURE.md): shared infrastructure → the contract (policy, prompt, verdict, split names) →
 data_gen / rewards → inference (model loading, generation, engines) → training → evals / serve → entry points and
 benchmarks. A module may import its own layer or lower ones, never a higher one. Imports are read from the source
 (AST), function-level ones included, so a cycle cannot hide inside a function body.
@@ -26,7 +26,7 @@ INFRA = {
     "moderation.openai_client",
     "moderation.retrying",
 }
-CONTRACT = {"moderation.policy", "moderation.prompt", "moderation.verdict"}
+CONTRACT = {"moderation.policy", "moderation.prompt", "moderation.verdict", "moderation.splits"}
 LAYER_OF_PACKAGE = {"data_gen": 2, "rewards": 2, "inference": 3, "training": 4, "evals": 5, "serve": 5}
 TOP = 6  # entry-point scripts, benchmarks
 SOURCES = ["moderation", "data_gen", "rewards", "inference", "training", "evals", "serve", "benchmarks"]

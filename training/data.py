@@ -9,6 +9,7 @@ from inference.fast_answer import ANSWER_PREFIX
 from moderation.errors import UserError
 from moderation.policy import Policy
 from moderation.prompt import build_messages, prompt_length
+from moderation.splits import VALIDATION
 from moderation.verdict import DISALLOW, render
 from rewards.registry import ANSWER_START
 from training.recipe import Recipe
@@ -27,7 +28,6 @@ def load_rows(dataset: Path, split: str = "train") -> list[dict]:
 
 
 HOLDOUT = "holdout.parquet"
-VALIDATION = "validation"  # data_gen's slice with its own wording (BuildConfig.validation_fraction)
 
 
 def hold_back(rows: list[dict], recipe: Recipe) -> list[dict]:
