@@ -164,10 +164,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def wait_until_idle(url: str, timeout_s: float) -> dict:
+    """/health once the server has nothing queued or running: a cell cut off by `--max-seconds` leaves its accepted
+    requests in the server, and the next cell must not start behind them."""
+    deadline = time.monotonic() + timeout_s
+    while not (health := httpx.get(f"{url}/health").json())["idle"]:
+        if time.monotonic() > deadline:
+            raise UserError(f"the server at {url} was still busy after {timeout_s:.0f} s; see its log")
+        time.sleep(0.1)
+    return health
+
+
 def measure(
     url: str, mode: str, bucket: str, listings: list[str], concurrency: int, batching: bool, max_seconds: float
 ) -> Cell:
-    before = httpx.get(f"{url}/health").json()
+    before = wait_until_idle(url, timeout_s=600)
     started = time.perf_counter()
     latencies, sent, errors = asyncio.run(run_cell(url, mode, listings, concurrency, max_seconds))
     elapsed = time.perf_counter() - started

@@ -276,6 +276,7 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
             "measured_dev_n": on_record.n if on_record else None,
             "measured_from": str(on_record.path) if on_record else None,
             "queued": batcher.queued,
+            "idle": batcher.idle,
             "submitted": stats.submitted,
             "batches": stats.batches,
             "listings": stats.items,

@@ -199,6 +199,11 @@ class Batcher:
     def queued(self) -> int:
         return self._queue.qsize() if self._queue else 0
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting, no batch running, no call on the model thread."""
+        return not (self.queued or self._busy or self._calls)
+
     def submit(self, texts: Sequence[str], mode: Mode, threshold: float | None = None) -> list[asyncio.Future]:
         """Enqueue all of `texts` or none of them (listings with different thresholds still share a model call)."""
         if self.closing or self._queue is None:
@@ -270,7 +275,7 @@ class Batcher:
         """Refuse new work, let queued and running batches finish (bounded), then stop the worker."""
         self.closing = True
         deadline = time.monotonic() + drain_timeout_s
-        while (self.queued or self._busy or self._calls) and time.monotonic() < deadline:
+        while not self.idle and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if self._task:
             self._task.cancel()

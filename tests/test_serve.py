@@ -212,6 +212,17 @@ def test_overload_and_timeout_answer_429_and_503(policy):
     assert all(r.headers["retry-after"] for r in responses if r.status_code != 200)
 
 
+def test_health_is_not_idle_while_a_timed_out_requests_batch_still_runs(policy):
+    config = ServeConfig(max_batch_size=1, request_timeout_s=0.2)
+    with running(create_app(SlowEngine(policy, 1.0), config)) as base:
+        timed_out = httpx.post(f"{base}/v1/moderations", json={"input": "x"}, timeout=30)
+        during = httpx.get(f"{base}/health").json()["idle"]
+        deadline = time.monotonic() + 10
+        while not (after := httpx.get(f"{base}/health").json()["idle"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert timed_out.status_code == 503 and during is False and after is True
+
+
 def test_batcher_is_all_or_nothing_and_closes(policy):
     async def scenario():
         batcher = Batcher(SlowEngine(policy, 0.05), max_batch_size=4, max_wait_ms=1, max_queue=3)
