@@ -6,7 +6,7 @@ from inference.fast_answer import ANSWER_PREFIX
 from moderation.verdict import render
 from tests.test_train import RECIPE
 from training.data import HOLDOUT, hold_back, load_rows, start_answers
-from training.prompt_filter import group_rewards
+from training.prompt_filter import group_rewards, teaching_prompts
 from training.recipe import load_recipe
 from training.sft import sft_examples, sft_steps
 
@@ -96,3 +96,9 @@ def test_a_fast_share_of_grpo_prompts_ends_in_the_answer_fast_mode_forces(tokeni
     assert [r["prompt"] for r in unchanged] == [r["prompt"] for r in rows] and not any(
         r["answer_start"] for r in unchanged
     )
+
+
+def test_teaching_prompts_fill_one_step_so_a_single_disagreeing_prompt_still_trains():
+    assert teaching_prompts([0.0, 0.5, 0.0, 0.7, 0.0, 0.2], per_step=2) == [1, 3, 5]
+    assert teaching_prompts([0.0, 0.0, 0.4, 0.0, 0.0], per_step=4) == [0, 1, 2, 3]  # one kept + the first others
+    assert teaching_prompts([0.0, 0.0, 0.0], per_step=4) == [0, 1, 2]  # all agreed: the whole pool

@@ -20,6 +20,7 @@ from training.recipe import Recipe
 
 KEPT = "grpo_prompts.json"
 COLUMNS = ("label", "categories", "text", ANSWER_START)
+SPREAD = 1e-6  # a group whose summed rewards spread less than this agreed
 
 
 def group_rewards(recipe: Recipe, policy: Policy, rows: list[dict], completions: list[str]) -> list[float]:
@@ -69,24 +70,33 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
 
     pool = range(min(recipe.prompt_pool, len(rows)))
     group, per_call = recipe.num_generations, max(1, recipe.per_device_train_batch_size // recipe.num_generations)
-    kept, spreads = [], []
+    spreads: list[float] = []
     for start in tqdm(range(0, len(pool), per_call), desc="GRPO prompt pool", unit="batch"):
         batch = [rows[i] for i in pool[start : start + per_call]]
         repeated = [row for row in batch for _ in range(group)]
         sampled = sample_completions(model, tokenizer, [row["prompt"] for row in repeated], config, autocast)
         texts = tokenizer.batch_decode(sampled["completion_ids"], skip_special_tokens=True)
         totals = group_rewards(recipe, policy, repeated, texts)
-        for offset, row_index in enumerate(pool[start : start + per_call]):
-            spread = statistics.pstdev(totals[offset * group : (offset + 1) * group])
-            spreads.append(spread)
-            if spread > 1e-6:
-                kept.append(row_index)
-    fraction = len(kept) / max(len(spreads), 1)
-    if not kept:
-        print("GRPO prompt pool: every group agreed; training on the whole pool (expect frac_reward_zero_std ~1)")
-        kept = list(pool)
+        spreads += [statistics.pstdev(totals[i : i + group]) for i in range(0, len(totals), group)]
+    kept = teaching_prompts(spreads, per_call)
+    disagreeing = sum(spread > SPREAD for spread in spreads)
+    fraction = disagreeing / max(len(spreads), 1)
     atomic_write_text(
         saved, json.dumps({"pool": len(spreads), "kept": kept, "kept_fraction": fraction, "spreads": spreads})
     )
-    print(f"GRPO prompt pool: {len(kept)} of {len(spreads)} prompts disagree within their group ({fraction:.0%} kept)")
+    print(
+        f"GRPO prompt pool: {disagreeing} of {len(spreads)} prompts disagree within their group "
+        f"({fraction:.0%}); GRPO trains on {len(kept)}"
+    )
     return [rows[i] for i in kept], fraction
+
+
+def teaching_prompts(spreads: list[float], per_step: int) -> list[int]:
+    """Pool indices whose group disagreed. When fewer than one step's prompts disagree, the pool's first others fill
+    that step (TRL drops a partial batch: one kept prompt would mean no GRPO step at all); when none did, all of them
+    (expect frac_reward_zero_std ~1)."""
+    kept = [index for index, spread in enumerate(spreads) if spread > SPREAD]
+    if not kept:
+        return list(range(len(spreads)))
+    others = [index for index in range(len(spreads)) if index not in kept]
+    return sorted(kept + others[: max(0, per_step - len(kept))])
