@@ -80,6 +80,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
 }
 
 _READY = "READY"  # written last, so a half-finished conversion is never mistaken for a cached model
+_SOURCE = "source"  # inside the staging folder: a GGUF joined from chunks, removed once converted
 
 
 def embedded_path(name: str) -> Path:
@@ -100,8 +101,8 @@ def prepare_embedded(name: str = DEFAULT_MODEL) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
-        gguf = _gguf_file(spec, Path(found.origin).parent, staging)
-        _convert(spec, gguf, staging)
+        _convert(spec, _gguf_file(spec, Path(found.origin).parent, staging), staging)
+        shutil.rmtree(staging / _SOURCE, ignore_errors=True)  # an assembled GGUF: the safetensors replace it
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -111,10 +112,10 @@ def prepare_embedded(name: str = DEFAULT_MODEL) -> Path:
 
 
 def _gguf_file(spec: EmbeddedModel, package_dir: Path, staging: Path) -> Path:
-    """The GGUF to convert: the package's own file, or its chunks joined into the staging folder (removed after)."""
+    """The GGUF to convert: the package's own file, or its chunks joined into the staging folder's `_SOURCE`."""
     if spec.chunked:
         try:
-            return Path(importlib.import_module(spec.package).assemble(staging / "source" / spec.gguf_name))
+            return Path(importlib.import_module(spec.package).assemble(staging / _SOURCE / spec.gguf_name))
         except (OSError, ValueError) as error:  # a missing chunk package or a corrupt join
             reason = f"cannot assemble {spec.gguf_name}: {_first_line(error)}"
             raise UserError(f"{reason}; reinstall: {spec.install_hint}") from None
@@ -141,8 +142,6 @@ def _convert(spec: EmbeddedModel, gguf: Path, staging: Path) -> None:
         tokenizer.eos_token = spec.end_of_turn
         model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if gguf.is_relative_to(staging):  # an assembled copy: the safetensors replace it
-        shutil.rmtree(gguf.parent)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     (staging / _READY).write_text(f"converted from {spec.package}: {spec.gguf_name}\n")
