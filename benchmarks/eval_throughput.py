@@ -4,12 +4,14 @@ transformers bfloat16, one run.
     python benchmarks/eval_throughput.py                                   # smollm2-135m, 200 dev rows
     python benchmarks/eval_throughput.py --model runs/cpu-smollm2 --limit 64 --compute-types int8 float32
     python benchmarks/eval_throughput.py --limit 32 --compute-types bfloat16   # transformers bf16 vs fp32
+    python benchmarks/eval_throughput.py --model runs/cpu-smollm2 --mode fast  # the one-pass scorer `make eval` uses
 
-Every engine gets the same rows, prompts (`Moderator.prompt_ids`), batch size, greedy decoding, max_new_tokens and
-the stop at `</answer>`; a 2-listing warm-up runs first. Prints, per engine: items/s, `ratio` against the baseline,
-verdict agreement with the baseline (decision, categories and parse status all equal), and accuracy (ALLOW /
-DISALLOW vs the label; no readable decision counts as wrong) with a 95% Wilson interval. The goal is a ratio >= 3 at
->= 98% agreement.
+Every engine gets the same rows, prompts (`Moderator.prompt_ids`) and batch size; in reasoning mode also greedy
+decoding, max_new_tokens and the stop at `</answer>`; in fast mode the one-pass scorer of each engine read at
+P(DISALLOW) >= 0.5 (evals.fast, what `make eval` and `serve --mode fast` count). A 2-listing warm-up runs first.
+Prints, per engine: items/s, `ratio` against the baseline, verdict agreement with the baseline (decision, categories
+and parse status all equal), and accuracy (ALLOW / DISALLOW vs the label; no readable decision counts as wrong) with a
+95% Wilson interval. The goal is a ratio >= 3 at >= 98% agreement.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 import time
 
 from evals.data import load_dataset
+from evals.fast import FastModerator
 from inference import load_moderator
 from inference.compute_types import BFLOAT16, COMPUTE_TYPES
 from inference.generate import GenerationConfig
@@ -65,19 +68,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     choices = list(COMPUTE_TYPES)  # bfloat16: the transformers engine in bf16; the rest: ct2
     parser.add_argument("--compute-types", nargs="+", default=choices, choices=choices)
+    parser.add_argument(
+        "--mode", choices=["reasoning", "fast"], default="reasoning", help="generate the answer, or one forward pass"
+    )
     args = parser.parse_args(argv)
+
+    def load(engine: str, compute_type: str):
+        moderator = load_moderator(args.model, engine, compute_type, generation=generation)
+        return FastModerator(moderator) if args.mode == "fast" else moderator
 
     items = load_dataset(args.data, limit=args.limit).items
     texts, labels = [item.text for item in items], [item.label for item in items]
     generation = GenerationConfig(args.max_new_tokens, args.batch_size)
-    shape = f"batch {args.batch_size}, max_new_tokens {args.max_new_tokens}"
-    print(f"model {args.model}, {len(texts)} rows of {args.data}, {shape}, greedy, stop at </answer>")
+    shape = f"batch {args.batch_size}, " + (
+        "fast mode (one pass)" if args.mode == "fast" else f"max_new_tokens {args.max_new_tokens}, greedy"
+    )
+    print(f"model {args.model}, {len(texts)} rows of {args.data}, {shape}")
 
-    base_rate, reference = timed(load_moderator(args.model, "transformers", generation=generation), texts)
+    base_rate, reference = timed(load("transformers", "float32"), texts)
     print(f"baseline transformers fp32: {base_rate:.3f} items/s, {accuracy_line(reference, labels)}")
     for compute_type in args.compute_types:
         engine = "transformers" if compute_type == BFLOAT16 else "ct2"
-        rate, results = timed(load_moderator(args.model, engine, compute_type, generation=generation), texts)
+        rate, results = timed(load(engine, compute_type), texts)
         print(
             f"ours {engine} {compute_type}: {rate:.3f} items/s, ratio {rate / base_rate:.2f}x, "
             f"agreement {agreement(results, reference):.1%}, {accuracy_line(results, labels)}"
