@@ -1,10 +1,12 @@
 """The answer-only SFT loss must equal the model's own causal-LM loss on the same labels, gradients included."""
 
+import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from trl.trainer.utils import entropy_from_logits
 
 from inference.models import load_model
-from training.answer_only_sft import MIN_SHARED_PREFIX, answer_only_loss, shared_prefix_length
+from training.answer_only_sft import MIN_SHARED_PREFIX, answer_only_loss, mean_entropy, shared_prefix_length
 
 
 def labelled_batch(tokenizer, prefix: str = ""):
@@ -32,13 +34,23 @@ def test_answer_only_loss_and_gradients_match_the_full_logits_loss(tiny_model_di
 
     reference = model(**batch).loss
     expected = torch.autograd.grad(reference, lora)
-    loss, logits, targets = answer_only_loss(model, batch)
+    loss, log_probs, targets = answer_only_loss(model, batch)
     got = torch.autograd.grad(loss, lora)
 
-    assert targets.numel() == int((batch["labels"] != -100).sum()) == logits.size(0)
+    assert targets.numel() == int((batch["labels"] != -100).sum()) == log_probs.size(0)
     torch.testing.assert_close(loss, reference)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e)
+
+
+def test_the_logged_entropy_is_trls_from_the_same_log_probabilities(tiny_model_dir):
+    model, tokenizer = load_model(tiny_model_dir)
+    batch = labelled_batch(tokenizer)
+    with torch.no_grad():
+        _, log_probs, _ = answer_only_loss(model, batch)
+        logits = model(**batch).logits[:, :-1][batch["labels"][:, 1:] != -100]
+    assert mean_entropy(log_probs) == pytest.approx(float(entropy_from_logits(logits).mean()), rel=1e-5)
+    assert mean_entropy(log_probs[:0]) == 0.0
 
 
 def test_num_items_in_batch_sets_the_denominator(tiny_model_dir):

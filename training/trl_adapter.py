@@ -22,11 +22,10 @@ import torch
 import trl
 from trl.trainer.grpo_trainer import GRPOTrainer  # the defining modules, where the private members live
 from trl.trainer.sft_trainer import SFTTrainer
-from trl.trainer.utils import entropy_from_logits
 
 from moderation.paths import REPO_ROOT
 from training import shared_prefix
-from training.answer_only_sft import answer_only_loss
+from training.answer_only_sft import answer_only_loss, mean_entropy
 
 PRIVATE_MEMBERS = {  # required: training cannot run without them
     GRPOTrainer: ("_get_per_token_logps_and_entropies", "_logs"),
@@ -125,12 +124,12 @@ class AnswerOnlySFTTrainer(SFTTrainer):
         if return_outputs or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         with self.accelerator.autocast():  # the backbone is called directly, past the autocast-wrapped forward
-            loss, logits, targets = answer_only_loss(model, inputs, num_items_in_batch)
+            loss, log_probs, targets = answer_only_loss(model, inputs, num_items_in_batch)
         metrics = self._metrics["train" if model.training else "eval"]
         with torch.no_grad():
             scored = targets.numel() > 0  # TRL logs 0.0 for a batch with no answer tokens
-            metrics["entropy"].append(entropy_from_logits(logits).mean().item() if scored else 0.0)
-            accuracy = (logits.argmax(-1) == targets).float().mean().item() if scored else 0.0
+            metrics["entropy"].append(mean_entropy(log_probs))
+            accuracy = (log_probs.argmax(-1) == targets).float().mean().item() if scored else 0.0
             metrics["mean_token_accuracy"].append(accuracy)
         if model.training:
             self._total_train_tokens += int(inputs["attention_mask"].sum())
