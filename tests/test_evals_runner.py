@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from evals.__main__ import main
@@ -224,6 +225,32 @@ def test_suite_evaluates_every_model_and_compares(tmp_path, data_file):
     (report,) = run_suite(["keyword"], [str(data_file)], tmp_path / "suite", n_bootstrap=0)
     assert report == tmp_path / "suite" / "outside" / "compare.md"
     assert (tmp_path / "suite" / "outside" / "keyword" / "metrics.json").exists()
+
+
+def test_suite_pools_several_datasets_into_one_paired_comparison(tmp_path, data_file):
+    from evals.suite import run_suite
+
+    second = tmp_path / "more.jsonl"
+    more = [{**row, "text": row["text"] + ", second edition"} for row in ROWS]
+    second.write_text("".join(json.dumps(r) + "\n" for r in more), encoding="utf-8")
+    *_, pooled = run_suite(["keyword", "tfidf"], [str(data_file), str(second)], tmp_path / "suite", n_bootstrap=0)
+
+    assert pooled == tmp_path / "suite" / "pooled" / "compare.md"
+    metrics = json.loads((pooled.parent / "tfidf" / "metrics.json").read_text(encoding="utf-8"))
+    alone = [json.loads((tmp_path / "suite" / d / "tfidf" / "metrics.json").read_text()) for d in ("outside", "more")]
+    assert metrics["n"] == len(set(metrics["ids"])) == 2 * len(ROWS)
+    first, second = (np.array(m["confusion"]["matrix"]) for m in alone)
+    assert metrics["confusion"]["matrix"] == (first + second).tolist()
+    text = pooled.read_text(encoding="utf-8")
+    assert "outside.jsonl + more.jsonl" in text and f"| tfidf − keyword | {2 * len(ROWS)} |" in text
+
+
+def test_the_same_listing_in_two_datasets_is_not_pooled(tmp_path, data_file):
+    from evals.suite import run_suite
+
+    again = shutil.copy(data_file, tmp_path / "again.jsonl")
+    with pytest.raises(UserError, match="appears in more than one dataset"):
+        run_suite(["keyword"], [str(data_file), str(again)], tmp_path / "suite", n_bootstrap=0)
 
 
 def test_suite_cli_passes_train_to_each_baseline(tmp_path, data_file, capsys):
