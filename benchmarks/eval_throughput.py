@@ -73,13 +73,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
+    items = load_dataset(args.data, limit=args.limit).items
+    texts, labels = [item.text for item in items], [item.label for item in items]
+    generation = GenerationConfig(args.max_new_tokens, args.batch_size)
+
     def load(engine: str, compute_type: str):
         moderator = load_moderator(args.model, engine, compute_type, generation=generation)
         return FastModerator(moderator) if args.mode == "fast" else moderator
 
-    items = load_dataset(args.data, limit=args.limit).items
-    texts, labels = [item.text for item in items], [item.label for item in items]
-    generation = GenerationConfig(args.max_new_tokens, args.batch_size)
     shape = f"batch {args.batch_size}, " + (
         "fast mode (one pass)" if args.mode == "fast" else f"max_new_tokens {args.max_new_tokens}, greedy"
     )

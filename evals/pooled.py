@@ -12,18 +12,16 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from evals.files import METRICS, PREDICTIONS, read_predictions, write_json, write_text
+from evals.files import METRICS, PREDICTIONS, write_json, write_text
 from evals.metrics import compute_metrics
+from evals.report import evaluated_records
 from moderation.errors import UserError
 
 
 def pool_runs(folders: Sequence[Path], out: Path, n_bootstrap: int, seed: int, target_fpr: float) -> dict:
     """Write one model's runs on several datasets (`folders`, one per dataset) as the evaluation folder `out`."""
     runs = [json.loads((folder / METRICS).read_text(encoding="utf-8")) for folder in folders]
-    records = []
-    for folder, metrics in zip(folders, runs, strict=True):
-        saved = read_predictions(folder / PREDICTIONS)
-        records += [saved[i] for i in metrics["ids"] if i in saved]
+    records = [r for folder, m in zip(folders, runs, strict=True) for r in evaluated_records(folder, m).values()]
     ids = [record["id"] for record in records]
     if len(set(ids)) < len(ids):
         raise UserError(f"cannot pool {', '.join(map(str, folders))}: a listing appears in more than one dataset")

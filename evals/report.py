@@ -276,7 +276,7 @@ def paired_section(dirs: Sequence[Path], runs: Sequence[dict]) -> list[str]:
     """
     if len(dirs) < 2 or not all((d / PREDICTIONS).is_file() for d in dirs):
         return []
-    predictions = [_evaluated(d, m) for d, m in zip(dirs, runs, strict=True)]
+    predictions = [evaluated_records(d, m) for d, m in zip(dirs, runs, strict=True)]
     categories = list(runs[0]["per_category"])
     rows = []
     for (before, after), (old, new) in zip(pairwise(predictions), pairwise(runs), strict=True):
@@ -302,7 +302,7 @@ def paired_section(dirs: Sequence[Path], runs: Sequence[dict]) -> list[str]:
     ]
 
 
-def _evaluated(folder: Path, metrics: dict) -> dict[str, dict]:
+def evaluated_records(folder: Path, metrics: dict) -> dict[str, dict]:
     """The run's own records: the ids its metrics were computed on (predictions.jsonl may hold more, e.g. from an
     earlier run of the same folder with a larger --limit)."""
     saved = read_predictions(folder / PREDICTIONS)
