@@ -5,13 +5,15 @@ transformers bfloat16, one run.
     python benchmarks/eval_throughput.py --model runs/cpu-smollm2 --limit 64 --compute-types int8 float32
     python benchmarks/eval_throughput.py --limit 32 --compute-types bfloat16   # transformers bf16 vs fp32
     python benchmarks/eval_throughput.py --model runs/cpu-smollm2 --mode fast  # the one-pass scorer `make eval` uses
+    python benchmarks/eval_throughput.py --model runs/cpu-smollm2 --mode fast --compute-types bfloat16 --compile
 
 Every engine gets the same rows, prompts (`Moderator.prompt_ids`) and batch size; in reasoning mode also greedy
 decoding, max_new_tokens and the stop at `</answer>`; in fast mode the one-pass scorer of each engine read at
 P(DISALLOW) >= 0.5 (evals.fast, what `make eval` and `serve --mode fast` count). A 2-listing warm-up runs first.
 Prints, per engine: items/s, `ratio` against the baseline, verdict agreement with the baseline (decision, categories
 and parse status all equal), and accuracy (ALLOW / DISALLOW vs the label; no readable decision counts as wrong) with a
-95% Wilson interval. The goal is a ratio >= 3 at >= 98% agreement.
+95% Wilson interval. The goal is a ratio >= 3 at >= 98% agreement. `--compile` (fast mode) adds transformers bf16
+through torch.compile, as `serve --compile` runs it: its one-off compile time is printed, not counted in items/s.
 """
 
 from __future__ import annotations
@@ -71,15 +73,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--mode", choices=["reasoning", "fast"], default="reasoning", help="generate the answer, or one forward pass"
     )
+    parser.add_argument("--compile", action="store_true", help="fast mode: also time bf16 through torch.compile")
     args = parser.parse_args(argv)
+    if args.compile and args.mode != "fast":
+        parser.error("--compile needs --mode fast (it compiles the one-pass scorer)")
 
     items = load_dataset(args.data, limit=args.limit).items
     texts, labels = [item.text for item in items], [item.label for item in items]
     generation = GenerationConfig(args.max_new_tokens, args.batch_size)
 
-    def load(engine: str, compute_type: str):
+    def load(engine: str, compute_type: str, compile: bool = False):
         moderator = load_moderator(args.model, engine, compute_type, generation=generation)
-        return FastModerator(moderator) if args.mode == "fast" else moderator
+        return FastModerator(moderator, compile=compile) if args.mode == "fast" else moderator
 
     shape = f"batch {args.batch_size}, " + (
         "fast mode (one pass)" if args.mode == "fast" else f"max_new_tokens {args.max_new_tokens}, greedy"
@@ -88,13 +93,21 @@ def main(argv: list[str] | None = None) -> None:
 
     base_rate, reference = timed(load("transformers", "float32"), texts)
     print(f"baseline transformers fp32: {base_rate:.3f} items/s, {accuracy_line(reference, labels)}")
-    for compute_type in args.compute_types:
-        engine = "transformers" if compute_type == BFLOAT16 else "ct2"
-        rate, results = timed(load(engine, compute_type), texts)
+
+    def report(name: str, moderator) -> None:
+        rate, results = timed(moderator, texts)
         print(
-            f"ours {engine} {compute_type}: {rate:.3f} items/s, ratio {rate / base_rate:.2f}x, "
+            f"ours {name}: {rate:.3f} items/s, ratio {rate / base_rate:.2f}x, "
             f"agreement {agreement(results, reference):.1%}, {accuracy_line(results, labels)}"
         )
+
+    for compute_type in args.compute_types:
+        engine = "transformers" if compute_type == BFLOAT16 else "ct2"
+        report(f"{engine} {compute_type}", load(engine, compute_type))
+    if args.compile:
+        compiled = load("transformers", BFLOAT16, compile=True)
+        print(f"torch.compile of the bf16 scorer: {compiled.scorer.compile_s:.0f}s once (not in items/s)")
+        report("transformers bfloat16, compiled", compiled)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ concurrency, with dynamic batching (ours) and one request at a time (baseline, `
     python benchmarks/load_test.py                                  # smollm2-135m, transformers, fast + reasoning
     python benchmarks/load_test.py --engine ct2 --compute-type int8 --modes fast --concurrency 16
     python benchmarks/load_test.py --model runs/my-run --modes reasoning --requests 8 --concurrency 1,8
+    python benchmarks/load_test.py --model runs/my-run --compute-type bfloat16 --compile --modes fast   # both servers
     python benchmarks/fault_run.py                                  # partial bodies, nested JSON, SIGTERM mid-load
 
 Each server is a real subprocess on a free loopback port serving both modes (each request names its mode); every cell
@@ -11,9 +12,10 @@ sends at most `--requests` single-listing requests at a fixed concurrency and st
 the run is bounded in count and time. Listings are cut from the sample listings to a token count drawn uniformly
 inside the bucket (the prompt keeps at most `max_listing_tokens`, 384 by default, of a longer listing: head and
 tail). Prints a table, the baseline / ours / ratio line per mode and bucket at the highest concurrency, the issue's
-goal for fast mode (>= 10 RPS with p95 <= 0.5 s for 1-100 tokens; batching >= 3x one-at-a-time), the engine in every
-line, and writes results.json and a PNG to `--out`. Fast mode is served with `--allow-unvalidated-fast`: this
-measures throughput, not what the mode is worth (see serve.validation).
+goals for fast mode (>= 10 RPS with p95 <= 0.5 s for 1-100 tokens, at the concurrency that does best; batching >= 3x
+one-at-a-time at the highest concurrency), the engine in every line, and writes results.json and a PNG to `--out`.
+Fast mode is served with `--allow-unvalidated-fast`: this measures throughput, not what the mode is worth (see
+serve.validation).
 """
 
 from __future__ import annotations
@@ -217,6 +219,23 @@ def comma_list(value: str, known, what: str) -> list[str]:
     return items
 
 
+def goal_lines(cells: list[Cell], engine: str, top: int, ratio: float) -> list[str]:
+    """The issue's two fast-mode goals as it states them: >= GOAL_RPS with p95 <= GOAL_P95_S for 1-100 tokens (at any
+    concurrency we ran; the best cell that meets it, else the one with the highest RPS), and batching >= GOAL_RATIO x
+    one-at-a-time at the top concurrency."""
+    batched = [c for c in cells if (c.mode, c.bucket, c.batching) == ("fast", "1-100", True)]
+    meeting = [c for c in batched if c.rps >= GOAL_RPS and c.p95 <= GOAL_P95_S]
+    best = max(meeting or batched, key=lambda c: c.rps)
+    throughput = "met" if meeting else "missed; best"
+    batching = "met" if ratio >= GOAL_RATIO else "missed"
+    return [
+        f"{engine}, goal (fast, 1-100 tokens: >= {GOAL_RPS:g} rps with p95 <= {GOAL_P95_S:g}s): {throughput} at "
+        f"c={best.concurrency} ({best.rps:.2f} rps, p95 {best.p95:.2f}s)",
+        f"{engine}, goal (fast, 1-100 tokens, c={top}: dynamic batching >= {GOAL_RATIO:g}x one at a time): {batching} "
+        f"({ratio:.2f}x)",
+    ]
+
+
 def summary(cells: list[Cell], engine: str, top: int) -> list[str]:
     """The baseline / ours / ratio line per mode and bucket at the top concurrency, then the issue's fast-mode goal."""
     lines = []
@@ -230,12 +249,7 @@ def summary(cells: list[Cell], engine: str, top: int) -> list[str]:
             f"{ours.p95:.2f}s), ratio {ratio:.2f}x"
         )
         if (mode, bucket) == ("fast", "1-100"):
-            met = ours.rps >= GOAL_RPS and ours.p95 <= GOAL_P95_S and ratio >= GOAL_RATIO
-            lines.append(
-                f"{engine}, goal (fast, 1-100 tokens, c={top}: >= {GOAL_RPS:g} rps, p95 <= {GOAL_P95_S:g}s, batching "
-                f">= {GOAL_RATIO:g}x): {'met' if met else 'missed'} ({ours.rps:.2f} rps, p95 {ours.p95:.2f}s, "
-                f"{ratio:.2f}x)"
-            )
+            lines += goal_lines(cells, engine, top, ratio)
     return lines
 
 
@@ -254,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=40.0, help="stop issuing requests in a cell after this")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="reasoning mode: the server's budget")
     parser.add_argument("--threads", type=int, default=0, help="server's torch and ct2 threads (0: their defaults)")
+    parser.add_argument("--compile", action="store_true", help="servers torch.compile fast mode (transformers)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "load_test")
     args = parser.parse_args(argv)
@@ -261,9 +276,9 @@ def main(argv: list[str] | None = None) -> None:
     buckets = comma_list(args.buckets, list(BUCKETS), "bucket(s)")
     levels = sorted({int(level) for level in args.concurrency.split(",")})
     args.out.mkdir(parents=True, exist_ok=True)
-    engine = f"{args.engine} {weights_type(args.engine, args.compute_type)}"
+    engine = f"{args.engine} {weights_type(args.engine, args.compute_type)}" + (", compiled" if args.compile else "")
     flags = ["--engine", args.engine, "--compute-type", args.compute_type, "--threads", str(args.threads)]
-    flags += ["--max-new-tokens", str(args.max_new_tokens)]
+    flags += ["--max-new-tokens", str(args.max_new_tokens), *(["--compile"] if args.compile else [])]
 
     console = Console(width=150)
     run = read_run(args.model)
@@ -305,7 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     console.print(table)
     for line in summary(cells, engine, levels[-1]):
         console.print(line, soft_wrap=True)  # one line each, for logs and greps
-    record = {"model": args.model, "engine": args.engine, "compute_type": args.compute_type, "cpus": os.cpu_count()}
+    record = {"model": args.model, "engine": args.engine, "compute_type": args.compute_type, "compiled": args.compile}
+    record["cpus"] = os.cpu_count()
     (args.out / "results.json").write_text(json.dumps({**record, "cells": [asdict(c) for c in cells]}, indent=2))
     plot(cells, args.out / "load_test.png", title)
     console.print(f"wrote {args.out / 'results.json'} and {args.out / 'load_test.png'}")

@@ -24,11 +24,11 @@ class FastModeration(ScoredModeration):
 class FastModerator:
     """Scores a local model's listings in fast mode, `batch_size` listings per progress step."""
 
-    def __init__(self, moderator: Moderator, threshold: float = 0.5):
+    def __init__(self, moderator: Moderator, threshold: float = 0.5, compile: bool = False):
         self.policy = moderator.policy
         self.batch_size = moderator.generation.batch_size
         self.threshold = threshold
-        self.scorer = fast_scorer(moderator)
+        self.scorer = fast_scorer(moderator, compile)
 
     def moderate_batches(self, listings: Sequence[str]) -> Iterator[list[FastModeration]]:
         for start in range(0, len(listings), self.batch_size):

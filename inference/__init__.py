@@ -61,13 +61,17 @@ def load_moderator(
     raise UserError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
 
 
-def fast_scorer(moderator: Moderator):
+def fast_scorer(moderator: Moderator, compile: bool = False):
     """The one-pass scorer for this moderator's engine (`.score(listings) -> list[Scores]`, see inference.fast_answer):
-    CTranslate2's for a CT2 moderator, transformers' otherwise."""
+    CTranslate2's for a CT2 moderator, transformers' otherwise; `compile`: torch.compile the transformers pass."""
     from inference.ct2 import CT2FastScorer, CT2Moderator
     from inference.fast_scoring import FastScorer
 
-    return CT2FastScorer(moderator) if isinstance(moderator, CT2Moderator) else FastScorer(moderator)
+    if isinstance(moderator, CT2Moderator):
+        if compile:
+            raise UserError("compile applies to the transformers engine (CTranslate2 runs its own kernels)")
+        return CT2FastScorer(moderator)
+    return FastScorer(moderator, compile=compile)
 
 
 def vllm_unavailable() -> str:

@@ -5,6 +5,7 @@ python -m serve --model runs/my-run --max-batch-size 1        # one request at a
 python -m serve --model runs/my-run --api-key-env MODERATION_API_KEY --client-modes reasoning fast
 python -m serve --model runs/my-run --engine ct2 [--compute-type float32|int8_float32|int8]   # CTranslate2 on CPU
 python -m serve --model runs/my-run --mode fast --threshold 0.7   # fast mode's flag threshold (default: 5% FPR on dev)
+python -m serve --model runs/my-run --mode fast --compute-type bfloat16 --compile   # torch.compile at startup
 python -m serve predict --model runs/my-run --in listings.jsonl --out verdicts.jsonl [--engine ct2]
 
 Options are ServeConfig fields (`--field value` or `field=value`, or a `--config FILE.yaml` of them); see --help.
@@ -41,7 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(engine, config)
     on_record = app.state.measured
     print(on_record.describe() if on_record else f"no dev eval on record for {config.mode} mode of {config.model}")
-    engine_name = f"{config.engine} {weights_type(config.engine, config.compute_type)}"
+    engine_name = f"{config.engine} {weights_type(config.engine, config.compute_type)}" + (
+        ", compiled" if config.compile else ""
+    )
     if "fast" in config.modes:
         threshold = app.state.threshold
         print(f"fast mode flags at P(DISALLOW) >= {threshold.value:.3f}: {threshold.source}")

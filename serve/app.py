@@ -267,6 +267,7 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
             "policy": engine.moderator.policy.name,
             "engine": config.engine,
             "compute_type": weights_type(config.engine, config.compute_type),
+            "compiled": config.compile,
             "default_mode": config.mode,
             "threshold": threshold.value,
             "threshold_from": threshold.source,

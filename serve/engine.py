@@ -61,13 +61,14 @@ class Engine:
         flag_threshold: float = 0.5,
         category_threshold: float = 0.3,
         on_parse_failure: ParseFailurePolicy = "flag",
+        compile: bool = False,
     ):
         self.moderator = moderator
         self.on_parse_failure = on_parse_failure
         self.category_ids = moderator.policy.category_ids
         self.flag_threshold = flag_threshold
         self.category_threshold = category_threshold
-        self.scorer = fast_scorer(moderator)
+        self.scorer = fast_scorer(moderator, compile)
 
     def run(self, texts: Sequence[str], mode: Mode, thresholds: Sequence[float | None] | None = None) -> list[Result]:
         """One result per text; `thresholds` (fast mode) overrides flag_threshold per text where not None."""
@@ -120,6 +121,11 @@ class EngineConfig(BaseModel):
     threads: int = Field(
         0, ge=0, description="CPU threads for torch and ct2 (0: their defaults; 1 can win on a busy machine)"
     )
+    compile: bool = Field(
+        False,
+        description="fast mode, transformers engine: torch.compile the one-pass scorer at startup (1-2 min on 2 "
+        "cores, once; about 1.4x the listings/s after, benchmarks/eval_throughput.py --compile)",
+    )
     threshold: float | None = Field(
         None,
         ge=0,
@@ -142,7 +148,7 @@ def load_engine(config: EngineConfig) -> Engine:
         config.model, config.engine, config.compute_type, config.policy, generation=generation, threads=config.threads
     )
     threshold = serving_threshold(config.model, config.threshold, config.eval_dir).value
-    return Engine(moderator, threshold, config.category_threshold, config.on_parse_failure)
+    return Engine(moderator, threshold, config.category_threshold, config.on_parse_failure, config.compile)
 
 
 class Overloaded(Exception):

@@ -65,6 +65,21 @@ def test_cached_fast_scores_equal_a_plain_forward(tiny_model_dir):
     assert scorer.uncached == 0
 
 
+def test_compiled_fast_scores_equal_the_eager_ones(tiny_model_dir):
+    """`compile=True` (serve --compile) changes the speed, not the numbers: batches of one and of mixed lengths after
+    the constructor's warm-up; the CT2 engine refuses it in one line."""
+    moderator = load_moderator(tiny_model_dir)
+    eager, compiled = fast_scorer(moderator), fast_scorer(moderator, compile=True)
+    assert compiled.compile_s > 0 and eager.compile_s == 0
+    for batch in (LISTINGS, LISTINGS[:1]):
+        for ours, reference in zip(compiled.score(batch), eager.score(batch), strict=True):
+            assert ours.p_disallow == pytest.approx(reference.p_disallow, abs=1e-4)
+            shares = list(reference.category_share.values())
+            assert list(ours.category_share.values()) == pytest.approx(shares, abs=1e-4)
+    with pytest.raises(UserError, match="transformers engine"):
+        fast_scorer(load_moderator(tiny_model_dir, "ct2", "float32"), compile=True)
+
+
 def test_fast_verdict_rule():
     shares = {"spam": 0.5, "iptv": 0.35, "adult": 0.15}
     flagged = fast_verdict(Scores(0.8, shares, 0.0), flag_threshold=0.5, category_threshold=0.3)
