@@ -38,7 +38,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from inference.compute_types import weights_type
+from inference.compute_types import engine_label
 from inference.models import load_tokenizer
 from inference.runs import read_run
 from moderation.errors import UserError, cli_main
@@ -238,7 +238,7 @@ def goal_lines(cells: list[Cell], engine: str, top: int, ratio: float) -> list[s
 
 
 def summary(cells: list[Cell], engine: str, top: int) -> list[str]:
-    """The baseline / ours / ratio line per mode and bucket at the top concurrency, then the issue's fast-mode goal."""
+    """The baseline / ours / ratio line per mode and bucket at the top concurrency, then the issue's fast-mode goals."""
     lines = []
     for mode, bucket in dict.fromkeys((c.mode, c.bucket) for c in cells):
         ours = next(c for c in cells if (c.mode, c.bucket, c.batching, c.concurrency) == (mode, bucket, True, top))
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     buckets = comma_list(args.buckets, list(BUCKETS), "bucket(s)")
     levels = sorted({int(level) for level in args.concurrency.split(",")})
     args.out.mkdir(parents=True, exist_ok=True)
-    engine = f"{args.engine} {weights_type(args.engine, args.compute_type)}" + (", compiled" if args.compile else "")
+    engine = engine_label(args.engine, args.compute_type, args.compile)
     flags = ["--engine", args.engine, "--compute-type", args.compute_type, "--threads", str(args.threads)]
     flags += ["--max-new-tokens", str(args.max_new_tokens), *(["--compile"] if args.compile else [])]
 
@@ -321,8 +321,13 @@ def main(argv: list[str] | None = None) -> None:
     console.print(table)
     for line in summary(cells, engine, levels[-1]):
         console.print(line, soft_wrap=True)  # one line each, for logs and greps
-    record = {"model": args.model, "engine": args.engine, "compute_type": args.compute_type, "compiled": args.compile}
-    record["cpus"] = os.cpu_count()
+    record = {
+        "model": args.model,
+        "engine": args.engine,
+        "compute_type": args.compute_type,
+        "compiled": args.compile,
+        "cpus": os.cpu_count(),
+    }
     (args.out / "results.json").write_text(json.dumps({**record, "cells": [asdict(c) for c in cells]}, indent=2))
     plot(cells, args.out / "load_test.png", title)
     console.print(f"wrote {args.out / 'results.json'} and {args.out / 'load_test.png'}")

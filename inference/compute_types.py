@@ -13,3 +13,8 @@ def weights_type(engine: str, compute_type: str) -> str:
     if engine == "transformers":
         return BFLOAT16 if compute_type == BFLOAT16 else "float32"
     return compute_type
+
+
+def engine_label(engine: str, compute_type: str, compiled: bool = False) -> str:
+    """How logs and benchmark lines name what runs the model: "transformers bfloat16, compiled", "ct2 int8"."""
+    return f"{engine} {weights_type(engine, compute_type)}" + (", compiled" if compiled else "")

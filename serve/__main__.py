@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from inference.compute_types import weights_type
+from inference.compute_types import engine_label
 from moderation.config import parse_command_line
 from moderation.errors import cli_main
 from serve.app import ServeConfig, create_app
@@ -42,9 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(engine, config)
     on_record = app.state.measured
     print(on_record.describe() if on_record else f"no dev eval on record for {config.mode} mode of {config.model}")
-    engine_name = f"{config.engine} {weights_type(config.engine, config.compute_type)}" + (
-        ", compiled" if config.compile else ""
-    )
+    engine_name = engine_label(config.engine, config.compute_type, config.compile)
     if "fast" in config.modes:
         threshold = app.state.threshold
         print(f"fast mode flags at P(DISALLOW) >= {threshold.value:.3f}: {threshold.source}")
