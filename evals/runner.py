@@ -41,7 +41,7 @@ from evals.files import MANIFEST, METRICS, PREDICTIONS, RELIABILITY, read_predic
 from evals.metrics import compute_metrics
 from evals.report import write_report
 from evals.tfidf import TFIDF, TfidfModerator, load_or_fit
-from inference import load_moderator
+from inference import ENGINES, load_moderator
 from inference.compute_types import COMPUTE_TYPES
 from inference.generate import GenerationConfig
 from inference.models import resolve_model
@@ -108,9 +108,11 @@ class EvalConfig(BaseModel):
     n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95% intervals")
     seed: int = 0
     device: str = "cpu"
-    engine: Literal["transformers", "ct2", "vllm"] = Field("transformers", description="engine for local models")
+    engine: Literal[ENGINES] = Field("transformers", description="engine for local models (vllm: CUDA only)")
     compute_type: Literal[COMPUTE_TYPES] = Field(
-        "int8", description="ct2: int8, int8_float32 or float32; transformers: bfloat16 (else float32)"
+        "int8",
+        description="ct2: int8, int8_float32 or float32; transformers: bfloat16 (else float32); vllm: bfloat16, "
+        "float16 or float32",
     )
     mode: Mode = Field(
         "reasoning", description="local models: reasoning (generate and parse) or fast (one forward pass, as serve's)"

@@ -3,7 +3,7 @@
 
     transformers  HF generate, fp32 (the reference path) or bfloat16 (`compute_type="bfloat16"`)
     ct2           CTranslate2 on CPU: int8, int8_float32 or float32 (converted once, cached beside the model)
-    vllm          GPU only; needs CUDA and the `gpu` extra
+    vllm          CUDA only (the `gpu` extra): vLLM's offline LLM, bfloat16, float16 or float32
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def load_moderator(
 ) -> Moderator:
     """A moderator for a run folder, model folder or embedded name on the chosen engine. `compute_type`: for ct2 one
     of its COMPUTE_TYPES; for transformers "bfloat16" loads the weights in bf16 and any other value (a ct2 type, such
-    as the shared default int8) keeps the float32 reference. `threads`: ct2's intra-op threads (0: its default).
+    as the shared default int8) keeps the float32 reference; for vllm bfloat16, float16 or float32 (else a one-line
+    error). `threads`: ct2's intra-op threads (0: its default).
 
     >>> load_moderator("runs/cpu-smollm2", engine="ct2", compute_type="int8").moderate(["Premium IPTV"])
     """
@@ -43,41 +44,37 @@ def load_moderator(
     if engine == "transformers":
         dtype = weights_type(engine, compute_type)
         return load_transformers_moderator(model, policy, prompt_config, generation, device, dtype)
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+    if engine == "vllm":  # before any model is resolved or converted
+        from inference.vllm_engine import require_vllm
+
+        require_vllm(compute_type)
+    run = read_run(model)
+    model_dir = run.model_path if run else resolve_model(model)
+    rules = load_policy(policy or (run.policy if run else "marketplace"))
+    prompt = prompt_config or (run.prompt if run else PromptConfig())
     if engine == "ct2":
         from inference.ct2 import load_ct2_moderator
 
-        run = read_run(model)
-        return load_ct2_moderator(
-            run.model_path if run else resolve_model(model),
-            load_policy(policy or (run.policy if run else "marketplace")),
-            prompt_config or (run.prompt if run else PromptConfig()),
-            generation,
-            compute_type,
-            device,
-            threads,
-        )
-    if engine == "vllm":
-        raise UserError(vllm_unavailable())
-    raise UserError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+        return load_ct2_moderator(model_dir, rules, prompt, generation, compute_type, device, threads)
+    from inference.vllm_engine import load_vllm_moderator
+
+    return load_vllm_moderator(model_dir, rules, prompt, generation, compute_type)
 
 
 def fast_scorer(moderator: Moderator, compile: bool = False):
     """The one-pass scorer for this moderator's engine (`.score(listings) -> list[Scores]`, see inference.fast_answer):
-    CTranslate2's for a CT2 moderator, transformers' otherwise; `compile`: torch.compile the transformers pass."""
+    CTranslate2's for a CT2 moderator, vLLM's for a vLLM one, transformers' otherwise; `compile`: torch.compile the
+    transformers pass."""
     from inference.ct2 import CT2FastScorer, CT2Moderator
     from inference.fast_scoring import FastScorer
+    from inference.vllm_engine import VLLMFastScorer, VLLMModerator
 
-    if isinstance(moderator, CT2Moderator):
-        if compile:
-            raise UserError("compile applies to the transformers engine (CTranslate2 runs its own kernels)")
-        return CT2FastScorer(moderator)
-    return FastScorer(moderator, compile=compile)
-
-
-def vllm_unavailable() -> str:
-    """Why the vLLM engine cannot run here (this CPU build has no vLLM moderator)."""
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return "engine vllm needs a CUDA machine with vllm installed (pip install -e '.[gpu]'); use --engine ct2 on CPU"
-    return "engine vllm is not wired into moderation yet on this build; use --engine transformers or ct2"
+    engines = {CT2Moderator: CT2FastScorer, VLLMModerator: VLLMFastScorer}
+    scorer = next((scorer for kind, scorer in engines.items() if isinstance(moderator, kind)), None)
+    if scorer is None:
+        return FastScorer(moderator, compile=compile)
+    if compile:
+        raise UserError("compile applies to the transformers engine (CTranslate2 and vLLM run their own kernels)")
+    return scorer(moderator)

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 BFLOAT16 = "bfloat16"  # the transformers engine's one compute type besides float32
 CT2_COMPUTE_TYPES = ("int8", "int8_float32", "float32")  # the CPU types CTranslate2 4.8 offers here (no bf16)
-COMPUTE_TYPES = (*CT2_COMPUTE_TYPES, BFLOAT16)  # what `--compute-type` accepts across engines
+VLLM_COMPUTE_TYPES = (BFLOAT16, "float16", "float32")  # vllm's GPU weights types
+COMPUTE_TYPES = (*CT2_COMPUTE_TYPES, BFLOAT16, "float16")  # what `--compute-type` accepts across engines
+
+
+def compute_type_problem(engine: str, compute_type: str) -> str | None:
+    """Why `compute_type` does not fit `engine`, or None (transformers reads any type but bfloat16 as float32)."""
+    own = {"ct2": CT2_COMPUTE_TYPES, "vllm": VLLM_COMPUTE_TYPES}.get(engine)
+    if own and compute_type not in own:
+        return f"engine {engine} takes --compute-type {', '.join(own)}, not {compute_type}"
+    return None
 
 
 def weights_type(engine: str, compute_type: str) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from inference.compute_types import CT2_COMPUTE_TYPES
 from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
-from inference.generate import GenerationConfig, Moderator
+from inference.generate import GenerationConfig, Moderator, end_of_turn_ids
 from inference.models import load_tokenizer
 from moderation.errors import UserError
 from moderation.policy import Policy
@@ -89,7 +89,7 @@ class CT2Moderator(Moderator):
         generation: GenerationConfig | None = None,
     ):
         super().__init__(generator, tokenizer, policy, prompt_config, generation)
-        self.end_tokens = sorted({tokenizer.eos_token, *(tokenizer.convert_ids_to_tokens(_end_ids(tokenizer)))})
+        self.end_tokens = sorted({tokenizer.eos_token, *(tokenizer.convert_ids_to_tokens(end_of_turn_ids(tokenizer)))})
 
     def complete(self, prompts: list[list[int]]) -> list[str]:
         tails: list[list[str]] = [[] for _ in prompts]
@@ -113,16 +113,6 @@ class CT2Moderator(Moderator):
             callback=answered,
         )
         return self.tokenizer.batch_decode([result.sequences_ids[0] for result in results], skip_special_tokens=True)
-
-
-def _end_ids(tokenizer) -> list[int]:
-    """End-of-turn ids: the tokenizer's eos plus `<|im_end|>`-style tokens the chat template closes turns with."""
-    ids = [tokenizer.eos_token_id]
-    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
-            ids.append(token_id)
-    return [i for i in ids if i is not None]
 
 
 def load_ct2_moderator(

@@ -92,3 +92,14 @@ class Moderator:
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """End-of-turn ids, for engines that stop on ids: the tokenizer's eos plus the `<|im_end|>`-style tokens chat
+    templates close turns with."""
+    ids = [tokenizer.eos_token_id]
+    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.append(token_id)
+    return [i for i in ids if i is not None]

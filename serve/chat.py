@@ -4,7 +4,8 @@ The messages go through the model's own chat template, but their content is toke
 by a client stays the characters `<|im_end|>`, never the control token, so no message can close its turn or open
 another role's. The template is rendered with a placeholder per message, its own text tokenized as usual (its control
 tokens are real), and each content tokenized with special-token splitting on. Generation runs on whichever engine
-serves the moderator: transformers' `generate`, or CTranslate2's `generate_batch` (`--engine ct2`), same prompt ids.
+serves the moderator: transformers' `generate`, CTranslate2's `generate_batch` (`--engine ct2`) or vLLM's
+`LLM.generate` (`--engine vllm`, CUDA), same prompt ids.
 """
 
 from __future__ import annotations
@@ -61,10 +62,12 @@ def complete(moderator, messages: list[dict[str, str]], max_tokens: int, tempera
     """One chat completion over the moderator's model, on its engine; greedy at temperature 0, else sampled from the
     full distribution."""
     from inference.ct2 import CT2Moderator
+    from inference.vllm_engine import VLLMModerator
 
     tokenizer = moderator.tokenizer
     prompt = chat_ids(tokenizer, messages)
-    generate = _ct2_generate if isinstance(moderator, CT2Moderator) else _transformers_generate
+    engines = {CT2Moderator: _ct2_generate, VLLMModerator: _vllm_generate}
+    generate = next((fn for kind, fn in engines.items() if isinstance(moderator, kind)), _transformers_generate)
     new, stopped = generate(moderator, prompt, max_tokens, temperature)
     text = tokenizer.decode(new, skip_special_tokens=True)
     finish = "stop" if stopped or len(new) < max_tokens else "length"
@@ -106,6 +109,22 @@ def _ct2_generate(moderator, prompt: list[int], max_tokens: int, temperature: fl
     )
     new = result.sequences_ids[0]
     return new, bool(new) and moderator.tokenizer.convert_ids_to_tokens(new[-1]) in moderator.end_tokens
+
+
+def _vllm_generate(moderator, prompt: list[int], max_tokens: int, temperature: float) -> tuple[list[int], bool]:
+    """(new token ids, whether the model ended its turn), stopping at the same end-of-turn tokens as moderation."""
+    from vllm import SamplingParams
+
+    from inference.generate import end_of_turn_ids
+
+    params = SamplingParams(
+        temperature=temperature,
+        max_tokens=max_tokens,
+        stop_token_ids=end_of_turn_ids(moderator.tokenizer),
+        detokenize=False,
+    )
+    (output,) = moderator.model.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)
+    return list(output.outputs[0].token_ids), output.outputs[0].finish_reason == "stop"
 
 
 def response_body(completion: Completion, model: str, created: int) -> dict:

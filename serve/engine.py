@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from inference import ENGINES, fast_scorer, load_moderator
-from inference.compute_types import COMPUTE_TYPES
+from inference.compute_types import COMPUTE_TYPES, compute_type_problem
 from inference.fast_answer import fast_verdict
 from inference.generate import GenerationConfig, Moderator
 from moderation.verdict import DISALLOW
@@ -111,12 +111,13 @@ class EngineConfig(BaseModel):
     max_new_tokens: int = Field(128, ge=1, description="reasoning mode: generation budget")
     engine: Literal[ENGINES] = Field(
         "transformers",
-        description="transformers (the fp32 reference), ct2 (CTranslate2 on CPU, converted once) or vllm (GPU)",
+        description="transformers (the fp32 reference), ct2 (CTranslate2 on CPU, converted once) or vllm (CUDA)",
     )
     compute_type: Literal[COMPUTE_TYPES] = Field(
         "float32",
         description="ct2: int8, int8_float32 or float32 (float32 kept every verdict of the trained run; int8 faster); "
-        "transformers: bfloat16 (what `make eval` measures: ~2.8x fp32 where the CPU has bf16 kernels) or float32",
+        "transformers: bfloat16 (what `make eval` measures: ~2.8x fp32 where the CPU has bf16 kernels) or float32; "
+        "vllm: bfloat16, float16 or float32",
     )
     threads: int = Field(
         0, ge=0, description="CPU threads for torch and ct2 (0: their defaults; 1 can win on a busy machine)"
@@ -135,6 +136,15 @@ class EngineConfig(BaseModel):
     )
     eval_dir: str | None = Field(None, description="where the model's evals are (default: <run>/eval)")
     category_threshold: float = Field(0.3, ge=0, le=1, description="fast mode: name other categories above this share")
+
+    @model_validator(mode="after")
+    def _fits_the_engine(self) -> EngineConfig:
+        """Refuse before the model loads (or converts) rather than after."""
+        if problem := compute_type_problem(self.engine, self.compute_type):
+            raise ValueError(problem)
+        if self.compile and self.engine != "transformers":
+            raise ValueError("compile needs the transformers engine: CTranslate2 and vLLM run their own kernels")
+        return self
 
 
 def load_engine(config: EngineConfig) -> Engine:

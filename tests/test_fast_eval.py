@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from evals.__main__ import main
 from evals.calibration import score_metrics
@@ -13,6 +14,7 @@ from evals.suite import run_suite, runs_of
 from inference import fast_scorer, load_moderator
 from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, fast_verdict
 from moderation.errors import UserError
+from serve.engine import EngineConfig
 
 LISTINGS = [
     "Premium IPTV 12 months, 18,000 live channels + PPV sports, M3U playlist link",
@@ -78,6 +80,8 @@ def test_compiled_fast_scores_equal_the_eager_ones(tiny_model_dir):
             assert list(ours.category_share.values()) == pytest.approx(shares, abs=1e-4)
     with pytest.raises(UserError, match="transformers engine"):
         fast_scorer(load_moderator(tiny_model_dir, "ct2", "float32"), compile=True)
+    with pytest.raises(ValidationError, match="needs the transformers engine"):  # serve refuses before loading anything
+        EngineConfig(engine="ct2", compile=True)
 
 
 def test_fast_verdict_rule():

@@ -160,11 +160,13 @@ def test_engine_flags_are_checked_at_startup(tiny_model_dir):
         command = [sys.executable, "-m", "serve", "--model", str(tiny_model_dir), "--port", "0", *flags]
         return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=120)
 
-    for flags, field in (
-        (["--engine", "onnx"], "engine"),
-        (["--engine", "ct2", "--compute-type", "float16"], "compute_type"),
+    for flags, message in (
+        (["--engine", "onnx"], "engine: Input should be"),
+        (["--compute-type", "float8"], "compute_type: Input should be"),
+        (["--engine", "ct2", "--compute-type", "float16"], "engine ct2 takes --compute-type int8, int8_float32"),
+        (["--engine", "vllm", "--compile"], "compile needs the transformers engine"),
     ):
         done = serve(*flags)
-        assert done.returncode == 2 and f"{field}: Input should be" in done.stderr and "Traceback" not in done.stderr
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
     done = serve("--engine", "vllm")  # no CUDA/vllm here: one line, no traceback
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "vllm" in done.stderr
