@@ -21,6 +21,7 @@ EVAL_COMPUTE ?= bfloat16
 # listings per fast-mode scoring call: 32 sort by length and pad less than 8 (the trained run on full dev+test, 881
 # rows: 106 s vs 134 s, the same decisions, 3 category sets differ in bf16); reasoning mode keeps its batch of 8
 EVAL_BATCH ?= 32
+ENGINE_CHECK_ROWS ?= 100
 MODEL ?= $(RUN)
 # the recipe's untrained model, read zero-shot beside the trained ones (gemma3-270m for model=gemma3-270m)
 BASE ?= smollm2-135m
@@ -55,12 +56,15 @@ generate_data: setup
 train: setup
 	$(PY) train_grpo.py --recipe $(RECIPE) resume=true $(TRAIN_ARGS)
 
+# 0. the engine check: the faster engine ($(EVAL_ENGINE) $(EVAL_COMPUTE)) must give fp32 transformers' fast-mode verdicts on
+#    >= 98% of the first $(ENGINE_CHECK_ROWS) dev rows (no labels used), else eval stops with one line (skipped for fp32);
 # 1. fast mode on the held-back train slice: the serving threshold at 5% FPR (never chosen on dev or test); no
 #    baselines there: they fit on all of train.parquet, the held-back rows included;
 # 2. every model on the full dev and test splits: keyword, TF-IDF, and the LMs through fast mode (one forward pass);
 # 3. reasoning mode against fast mode for SFT+GRPO on the first $(REASONING_LIMIT) test rows (parse failures, agreement);
 # 4. false positives on real pages written elsewhere: the installed packages' PyPI pages, all allowed.
 eval: setup
+	$(if $(filter-out float32,$(EVAL_COMPUTE)),$(PY) benchmarks/eval_throughput.py --model $(RUN) --data $(DATA)/dev.parquet --limit $(ENGINE_CHECK_ROWS) --mode fast --batch-size $(EVAL_BATCH) --compute-types $(EVAL_COMPUTE) --min-agreement 0.98)
 	$(PY) -m evals run --model $(RUN) --mode fast --data $(RUN)/holdout.parquet --train $(DATA)/train.parquet --out $(RUN)/eval/holdout/$(notdir $(RUN))-fast --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE) --batch-size $(EVAL_BATCH)
 	$(PY) -m evals suite --models keyword tfidf $(BASE) $(RUN)/sft $(RUN) --modes fast --data $(EVAL_DATA) --out $(RUN)/eval $(if $(EVAL_LIMIT),--limit $(EVAL_LIMIT)) --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE) --batch-size $(EVAL_BATCH)
 	$(PY) -m evals suite --models $(RUN) --modes reasoning fast --data $(DATA)/test.parquet --out $(RUN)/eval-reasoning --limit $(REASONING_LIMIT) --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE)
