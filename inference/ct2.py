@@ -20,14 +20,13 @@ from pathlib import Path
 
 from inference.compute_types import CT2_COMPUTE_TYPES
 from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
-from inference.generate import GenerationConfig, Moderator, end_of_turn_ids
+from inference.generate import ANSWER_END, GenerationConfig, Moderator, end_of_turn_ids
 from inference.models import load_tokenizer
 from moderation.errors import UserError
 from moderation.policy import Policy
 from moderation.prompt import PromptConfig
 
 SOURCE = "source.json"
-STOP = "</answer>"
 
 
 def weights_hash(folder: Path) -> str:
@@ -99,7 +98,7 @@ class CT2Moderator(Moderator):
             """Stop this listing once `</answer>` is written (only the last tokens are decoded). Runs on CT2's worker
             thread, so it holds no `self`: a Generator freed from its own worker thread aborts the process."""
             tails[step.batch_id] = [*tails[step.batch_id][-7:], step.token]
-            return STOP in to_text(tails[step.batch_id])
+            return ANSWER_END in to_text(tails[step.batch_id])
 
         sampling = self.generation.temperature > 0
         results = self.model.generate_batch(

@@ -10,6 +10,8 @@ from moderation.policy import Policy
 from moderation.prompt import PromptConfig, build_messages
 from moderation.verdict import Verdict, parse
 
+ANSWER_END = "</answer>"  # every engine stops a completion here
+
 
 @dataclass(frozen=True)
 class Moderation:
@@ -87,7 +89,7 @@ class Moderator:
                 temperature=self.generation.temperature if sampling else None,
                 top_p=None,
                 top_k=None,
-                stop_strings=["</answer>"],
+                stop_strings=[ANSWER_END],
                 tokenizer=self.tokenizer,
                 pad_token_id=self.tokenizer.pad_token_id,
             )

@@ -21,13 +21,11 @@ from pathlib import Path
 
 from inference.compute_types import compute_type_problem
 from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
-from inference.generate import GenerationConfig, Moderator, end_of_turn_ids
+from inference.generate import ANSWER_END, GenerationConfig, Moderator, end_of_turn_ids
 from inference.models import load_tokenizer
 from moderation.errors import UserError
 from moderation.policy import Policy
 from moderation.prompt import PromptConfig
-
-STOP = "</answer>"
 
 
 def require_vllm(compute_type: str) -> None:
@@ -55,7 +53,7 @@ class VLLMModerator(Moderator):
         params = SamplingParams(
             temperature=self.generation.temperature,
             max_tokens=self.generation.max_new_tokens,
-            stop=[STOP],
+            stop=[ANSWER_END],
             include_stop_str_in_output=True,
             stop_token_ids=end_of_turn_ids(self.tokenizer),
             skip_special_tokens=True,
