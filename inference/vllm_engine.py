@@ -94,19 +94,17 @@ class VLLMFastScorer:
         self.answer = encode(ANSWER_PREFIX)
         self.disallow = encode(DISALLOW_WORD)
         self.decision_tokens, self.category_tokens = answer_tokens(encode, moderator.policy.category_ids)
+        self.decision_read, self.category_read = map(_read_one_of, (self.decision_tokens, self.category_tokens))
 
     def _encode(self, text: str) -> list[int]:
         return self.moderator.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def score(self, listings: Sequence[str]) -> list[Scores]:
-        from vllm import SamplingParams
-
         started = time.perf_counter()
         rows = [self.moderator.prompt_ids(text) + self.answer for text in listings]
         prompts = [{"prompt_token_ids": row} for row in rows]
         prompts += [{"prompt_token_ids": row + self.disallow} for row in rows]
-        params = [self._read(self.decision_tokens, SamplingParams)] * len(rows)
-        params += [self._read(self.category_tokens, SamplingParams)] * len(rows)
+        params = [self.decision_read] * len(rows) + [self.category_read] * len(rows)
         outputs = self.moderator.model.generate(prompts, params, use_tqdm=False)
         latency = (time.perf_counter() - started) / max(len(listings), 1)
         ids = self.moderator.policy.category_ids
@@ -117,13 +115,15 @@ class VLLMFastScorer:
             scores.append(Scores(p_disallow, dict(zip(ids, shares, strict=True)), latency))
         return scores
 
-    @staticmethod
-    def _read(candidates: list[int], sampling_params):
-        """One greedy token among `candidates`, returning the log-probability of each of them."""
-        unique = sorted(set(candidates))
-        return sampling_params(
-            temperature=0.0, max_tokens=1, allowed_token_ids=unique, logprobs=len(unique), detokenize=False
-        )
+
+def _read_one_of(candidates: list[int]):
+    """Sampling parameters for one greedy token among `candidates` that return the log-probability of each."""
+    from vllm import SamplingParams
+
+    unique = sorted(set(candidates))
+    return SamplingParams(
+        temperature=0.0, max_tokens=1, allowed_token_ids=unique, logprobs=len(unique), detokenize=False
+    )
 
 
 def candidate_probabilities(logprobs: dict, candidates: Sequence[int]) -> list[float]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass
 
 import pytest
 
 from inference import fast_scorer, load_moderator
-from inference.vllm_engine import candidate_probabilities
+from inference.vllm_engine import candidate_probabilities, require_vllm
 from moderation.errors import UserError
 
 LISTINGS = ["Premium IPTV, 18k channels, 12 months", "Hand-knitted wool scarf, blue", "x"]
@@ -36,11 +35,11 @@ def test_a_candidate_vllm_did_not_return_is_a_loud_error():
 
 
 def _vllm_runs() -> bool:
-    if importlib.util.find_spec("vllm") is None:
+    try:
+        require_vllm("bfloat16")
+    except UserError:
         return False
-    import torch
-
-    return torch.cuda.is_available()
+    return True
 
 
 GPU = _vllm_runs()
