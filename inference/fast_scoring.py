@@ -52,8 +52,9 @@ class FastScorer:
         # transformers renamed `past_key_values` to `cache` (5.2x); the GPU image's older version has only the former.
         parameters = inspect.signature(self.decoder.forward).parameters
         self.cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+        self.device = moderator.model.device
         with torch.inference_mode():
-            output = self.decoder(input_ids=torch.tensor([self.prefix]), use_cache=True)
+            output = self.decoder(input_ids=torch.tensor([self.prefix], device=self.device), use_cache=True)
             cache = getattr(output, "cache", None) or output.past_key_values
         self.prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
         self.uncached = 0  # listings whose tokens did not start with the cached prefix (scored without it)
@@ -104,17 +105,17 @@ class FastScorer:
         width = max(len(row) for row in rows)
         pad = self.tokenizer.pad_token_id
         # Right padding: with causal attention no real token can see the pads after it, so no mask is needed.
-        input_ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows])
+        input_ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], device=self.device)
         offset = len(self.prefix) if cached else 0
-        kwargs = {"position_ids": torch.arange(offset, offset + width).expand(len(rows), -1)}
+        kwargs = {"position_ids": torch.arange(offset, offset + width, device=self.device).expand(len(rows), -1)}
         if cached:
             kv = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in self.prefix_kv]
             kwargs[self.cache_kwarg] = DynamicCache(ddp_cache_data=kv)
         decoder = self.cached_decoder if cached else self.decoder  # compiled for the cached pass only (the common one)
         with torch.inference_mode():
             hidden = decoder(input_ids=input_ids, use_cache=cached, **kwargs).last_hidden_state
-            last = torch.tensor([len(row) - 1 for row in rows])
-            batch = torch.arange(len(rows))
+            last = torch.tensor([len(row) - 1 for row in rows], device=self.device)
+            batch = torch.arange(len(rows), device=self.device)
             decision = self.head(hidden[batch, last - self.disallow_len])[:, list(self.decision_tokens)]
             category = self.head(hidden[batch, last])[:, self.category_tokens]
             p_disallow = decision.float().softmax(-1)[:, 1].tolist()

@@ -34,6 +34,7 @@ class TestRecipeValidation:
             (["dataset=/no/such/dir"], "make generate_data"),
             (["max_step=3"], "unknown field 'max_step'"),
             (["resume=true", "overwrite=true"], "contradict"),
+            (["prompt_screen=32"], r"prompt_screen \(32\) must be at least prompt_pool \(64\)"),
             (["backend=unsloth"], "set rollout=trl"),
             (["use_vllm=true"], "set rollout=trl"),
             (["backend=unsloth", "rollout=trl"], "set sft.enabled=false"),
@@ -76,7 +77,7 @@ def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monke
         shared_prefix, "grouped_logps_and_entropies", lambda *a, **k: grouped_calls.append(1) or grouped(*a, **k)
     )
     overrides = {"sft.fast_share": 0.5, "fast_share": 0.5}  # half the GRPO prompts in fast mode's form
-    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path, holdout=2, prompt_pool=4, **overrides))
+    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path, holdout=2, prompt_pool=4, prompt_screen=6, **overrides))
     run_dir = train(recipe)
     assert len(grouped_calls) == recipe.max_steps, "the GRPO loss must take the shared-prefix path"
     for part in ("merged/model.safetensors", "adapter/adapter_config.json", "sft/merged/READY", "rewards.png"):
@@ -91,6 +92,8 @@ def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monke
     )
     pool = json.loads((run_dir / "grpo_prompts.json").read_text())
     assert pool["pool"] == 4 and 0 <= counts["grpo_kept_fraction"] == pool["kept_fraction"] <= 1
+    assert len(pool["rows"]) == 4 and set(pool["kept"]) <= set(pool["rows"]) <= set(range(6))  # screened 6, sampled 4
+    assert all(0 <= odds <= 1 for odds in pool["expected_disagreement"])
     assert counts["grpo_prompts"] == len(pool["kept"]) >= 1  # GRPO trains on exactly the kept prompts (or the pool)
     stages = [json.loads(line)["stage"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert "sft" in stages and "grpo" in stages

@@ -1,12 +1,13 @@
 """What the trainer is fed: the held-back slice, the SFT epoch and its fast-form share, the GRPO prompt filter."""
 
 import pandas as pd
+import pytest
 
-from inference.fast_answer import ANSWER_PREFIX
+from inference.fast_answer import ANSWER_PREFIX, Scores
 from moderation.verdict import render
 from tests.test_train import RECIPE
 from training.data import HOLDOUT, hold_back, load_rows, start_answers
-from training.prompt_filter import group_rewards, teaching_prompts
+from training.prompt_filter import expected_disagreement, group_rewards, teaching_prompts
 from training.recipe import load_recipe
 from training.sft import sft_examples, sft_steps
 
@@ -102,3 +103,14 @@ def test_teaching_prompts_fill_one_step_so_a_single_disagreeing_prompt_still_tra
     assert teaching_prompts([0.0, 0.5, 0.0, 0.7, 0.0, 0.2], per_step=2) == [1, 3, 5]
     assert teaching_prompts([0.0, 0.0, 0.4, 0.0, 0.0], per_step=4) == [0, 1, 2, 3]  # one kept + the first others
     assert teaching_prompts([0.0, 0.0, 0.0], per_step=4) == [0, 1, 2]  # all agreed: the whole pool
+
+
+def test_expected_disagreement_is_the_chance_a_group_does_not_answer_alike():
+    def odds(p_disallow, shares, group=4, temperature=1.0):
+        return expected_disagreement(Scores(p_disallow, shares, 0.0), group, temperature)
+
+    assert odds(0.0, {"iptv": 0.5, "adult": 0.5}) == pytest.approx(0.0)  # always ALLOW
+    assert odds(1.0, {"iptv": 1.0, "adult": 0.0}) == pytest.approx(0.0)  # always DISALLOW: iptv
+    assert odds(0.5, {"iptv": 1.0, "adult": 0.0}) == pytest.approx(1 - 2 * 0.5**4)
+    assert odds(1.0, {"iptv": 0.5, "adult": 0.5}) == pytest.approx(1 - 2 * 0.5**4)  # the category splits the group
+    assert odds(0.9, {"iptv": 1.0}, temperature=0.5) < odds(0.9, {"iptv": 1.0})  # a colder group agrees more

@@ -6,6 +6,11 @@ Before GRPO we sample the start model's group on a pool of train prompts, score 
 the prompts whose answers differ: `pool_rewards` (verdict and categories by default) spread within the group, some
 completions right and some wrong. The kept fraction is printed, saved and returned; TRL then logs
 `frac_reward_zero_std` per step as the model moves.
+
+Sampling a group costs ~64 decoding steps per completion, and after SFT most groups agree, so most of that is spent
+learning that a prompt teaches nothing. With `prompt_screen` the start model first reads more prompts in fast mode
+(one forward pass each, ~0.1 s) and only those whose group it expects to disagree are sampled: fast mode's P(DISALLOW)
+and category shares, tempered like the rollouts, give the chance that a group does not all answer alike.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import statistics
 from pathlib import Path
 
+from inference.fast_answer import Scores
 from moderation.policy import Policy
 from rewards.registry import ANSWER_START
 from training.recipe import Recipe
@@ -55,6 +61,11 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
     from training.rollout import sample_completions
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    bf16 = device_kwargs(recipe)["bf16"]
+    if recipe.prompt_screen:
+        pool, expected = screened_pool(recipe, model_path, rows, device, bf16)
+    else:
+        pool, expected = list(range(min(recipe.prompt_pool, len(rows)))), None
     model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype="float32").to(device)
     config = GenerationConfig(
         do_sample=True,
@@ -63,12 +74,10 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    bf16 = device_kwargs(recipe)["bf16"]
 
     def autocast():
         return torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
 
-    pool = range(min(recipe.prompt_pool, len(rows)))
     group, per_call = recipe.num_generations, max(1, recipe.per_device_train_batch_size // recipe.num_generations)
     spreads: list[float] = []
     for start in tqdm(range(0, len(pool), per_call), desc="GRPO prompt pool", unit="batch"):
@@ -78,17 +87,64 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
         texts = tokenizer.batch_decode(sampled["completion_ids"], skip_special_tokens=True)
         totals = group_rewards(recipe, policy, repeated, texts)
         spreads += [statistics.pstdev(totals[i : i + group]) for i in range(0, len(totals), group)]
-    kept = teaching_prompts(spreads, per_call)
+    kept = [pool[i] for i in teaching_prompts(spreads, per_call)]
     disagreeing = sum(spread > SPREAD for spread in spreads)
     fraction = disagreeing / max(len(spreads), 1)
-    atomic_write_text(
-        saved, json.dumps({"pool": len(spreads), "kept": kept, "kept_fraction": fraction, "spreads": spreads})
-    )
+    record = {"pool": len(spreads), "kept": kept, "kept_fraction": fraction, "spreads": spreads}
+    if expected is not None:
+        record |= {"rows": pool, "expected_disagreement": expected}
+    atomic_write_text(saved, json.dumps(record))
     print(
         f"GRPO prompt pool: {disagreeing} of {len(spreads)} prompts disagree within their group "
         f"({fraction:.0%}); GRPO trains on {len(kept)}"
     )
     return [rows[i] for i in kept], fraction
+
+
+def screened_pool(recipe: Recipe, model_path: Path | str, rows: list[dict], device: str, bf16: bool):
+    """(row indices of the `prompt_pool` prompts, among the first `prompt_screen`, whose group fast mode expects to
+    disagree most, in row order; their expected disagreement)."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from inference.fast_scoring import FastScorer
+    from inference.runs import load_moderator
+
+    started = time.perf_counter()
+    dtype = "bfloat16" if bf16 else "float32"
+    scorer = FastScorer(load_moderator(model_path, recipe.policy, recipe.prompt, device=device, dtype=dtype))
+    screened = rows[: recipe.prompt_screen]
+    odds: list[float] = []
+    for start in tqdm(range(0, len(screened), SCREEN_BATCH), desc="GRPO prompt screen (fast mode)", unit="batch"):
+        for scores in scorer.score([row["text"] for row in screened[start : start + SCREEN_BATCH]]):
+            odds.append(expected_disagreement(scores, recipe.num_generations, recipe.temperature))
+    chosen = sorted(sorted(range(len(odds)), key=lambda i: -odds[i])[: recipe.prompt_pool])
+    mean = statistics.fmean(odds[i] for i in chosen) if chosen else 0.0
+    print(
+        f"GRPO prompt screen: {len(odds)} prompts read in fast mode in {time.perf_counter() - started:.0f}s; the "
+        f"{len(chosen)} most likely to disagree (expected {mean:.0%}, all {statistics.fmean(odds or [0.0]):.0%}) "
+        "are sampled"
+    )
+    return chosen, [odds[i] for i in chosen]
+
+
+SCREEN_BATCH = 64  # listings per fast-mode call: a progress tick every few seconds
+
+
+def expected_disagreement(scores: Scores, group: int, temperature: float) -> float:
+    """The chance that `group` answers sampled at `temperature` are not all the same, as fast mode reads the prompt:
+    all ALLOW, or all DISALLOW naming the same top category. A proxy for the reasoning form, exact for fast form."""
+    p_allow, p_disallow = tempered([1 - scores.p_disallow, scores.p_disallow], temperature)
+    shares = tempered(list(scores.category_share.values()), temperature)
+    return 1 - p_allow**group - p_disallow**group * sum(share**group for share in shares)
+
+
+def tempered(probabilities: list[float], temperature: float) -> list[float]:
+    """Probabilities as sampling at `temperature` sees them: p^(1/T), renormalized."""
+    powered = [p ** (1 / temperature) for p in probabilities]
+    total = sum(powered)
+    return [p / total for p in powered] if total else probabilities
 
 
 def teaching_prompts(spreads: list[float], per_step: int) -> list[int]:

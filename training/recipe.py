@@ -129,6 +129,12 @@ class Recipe(BaseModel):
         description="sample the start model's group on this many train prompts before GRPO and train only on those "
         "whose rewards differ within the group (0: every prompt, unfiltered)",
     )
+    prompt_screen: int = Field(
+        0,
+        ge=0,
+        description="prompt_pool: first read this many train prompts in fast mode (one forward pass each) and sample "
+        "groups on the prompt_pool of them whose group it expects to disagree most (0: the first prompt_pool prompts)",
+    )
     fast_share: float = Field(
         0.0,
         ge=0,
@@ -209,6 +215,8 @@ class Recipe(BaseModel):
             )
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
             raise ValueError(f"{len(self.reward_weights)} reward_weights for {len(self.reward_funcs)} reward_funcs")
+        if self.prompt_screen and self.prompt_screen < self.prompt_pool:
+            raise ValueError(f"prompt_screen ({self.prompt_screen}) must be at least prompt_pool ({self.prompt_pool})")
         if self.resume and self.overwrite:
             raise ValueError("resume=true and overwrite=true contradict each other")
         if (self.use_vllm or self.backend == "unsloth") and self.rollout != "trl":
@@ -276,6 +284,8 @@ def sft_args(recipe: Recipe, steps: int, device: dict):
         "max_length": recipe.max_prompt_tokens + SFT_ANSWER_TOKENS,  # TRL: 1024; prompts are capped at load
         "completion_only_loss": True,  # the answer-only loss scores exactly the labels this leaves unmasked
         "pad_to_multiple_of": 32,  # few distinct shapes: bf16 RSS grew to 7.9 GB over an epoch with exact lengths
+        # TRL: random; batches of similar length pad less: 10% fewer listing tokens per epoch in the CPU recipe
+        "train_sampling_strategy": "group_by_length",
         "gradient_checkpointing": False,  # TRL: True; LoRA on a small model fits, recomputing only costs time
         **device,
     }
