@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from pathlib import Path
 
 from inference.fast_answer import Scores
@@ -101,11 +102,12 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
     return [rows[i] for i in kept], fraction
 
 
+SCREEN_BATCH = 64  # listings per fast-mode call: a progress tick every few seconds
+
+
 def screened_pool(recipe: Recipe, model_path: Path | str, rows: list[dict], device: str, bf16: bool):
     """(row indices of the `prompt_pool` prompts, among the first `prompt_screen`, whose group fast mode expects to
     disagree most, in row order; their expected disagreement)."""
-    import time
-
     from tqdm.auto import tqdm
 
     from inference.fast_scoring import FastScorer
@@ -129,12 +131,10 @@ def screened_pool(recipe: Recipe, model_path: Path | str, rows: list[dict], devi
     return chosen, [odds[i] for i in chosen]
 
 
-SCREEN_BATCH = 64  # listings per fast-mode call: a progress tick every few seconds
-
-
 def expected_disagreement(scores: Scores, group: int, temperature: float) -> float:
     """The chance that `group` answers sampled at `temperature` are not all the same, as fast mode reads the prompt:
-    all ALLOW, or all DISALLOW naming the same top category. A proxy for the reasoning form, exact for fast form."""
+    all ALLOW, or all DISALLOW naming the same top category. Close for fast form (it samples that answer directly), a
+    ranking proxy for the reasoning form, whose group disagrees more often than this says."""
     p_allow, p_disallow = tempered([1 - scores.p_disallow, scores.p_disallow], temperature)
     shares = tempered(list(scores.category_share.values()), temperature)
     return 1 - p_allow**group - p_disallow**group * sum(share**group for share in shares)
