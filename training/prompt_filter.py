@@ -122,11 +122,10 @@ def screened_pool(recipe: Recipe, model_path: Path | str, rows: list[dict], devi
         for scores in scorer.score([row["text"] for row in screened[start : start + SCREEN_BATCH]]):
             odds.append(expected_disagreement(scores, recipe.num_generations, recipe.temperature))
     chosen = sorted(sorted(range(len(odds)), key=lambda i: -odds[i])[: recipe.prompt_pool])
-    mean = statistics.fmean(odds[i] for i in chosen) if chosen else 0.0
-    print(
+    print(  # rows and prompt_pool are never empty here: the pipeline stops on no rows, prompt_pool 0 never screens
         f"GRPO prompt screen: {len(odds)} prompts read in fast mode in {time.perf_counter() - started:.0f}s; the "
-        f"{len(chosen)} most likely to disagree (expected {mean:.0%}, all {statistics.fmean(odds or [0.0]):.0%}) "
-        "are sampled"
+        f"{len(chosen)} most likely to disagree (expected {statistics.fmean(odds[i] for i in chosen):.0%}, all "
+        f"{statistics.fmean(odds):.0%}) are sampled"
     )
     return chosen, [odds[i] for i in chosen]
 
