@@ -1,4 +1,4 @@
-"""Fast mode behind the moderator interface the runner saves: one forward pass per listing (inference.fast_scorer),
+"""Fast mode behind the moderator interface the runner saves: one forward pass per listing (`Moderator.fast_scorer`),
 read as a verdict by the same rule serving applies (inference.fast_answer.fast_verdict), so an eval of fast mode
 measures exactly what `serve --mode fast` answers at that threshold."""
 
@@ -8,7 +8,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from evals.baselines import ScoredModeration
-from inference import fast_scorer
 from inference.fast_answer import fast_verdict
 from inference.generate import Moderator
 from moderation.verdict import ALLOW, DISALLOW, Verdict, render
@@ -28,7 +27,7 @@ class FastModerator:
         self.policy = moderator.policy
         self.batch_size = moderator.generation.batch_size
         self.threshold = threshold
-        self.scorer = fast_scorer(moderator, compile)
+        self.scorer = moderator.fast_scorer(compile)
 
     def moderate_batches(self, listings: Sequence[str]) -> Iterator[list[FastModeration]]:
         for start in range(0, len(listings), self.batch_size):

@@ -61,20 +61,3 @@ def load_moderator(
     from inference.vllm_engine import load_vllm_moderator
 
     return load_vllm_moderator(model_dir, rules, prompt, generation, compute_type)
-
-
-def fast_scorer(moderator: Moderator, compile: bool = False):
-    """The one-pass scorer for this moderator's engine (`.score(listings) -> list[Scores]`, see inference.fast_answer):
-    CTranslate2's for a CT2 moderator, vLLM's for a vLLM one, transformers' otherwise; `compile`: torch.compile the
-    transformers pass."""
-    from inference.ct2 import CT2FastScorer, CT2Moderator
-    from inference.fast_scoring import FastScorer
-    from inference.vllm_engine import VLLMFastScorer, VLLMModerator
-
-    engines = {CT2Moderator: CT2FastScorer, VLLMModerator: VLLMFastScorer}
-    scorer = next((scorer for kind, scorer in engines.items() if isinstance(moderator, kind)), None)
-    if scorer is None:
-        return FastScorer(moderator, compile=compile)
-    if compile:
-        raise UserError("compile applies to the transformers engine (CTranslate2 and vLLM run their own kernels)")
-    return scorer(moderator)

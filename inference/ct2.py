@@ -20,7 +20,7 @@ from pathlib import Path
 
 from inference.compute_types import CT2_COMPUTE_TYPES
 from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
-from inference.generate import ANSWER_END, GenerationConfig, Moderator, end_of_turn_ids
+from inference.generate import ANSWER_END, GenerationConfig, Moderator, end_of_turn_ids, refuse_compile
 from inference.models import load_tokenizer
 from moderation.errors import UserError
 from moderation.policy import Policy
@@ -112,6 +112,25 @@ class CT2Moderator(Moderator):
             callback=answered,
         )
         return self.tokenizer.batch_decode([result.sequences_ids[0] for result in results], skip_special_tokens=True)
+
+    def chat_turn(self, prompt: list[int], max_tokens: int, temperature: float) -> tuple[list[int], bool]:
+        """`Moderator.chat_turn` on CT2, stopping at the same end-of-turn tokens as moderation."""
+        sampling = temperature > 0
+        (result,) = self.model.generate_batch(
+            [self.tokenizer.convert_ids_to_tokens(prompt)],
+            max_length=max_tokens,
+            include_prompt_in_result=False,
+            end_token=self.end_tokens,
+            return_end_token=True,
+            sampling_topk=0 if sampling else 1,
+            sampling_temperature=temperature if sampling else 1.0,
+        )
+        new = result.sequences_ids[0]
+        return new, bool(new) and self.tokenizer.convert_ids_to_tokens(new[-1]) in self.end_tokens
+
+    def fast_scorer(self, compile: bool = False) -> CT2FastScorer:
+        refuse_compile(compile)
+        return CT2FastScorer(self)
 
 
 def load_ct2_moderator(

@@ -5,7 +5,7 @@ the logits at the position before `DISALLOW` give P(ALLOW) vs P(DISALLOW) (the f
 logits after `DISALLOW:` give how the model would name the category (the first token of each category id). Causal
 attention means the forced `DISALLOW:` cannot influence the decision position, so both readings are honest and come
 from the same pass. This needs no change to the output format the model was trained on: it is the format with an
-empty reasoning. Serve and evals both score through here (`inference.fast_scorer` picks this or the CT2 scorer).
+empty reasoning. Serve and evals both score through here (`Moderator.fast_scorer` picks this or its engine's scorer).
 
 The system prompt (policy, format instructions) is the same for every listing, so its key/value cache is computed
 once at startup and shared by every batch: a request costs only its listing plus ~30 template tokens (~800 otherwise).

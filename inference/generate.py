@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from moderation.errors import UserError
 from moderation.policy import Policy
 from moderation.prompt import PromptConfig, build_messages
 from moderation.verdict import Verdict, parse
@@ -94,6 +95,39 @@ class Moderator:
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    def chat_turn(self, prompt: list[int], max_tokens: int, temperature: float) -> tuple[list[int], bool]:
+        """One open-ended chat turn after `prompt` (no `</answer>` stop): (new token ids, whether the model ended its
+        turn); greedy at temperature 0, else sampled from the full distribution. Serves `/v1/chat/completions`."""
+        import torch
+
+        sampling = temperature > 0
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=torch.tensor([prompt], device=self.model.device),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=self.model.device),
+                max_new_tokens=max_tokens,
+                do_sample=sampling,
+                temperature=temperature if sampling else None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new = output[0, len(prompt) :].tolist()
+        return new, bool(new) and new[-1] == self.tokenizer.eos_token_id
+
+    def fast_scorer(self, compile: bool = False):
+        """The one-pass scorer of this engine (`.score(listings) -> list[Scores]`, see inference.fast_answer);
+        `compile`: torch.compile the transformers pass (other engines run their own kernels)."""
+        from inference.fast_scoring import FastScorer
+
+        return FastScorer(self, compile=compile)
+
+
+def refuse_compile(compile: bool) -> None:
+    """Engines with their own kernels have nothing for torch.compile to fuse: asking for it is a user error."""
+    if compile:
+        raise UserError("compile applies to the transformers engine (CTranslate2 and vLLM run their own kernels)")
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:

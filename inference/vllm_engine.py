@@ -21,7 +21,7 @@ from pathlib import Path
 
 from inference.compute_types import compute_type_problem
 from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
-from inference.generate import ANSWER_END, GenerationConfig, Moderator, end_of_turn_ids
+from inference.generate import ANSWER_END, GenerationConfig, Moderator, end_of_turn_ids, refuse_compile
 from inference.models import load_tokenizer
 from moderation.errors import UserError
 from moderation.policy import Policy
@@ -60,6 +60,23 @@ class VLLMModerator(Moderator):
         )
         outputs = self.model.generate([{"prompt_token_ids": ids} for ids in prompts], params, use_tqdm=False)
         return [output.outputs[0].text for output in outputs]
+
+    def chat_turn(self, prompt: list[int], max_tokens: int, temperature: float) -> tuple[list[int], bool]:
+        """`Moderator.chat_turn` on vLLM, stopping at the same end-of-turn tokens as moderation."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stop_token_ids=end_of_turn_ids(self.tokenizer),
+            detokenize=False,
+        )
+        (output,) = self.model.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)
+        return list(output.outputs[0].token_ids), output.outputs[0].finish_reason == "stop"
+
+    def fast_scorer(self, compile: bool = False) -> VLLMFastScorer:
+        refuse_compile(compile)
+        return VLLMFastScorer(self)
 
 
 def load_vllm_moderator(

@@ -59,72 +59,14 @@ def chat_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
 
 
 def complete(moderator, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0) -> Completion:
-    """One chat completion over the moderator's model, on its engine; greedy at temperature 0, else sampled from the
-    full distribution."""
-    from inference.ct2 import CT2Moderator
-    from inference.vllm_engine import VLLMModerator
-
+    """One chat completion over the moderator's model, on its engine (`Moderator.chat_turn`); greedy at temperature 0,
+    else sampled from the full distribution."""
     tokenizer = moderator.tokenizer
     prompt = chat_ids(tokenizer, messages)
-    engines = {CT2Moderator: _ct2_generate, VLLMModerator: _vllm_generate}
-    generate = next((fn for kind, fn in engines.items() if isinstance(moderator, kind)), _transformers_generate)
-    new, stopped = generate(moderator, prompt, max_tokens, temperature)
+    new, stopped = moderator.chat_turn(prompt, max_tokens, temperature)
     text = tokenizer.decode(new, skip_special_tokens=True)
     finish = "stop" if stopped or len(new) < max_tokens else "length"
     return Completion(text=text, prompt_tokens=len(prompt), completion_tokens=len(new), finish_reason=finish)
-
-
-def _transformers_generate(moderator, prompt: list[int], max_tokens: int, temperature: float) -> tuple[list[int], bool]:
-    """(new token ids, whether the model ended its turn)."""
-    import torch
-
-    model, tokenizer = moderator.model, moderator.tokenizer
-    sampling = temperature > 0
-    with torch.inference_mode():
-        output = model.generate(
-            input_ids=torch.tensor([prompt], device=model.device),
-            attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=model.device),
-            max_new_tokens=max_tokens,
-            do_sample=sampling,
-            temperature=temperature if sampling else None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    new = output[0, len(prompt) :].tolist()
-    return new, bool(new) and new[-1] == tokenizer.eos_token_id
-
-
-def _ct2_generate(moderator, prompt: list[int], max_tokens: int, temperature: float) -> tuple[list[int], bool]:
-    """(new token ids, whether the model ended its turn), stopping at the same end-of-turn tokens as moderation."""
-    sampling = temperature > 0
-    (result,) = moderator.model.generate_batch(
-        [moderator.tokenizer.convert_ids_to_tokens(prompt)],
-        max_length=max_tokens,
-        include_prompt_in_result=False,
-        end_token=moderator.end_tokens,
-        return_end_token=True,
-        sampling_topk=0 if sampling else 1,
-        sampling_temperature=temperature if sampling else 1.0,
-    )
-    new = result.sequences_ids[0]
-    return new, bool(new) and moderator.tokenizer.convert_ids_to_tokens(new[-1]) in moderator.end_tokens
-
-
-def _vllm_generate(moderator, prompt: list[int], max_tokens: int, temperature: float) -> tuple[list[int], bool]:
-    """(new token ids, whether the model ended its turn), stopping at the same end-of-turn tokens as moderation."""
-    from vllm import SamplingParams
-
-    from inference.generate import end_of_turn_ids
-
-    params = SamplingParams(
-        temperature=temperature,
-        max_tokens=max_tokens,
-        stop_token_ids=end_of_turn_ids(moderator.tokenizer),
-        detokenize=False,
-    )
-    (output,) = moderator.model.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)
-    return list(output.outputs[0].token_ids), output.outputs[0].finish_reason == "stop"
 
 
 def response_body(completion: Completion, model: str, created: int) -> dict:

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from inference import ENGINES, fast_scorer, load_moderator
+from inference import ENGINES, load_moderator
 from inference.compute_types import COMPUTE_TYPES, compute_type_problem
 from inference.fast_answer import fast_verdict
 from inference.generate import GenerationConfig, Moderator
@@ -47,7 +47,7 @@ class Result:
 class Engine:
     """Runs batches in either mode.
 
-    fast: one forward pass (inference.fast_scorer) read by inference.fast_answer.fast_verdict (the rule evals count):
+    fast: one forward pass (`Moderator.fast_scorer`) read by inference.fast_answer.fast_verdict (the rule evals count):
     `flagged` when P(DISALLOW) >= flag_threshold; category_scores are P(DISALLOW) x the category's share; a flagged
     listing names its top category and any other whose share is at least category_threshold.
     reasoning: generates the full format and parses it with moderation.verdict.parse; scores are 1.0/0.0 from the
@@ -68,7 +68,7 @@ class Engine:
         self.category_ids = moderator.policy.category_ids
         self.flag_threshold = flag_threshold
         self.category_threshold = category_threshold
-        self.scorer = fast_scorer(moderator, compile)
+        self.scorer = moderator.fast_scorer(compile)
 
     def run(self, texts: Sequence[str], mode: Mode, thresholds: Sequence[float | None] | None = None) -> list[Result]:
         """One result per text; `thresholds` (fast mode) overrides flag_threshold per text where not None."""

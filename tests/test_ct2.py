@@ -124,13 +124,12 @@ def test_evals_run_with_ct2_engine(tmp_path, tiny_model_dir, tiny_dataset_dir):
 
 def test_fast_scores_match_the_transformers_fast_mode(tiny_model_dir):
     """Same P(DISALLOW) and category shares as the transformers one-pass FastScorer, listings of different lengths."""
-    from inference import fast_scorer
     from inference.ct2 import CT2FastScorer
     from inference.fast_scoring import FastScorer
 
     listings = [*LISTINGS, "Fixed-match betting tips", "x"]
     engines = ("transformers", "ct2")
-    reference_scorer, scorer = (fast_scorer(load_moderator(tiny_model_dir, e, "float32")) for e in engines)
+    reference_scorer, scorer = (load_moderator(tiny_model_dir, e, "float32").fast_scorer() for e in engines)
     assert (type(reference_scorer), type(scorer)) == (FastScorer, CT2FastScorer)
     reference, scores = reference_scorer.score(listings), scorer.score(listings)
     for got, expected in zip(scores, reference, strict=True):

@@ -11,7 +11,7 @@ from evals.__main__ import main
 from evals.calibration import score_metrics
 from evals.runner import EvalConfig, identity_of, run_eval
 from evals.suite import run_suite, runs_of
-from inference import fast_scorer, load_moderator
+from inference import load_moderator
 from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, fast_verdict
 from moderation.errors import UserError
 from serve.engine import EngineConfig
@@ -58,7 +58,7 @@ def plain_probabilities(moderator, listing: str) -> tuple[float, list[float]]:
 def test_cached_fast_scores_equal_a_plain_forward(tiny_model_dir):
     """Shared-prefix KV cache, right padding and length batching change nothing: same numbers as model(ids).logits."""
     moderator = load_moderator(tiny_model_dir)
-    scorer = fast_scorer(moderator)
+    scorer = moderator.fast_scorer()
     assert scorer.prefix and scorer.max_batch_tokens  # the cached path, with listings of different lengths batched
     for listing, scores in zip(LISTINGS, scorer.score(LISTINGS), strict=True):
         p_disallow, shares = plain_probabilities(moderator, listing)
@@ -71,7 +71,7 @@ def test_compiled_fast_scores_equal_the_eager_ones(tiny_model_dir):
     """`compile=True` (serve --compile) changes the speed, not the numbers: batches of one and of mixed lengths after
     the constructor's warm-up; the CT2 engine refuses it in one line."""
     moderator = load_moderator(tiny_model_dir)
-    eager, compiled = fast_scorer(moderator), fast_scorer(moderator, compile=True)
+    eager, compiled = moderator.fast_scorer(), moderator.fast_scorer(compile=True)
     assert compiled.compile_s > 0 and eager.compile_s == 0
     for batch in (LISTINGS, LISTINGS[:1]):
         for ours, reference in zip(compiled.score(batch), eager.score(batch), strict=True):
@@ -79,7 +79,7 @@ def test_compiled_fast_scores_equal_the_eager_ones(tiny_model_dir):
             shares = list(reference.category_share.values())
             assert list(ours.category_share.values()) == pytest.approx(shares, abs=1e-4)
     with pytest.raises(UserError, match="transformers engine"):
-        fast_scorer(load_moderator(tiny_model_dir, "ct2", "float32"), compile=True)
+        load_moderator(tiny_model_dir, "ct2", "float32").fast_scorer(compile=True)
     with pytest.raises(ValidationError, match="needs the transformers engine"):  # serve refuses before loading anything
         EngineConfig(engine="ct2", compile=True)
 
@@ -221,8 +221,8 @@ def test_bfloat16_for_the_transformers_engine(tiny_model_dir):
 
     reference, bf16 = (load_moderator(tiny_model_dir, compute_type=c) for c in ("int8", "bfloat16"))
     assert (reference.model.dtype, bf16.model.dtype) == (torch.float32, torch.bfloat16)
-    expected = [s.p_disallow for s in fast_scorer(reference).score(LISTINGS)]
-    got = [s.p_disallow for s in fast_scorer(bf16).score(LISTINGS)]
+    expected = [s.p_disallow for s in reference.fast_scorer().score(LISTINGS)]
+    got = [s.p_disallow for s in bf16.fast_scorer().score(LISTINGS)]
     assert np.allclose(got, expected, atol=0.02)  # bf16 rounding only
     assert bf16.moderate(LISTINGS[:1])[0].completion is not None  # generation runs in bf16 too
     with pytest.raises(UserError, match="compute type 'bfloat16'"):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from inference import fast_scorer, load_moderator
+from inference import load_moderator
 from inference.vllm_engine import candidate_probabilities, require_vllm
 from moderation.errors import UserError
 
@@ -52,7 +52,7 @@ def test_vllm_reads_what_transformers_reads(tiny_model_dir):
     ours = load_moderator(tiny_model_dir, "vllm", "float32")
     for mine, theirs in zip(ours.moderate(LISTINGS), reference.moderate(LISTINGS), strict=True):
         assert mine.verdict == theirs.verdict
-    for mine, theirs in zip(fast_scorer(ours).score(LISTINGS), fast_scorer(reference).score(LISTINGS), strict=True):
+    for mine, theirs in zip(ours.fast_scorer().score(LISTINGS), reference.fast_scorer().score(LISTINGS), strict=True):
         assert mine.p_disallow == pytest.approx(theirs.p_disallow, abs=1e-3)
         assert list(mine.category_share.values()) == pytest.approx(list(theirs.category_share.values()), abs=1e-3)
 
