@@ -119,24 +119,31 @@ def bootstrap_intervals(
     if n_bootstrap <= 0:
         return dict.fromkeys(names)
     rng = np.random.default_rng(seed)
-    y_true = np.array([r["label"] for r in records])
-    y_pred = np.array([predicted_label(r) for r in records])
     idx = rng.integers(0, len(records), size=(n_bootstrap, len(records)))
-    truth, pred, failure = (y_true == DISALLOW)[idx], (y_pred == DISALLOW)[idx], (y_pred == PARSE_FAILURE)[idx]
-    tp, fp, fn = (truth & pred).sum(1), (~truth & pred).sum(1), (truth & ~pred).sum(1)
-    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(n_bootstrap), where=2 * tp + fp + fn > 0)
-    allowed = (~truth).sum(1)
-    flagged = (~truth & (pred | failure)).sum(1)
-    fpr = np.divide(flagged, allowed, out=np.full(n_bootstrap, np.nan), where=allowed > 0)
+    right, f1, fpr = _binary_resamples(records, idx)
     gold, predicted = _category_matrices(records, category_ids)
     present = gold.any(0)
     intervals = {
-        "accuracy": _interval((y_true == y_pred)[idx].mean(1)),
+        "accuracy": _interval(right),
         "f1": _interval(f1),
-        "fpr": _interval(fpr[~np.isnan(fpr)]) if (allowed > 0).any() else None,
+        "fpr": _interval(fpr[~np.isnan(fpr)]) if not np.isnan(fpr).all() else None,
         "macro_f1": _interval(_macro_f1(gold, predicted, idx, present)) if present.any() else None,
     }
     return intervals
+
+
+def _binary_resamples(records: Sequence[dict], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accuracy, disallow F1 and FPR of each resample (a row of `idx`); FPR is NaN where a resample has no allowed
+    item."""
+    y_true = np.array([r["label"] for r in records])
+    y_pred = np.array([predicted_label(r) for r in records])
+    truth, pred, failure = (y_true == DISALLOW)[idx], (y_pred == DISALLOW)[idx], (y_pred == PARSE_FAILURE)[idx]
+    tp, fp, fn = (truth & pred).sum(1), (~truth & pred).sum(1), (truth & ~pred).sum(1)
+    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(len(idx)), where=2 * tp + fp + fn > 0)
+    allowed = (~truth).sum(1)
+    flagged = (~truth & (pred | failure)).sum(1)
+    fpr = np.divide(flagged, allowed, out=np.full(len(idx), np.nan), where=allowed > 0)
+    return (y_true == y_pred)[idx].mean(1), f1, fpr
 
 
 def _score_metrics(records: Sequence[dict], target_fpr: float) -> dict:
@@ -151,8 +158,9 @@ def _score_metrics(records: Sequence[dict], target_fpr: float) -> dict:
 def paired_difference(
     base: Sequence[dict], other: Sequence[dict], category_ids: Sequence[str], n_bootstrap: int = 1000, seed: int = 0
 ) -> dict:
-    """`other` minus `base` on the same items (same order): accuracy and macro-F1 deltas with paired 95% bootstrap
-    intervals, and how many items `other` got right that `base` got wrong (`fixed`) and the reverse (`broken`).
+    """`other` minus `base` on the same items (same order): accuracy, disallow F1, FPR and macro-F1 deltas with paired
+    95% bootstrap intervals, and how many items `other` got right that `base` got wrong (`fixed`) and the reverse
+    (`broken`). The point deltas are the full-data metrics' differences (`compute_metrics`' definitions).
 
     Pairing resamples the same items for both models, so the interval reflects the models' disagreement, not the
     item sampling both share: it is much tighter than comparing two separate intervals.
@@ -162,16 +170,24 @@ def paired_difference(
     base, other = (split_out_of_policy(records, category_ids)[0] for records in (base, other))
     right = [np.array([predicted_label(r) == r["label"] for r in records]) for records in (base, other)]
     (_, macro_base, _), (_, macro_other, _) = (_category_metrics(r, category_ids) for r in (base, other))
+    whole = np.arange(len(base))[None, :]
+    (_, f1_base, fpr_base), (_, f1_other, fpr_other) = (_binary_resamples(r, whole) for r in (base, other))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(base), size=(n_bootstrap, len(base)))
-    accuracy = right[1][idx].mean(1) - right[0][idx].mean(1)
+    (acc_0, f1_0, fpr_0), (acc_1, f1_1, fpr_1) = (_binary_resamples(r, idx) for r in (base, other))
+    fpr = fpr_1 - fpr_0
     present = _category_matrices(base, category_ids)[0].any(0)
     macro = _macro_f1(*_category_matrices(other, category_ids), idx, present) - _macro_f1(
         *_category_matrices(base, category_ids), idx, present
     )
     return {
         "n": len(base),
-        "accuracy": {"delta": float(right[1].mean() - right[0].mean()), "ci95": _interval(accuracy)},
+        "accuracy": {"delta": float(right[1].mean() - right[0].mean()), "ci95": _interval(acc_1 - acc_0)},
+        "f1": {"delta": float(f1_other[0] - f1_base[0]), "ci95": _interval(f1_1 - f1_0)},
+        "fpr": {
+            "delta": None if np.isnan(fpr_base[0]) else float(fpr_other[0] - fpr_base[0]),
+            "ci95": None if np.isnan(fpr).all() else _interval(fpr[~np.isnan(fpr)]),
+        },
         "macro_f1": {
             "delta": None if macro_base is None else float(macro_other - macro_base),
             "ci95": _interval(macro) if present.any() else None,

@@ -269,6 +269,9 @@ def _scores_section(metrics: dict) -> list[str]:
     ]
 
 
+PAIRED = {"accuracy": "accuracy", "f1": "F1", "fpr": "FPR", "macro_f1": "macro-F1"}  # paired_difference's deltas
+
+
 def paired_section(dirs: Sequence[Path], runs: Sequence[dict]) -> list[str]:
     """Each run minus the one before it on the items both scored (paired bootstrap), when predictions are there.
 
@@ -284,13 +287,12 @@ def paired_section(dirs: Sequence[Path], runs: Sequence[dict]) -> list[str]:
         if not shared:
             continue
         d = paired_difference([before[i] for i in shared], [after[i] for i in shared], categories)
-        rows.append(
-            [f"{new['label']} − {old['label']}", d["n"], d["accuracy"]["delta"], _ci(d["accuracy"]["ci95"]),
-             d["macro_f1"]["delta"], _ci(d["macro_f1"]["ci95"]), d["fixed"], d["broken"]]
-        )  # fmt: skip
+        deltas = [cell for name in PAIRED for cell in (d[name]["delta"], _ci(d[name]["ci95"]))]
+        rows.append([f"{new['label']} − {old['label']}", d["n"], *deltas, d["fixed"], d["broken"]])
     if not rows:
         return []
-    header = ["change", "n paired", "Δ accuracy", "95% CI", "Δ macro-F1", "95% CI", "fixed", "broken"]
+    header = ["change", "n paired", *(cell for name in PAIRED.values() for cell in (f"Δ {name}", "95% CI"))]
+    header += ["fixed", "broken"]
     return [
         "## Paired differences, each model vs the one before it",
         "",

@@ -127,11 +127,13 @@ def test_paired_difference_counts_fixed_and_broken_items():
     d = paired_difference(base, better, CATEGORY_IDS)
     assert (d["n"], d["fixed"], d["broken"]) == (20, 10, 1)
     assert d["accuracy"]["delta"] == pytest.approx((10 - 1) / 20)
-    full = [compute_metrics(r, CATEGORY_IDS, n_bootstrap=0)["macro_f1"] for r in (base, better)]
-    assert d["macro_f1"]["delta"] == pytest.approx(full[1] - full[0])
+    full = [compute_metrics(r, CATEGORY_IDS, n_bootstrap=0) for r in (base, better)]
+    for name in ("macro_f1", "f1", "fpr"):  # the point deltas are the full metrics' differences
+        assert d[name]["delta"] == pytest.approx(full[1][name] - full[0][name])
     low, high = d["accuracy"]["ci95"]
     assert 0 < low < d["accuracy"]["delta"] < high
-    assert d["macro_f1"]["ci95"][0] > 0
+    assert d["macro_f1"]["ci95"][0] > 0 and d["f1"]["ci95"][0] > 0
+    assert d["fpr"]["delta"] == pytest.approx(0.1) and d["fpr"]["ci95"][0] >= 0  # one false alarm in ten allowed
 
 
 def test_paired_difference_refuses_unpaired_items():
