@@ -110,12 +110,11 @@ def screened_pool(recipe: Recipe, model_path: Path | str, rows: list[dict], devi
     disagree most, in row order; their expected disagreement)."""
     from tqdm.auto import tqdm
 
-    from inference.fast_scoring import FastScorer
     from inference.runs import load_moderator
 
     started = time.perf_counter()
     dtype = "bfloat16" if bf16 else "float32"
-    scorer = FastScorer(load_moderator(model_path, recipe.policy, recipe.prompt, device=device, dtype=dtype))
+    scorer = load_moderator(model_path, recipe.policy, recipe.prompt, device=device, dtype=dtype).fast_scorer()
     screened = rows[: recipe.prompt_screen]
     odds: list[float] = []
     for start in tqdm(range(0, len(screened), SCREEN_BATCH), desc="GRPO prompt screen (fast mode)", unit="batch"):
