@@ -21,10 +21,13 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
-from inference.generate import Moderator
 from moderation.errors import UserError
+
+if TYPE_CHECKING:  # for the annotation only: Moderator.fast_scorer builds this scorer, so generate imports us
+    from inference.generate import Moderator
 
 
 class FastScorer:
