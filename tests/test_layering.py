@@ -52,9 +52,8 @@ def project_modules() -> dict[str, Path]:
     return {module_name(p): p for p in files}
 
 
-def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
-    """Project modules that `path` imports (`from pkg import mod` resolves to `pkg.mod` when that is a module)."""
-    found = set()
+def runtime_nodes(path: Path) -> list[ast.AST]:
+    """Every AST node of `path` except those under `if TYPE_CHECKING:` (type-only imports never run)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     type_only = {
         id(inner)
@@ -63,9 +62,13 @@ def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
         for statement in node.body
         for inner in ast.walk(statement)
     }
-    for node in ast.walk(tree):
-        if id(node) in type_only:
-            continue
+    return [node for node in ast.walk(tree) if id(node) not in type_only]
+
+
+def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Project modules that `path` imports (`from pkg import mod` resolves to `pkg.mod` when that is a module)."""
+    found = set()
+    for node in runtime_nodes(path):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -142,17 +145,7 @@ def test_no_upward_imports():
 def external_imports_of(path: Path) -> set[str]:
     """Top-level names of every package `path` imports, function-level imports included."""
     found = set()
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    type_only = {
-        id(inner)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
-        for statement in node.body
-        for inner in ast.walk(statement)
-    }
-    for node in ast.walk(tree):
-        if id(node) in type_only:
-            continue
+    for node in runtime_nodes(path):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
