@@ -21,19 +21,28 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
 from moderation.errors import UserError
+from moderation.policy import Policy
 
-if TYPE_CHECKING:  # for the annotation only: Moderator.fast_scorer builds this scorer, so generate imports us
-    from inference.generate import Moderator
+
+class PromptedModel(Protocol):
+    """What the scorer reads from a transformers `inference.generate.Moderator`, whose `fast_scorer` builds it (so
+    this module does not import that one back)."""
+
+    model: Any
+    tokenizer: Any
+    policy: Policy
+
+    def prompt(self, listing: str) -> str: ...
 
 
 class FastScorer:
     """Scores listings with one forward pass each, in right-padded batches over a cached shared prompt prefix."""
 
-    def __init__(self, moderator: Moderator, max_batch_tokens: int = 2048, compile: bool = False):
+    def __init__(self, moderator: PromptedModel, max_batch_tokens: int = 2048, compile: bool = False):
         import torch
 
         self.moderator = moderator

@@ -3,8 +3,7 @@
 Layers, lowest first (ARCHITECTURE.md): shared infrastructure → the contract (policy, prompt, verdict, split names) →
 data_gen / rewards → inference (model loading, generation, engines) → training → evals / serve → entry points and
 benchmarks. A module may import its own layer or lower ones, never a higher one. Imports are read from the source
-(AST), function-level ones included, so a cycle cannot hide inside a function body; only imports under
-`if TYPE_CHECKING:` are left out, as they never run (an annotation's name, not a dependency).
+(AST), function-level ones included, so a cycle cannot hide inside a function body.
 """
 
 from __future__ import annotations
@@ -52,23 +51,10 @@ def project_modules() -> dict[str, Path]:
     return {module_name(p): p for p in files}
 
 
-def runtime_nodes(path: Path) -> list[ast.AST]:
-    """Every AST node of `path` except those under `if TYPE_CHECKING:` (type-only imports never run)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    type_only = {
-        id(inner)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
-        for statement in node.body
-        for inner in ast.walk(statement)
-    }
-    return [node for node in ast.walk(tree) if id(node) not in type_only]
-
-
 def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
     """Project modules that `path` imports (`from pkg import mod` resolves to `pkg.mod` when that is a module)."""
     found = set()
-    for node in runtime_nodes(path):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -145,7 +131,7 @@ def test_no_upward_imports():
 def external_imports_of(path: Path) -> set[str]:
     """Top-level names of every package `path` imports, function-level imports included."""
     found = set()
-    for node in runtime_nodes(path):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -172,7 +158,5 @@ def test_the_checker_sees_cycles_and_function_level_imports(tmp_path):
     source.write_text("def f():\n    from evals import runner\n    import serve.app\n")
     modules = {"evals.runner": source, "evals": source, "serve.app": source, "serve": source}
     assert imports_of(source, modules) == {"evals.runner", "serve.app"}
-    source.write_text("if TYPE_CHECKING:\n    from evals import runner\n\ndef f():\n    import serve.app\n")
-    assert imports_of(source, modules) == {"serve.app"}  # a type-only import never runs
     source.write_text("import os\n\ndef f():\n    from transformers import AutoModel\n    import torch.nn\n")
     assert external_imports_of(source) == {"os", "transformers", "torch"}
