@@ -13,7 +13,7 @@ def compute_type_problem(engine: str, compute_type: str) -> str | None:
     """Why `compute_type` does not fit `engine`, or None (transformers reads any type but bfloat16 as float32)."""
     own = {"ct2": CT2_COMPUTE_TYPES, "vllm": VLLM_COMPUTE_TYPES}.get(engine)
     if own and compute_type not in own:
-        return f"engine {engine} takes --compute-type {', '.join(own)}, not {compute_type}"
+        return f"engine {engine} takes --compute-type {', '.join(own)}, not {compute_type!r}"
     return None
 
 

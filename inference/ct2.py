@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from inference.compute_types import CT2_COMPUTE_TYPES
+from inference.compute_types import compute_type_problem
 from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
 from inference.generate import ANSWER_END, GenerationConfig, Moderator, end_of_turn_ids, refuse_compile
 from inference.models import load_tokenizer
@@ -53,8 +53,8 @@ def convert(model_dir: str | Path, compute_type: str = "int8", output: Path | No
     """The CT2 conversion of an HF model folder, reused while its weights are unchanged, redone (atomically) after."""
     import ctranslate2
 
-    if compute_type not in CT2_COMPUTE_TYPES:
-        raise UserError(f"unknown CT2 compute type {compute_type!r} (choose from {', '.join(CT2_COMPUTE_TYPES)})")
+    if problem := compute_type_problem("ct2", compute_type):
+        raise UserError(problem)
     source = Path(model_dir)
     if not (source / "config.json").is_file():
         raise UserError(f"{source}: not a local HF model folder (no config.json); CT2 converts local folders only")

@@ -101,7 +101,7 @@ def test_conversion_is_cached_and_redone_when_weights_change(tmp_path, tiny_mode
 
 
 def test_user_errors(tmp_path, tiny_model_dir):
-    with pytest.raises(UserError, match="compute type"):
+    with pytest.raises(UserError, match="ct2 takes --compute-type int8, int8_float32, float32, not 'float16'"):
         convert(tiny_model_dir, "float16")
     with pytest.raises(UserError, match="not a local HF model folder"):
         convert(tmp_path, "int8")

@@ -28,6 +28,7 @@ from training.recipe import Recipe
 KEPT = "grpo_prompts.json"
 COLUMNS = ("label", "categories", "text", ANSWER_START)
 SPREAD = 1e-6  # a group whose summed rewards spread less than this agreed
+POOL_ROWS = 64  # completions per sampling call: a CPU decoding step reads all the weights for 16 rows or 64 alike
 
 
 def group_rewards(recipe: Recipe, policy: Policy, rows: list[dict], completions: list[str]) -> list[float]:
@@ -79,7 +80,8 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
     def autocast():
         return torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
 
-    group, per_call = recipe.num_generations, max(1, recipe.per_device_train_batch_size // recipe.num_generations)
+    group = recipe.num_generations
+    per_call, per_step = max(1, POOL_ROWS // group), max(1, recipe.per_device_train_batch_size // group)
     spreads: list[float] = []
     for start in tqdm(range(0, len(pool), per_call), desc="GRPO prompt pool", unit="batch"):
         batch = [rows[i] for i in pool[start : start + per_call]]
@@ -88,7 +90,7 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
         texts = tokenizer.batch_decode(sampled["completion_ids"], skip_special_tokens=True)
         totals = group_rewards(recipe, policy, repeated, texts)
         spreads += [statistics.pstdev(totals[i : i + group]) for i in range(0, len(totals), group)]
-    kept = [pool[i] for i in teaching_prompts(spreads, per_call)]
+    kept = [pool[i] for i in teaching_prompts(spreads, per_step)]
     disagreeing = sum(spread > SPREAD for spread in spreads)
     fraction = disagreeing / max(len(spreads), 1)
     record = {"pool": len(spreads), "kept": kept, "kept_fraction": fraction, "spreads": spreads}
