@@ -5,8 +5,8 @@
 Both sides sample `num_generations` completions for each of the same `--prompts` train prompts with the CPU recipe's
 generation settings and precision, through `training.rollout.sample_completions` (one prefill per prompt). Only the
 rows per `generate` call differ: `--baseline-rows` (one GRPO step's 16) against `training.prompt_filter.POOL_ROWS`.
-On CPU a decoding step of a 135M model is bound by reading its weights, so more rows per call should cost little more
-than fewer. Prints `baseline`, `ours`, `ratio` and the peak RSS. Keep the machine otherwise idle.
+A CPU decoding step reads every weight whatever the batch, so larger calls amortise that read. Prints `baseline`,
+`ours`, `ratio` and the peak RSS. Keep the machine otherwise idle.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the `rewards` package, not benchmarks/rewards.py
 
-from moderation.errors import cli_main  # noqa: E402
+from moderation.errors import cli_main
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "recipes" / "cpu-smollm2.yaml"
 
