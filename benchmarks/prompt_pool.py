@@ -25,17 +25,10 @@ RECIPE = Path(__file__).resolve().parents[1] / "configs" / "recipes" / "cpu-smol
 
 
 def seconds_to_sample(model, tokenizer, prompts: list, rows_per_call: int, recipe, autocast) -> float:
-    from transformers import GenerationConfig
-
+    from training.prompt_filter import rollout_config
     from training.rollout import sample_completions
 
-    config = GenerationConfig(
-        do_sample=True,
-        temperature=recipe.temperature,
-        max_new_tokens=recipe.max_completion_length,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = rollout_config(recipe, tokenizer)
     repeated = [prompt for prompt in prompts for _ in range(recipe.num_generations)]
     started = time.perf_counter()
     for start in range(0, len(repeated), rows_per_call):

@@ -44,6 +44,19 @@ def group_rewards(recipe: Recipe, policy: Policy, rows: list[dict], completions:
     return totals
 
 
+def rollout_config(recipe: Recipe, tokenizer):
+    """The GenerationConfig GRPO samples its groups with: the recipe's temperature and completion budget."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        do_sample=True,
+        temperature=recipe.temperature,
+        max_new_tokens=recipe.max_completion_length,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
 def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict], tokenizer, policy: Policy):
     """(rows to run GRPO on, kept fraction). Saved in runs/<name>/grpo_prompts.json so a resumed run reuses it."""
     saved = recipe.run_dir / KEPT
@@ -56,7 +69,7 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
 
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM
 
     from moderation.files import atomic_write_text
     from training.models import device_kwargs
@@ -69,13 +82,7 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
     else:
         pool, expected = list(range(min(recipe.prompt_pool, len(rows)))), None
     model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype="float32").to(device)
-    config = GenerationConfig(
-        do_sample=True,
-        temperature=recipe.temperature,
-        max_new_tokens=recipe.max_completion_length,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = rollout_config(recipe, tokenizer)
 
     def autocast():
         return torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
