@@ -4,9 +4,10 @@ import inspect
 
 import pytest
 import trl
-from trl import GRPOConfig, GRPOTrainer, SFTConfig
+from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax_and_entropy
 
+from training.length_buckets import LengthBucketSampler
 from training.trl_adapter import (
     AnswerOnlySFTTrainer,
     SharedPrefixGRPOTrainer,
@@ -52,6 +53,7 @@ def test_private_method_and_utility_signatures():
         "temperature",
     ]
     assert parameters(entropy_from_logits)[0] == "logits"
+    assert parameters(SFTTrainer._get_train_sampler) == ["self", "train_dataset"]  # transformers' Trainer's
 
 
 def test_a_trainer_without_the_members_is_refused_by_name():
@@ -99,3 +101,22 @@ def test_constructed_trainers_have_the_members_in_the_shape_used(tiny_model_dir,
     )
     assert isinstance(sft._metrics["train"]["entropy"], list)
     assert sft._total_train_tokens == 0
+    assert not isinstance(sft._get_train_sampler(), LengthBucketSampler)
+
+
+def test_the_bucketing_trainer_batches_rows_of_similar_length(tiny_model_dir, tokenizer, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    rows = [{"prompt": "a listing " * (1 + i % 8) * 4, "completion": "ALLOW"} for i in range(64)]
+    sft = AnswerOnlySFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        args=SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, use_cpu=True, report_to="none"),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        bucket_by_length=True,
+    )
+    assert isinstance(sft._get_train_sampler(), LengthBucketSampler)
+    masks = [batch["attention_mask"] for batch in sft.get_train_dataloader()]
+    assert sum(len(mask) for mask in masks) == 64
+    assert all(bool(mask.all()) for mask in masks)  # 8 lengths, 8 rows of each: no batch needs padding

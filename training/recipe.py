@@ -80,6 +80,11 @@ class SFTSettings(BaseModel):
         "reads a state the model was trained on",
     )
     batch_size: int = Field(8, ge=1, description="SFT examples per step")
+    bucket_by_length: bool = Field(
+        True,
+        description="batch rows of similar length, the batches in random order, every row once per epoch: less "
+        "padding (CPU recipe: 7% fewer positions, 1.10x faster steps; benchmarks/sft_batches.py)",
+    )
     learning_rate: float = Field(1e-3, gt=0, description="SFT learning rate (LoRA)")
     save_steps: int = Field(20, ge=1, description="checkpoint every N SFT steps (resume loses at most this many)")
 

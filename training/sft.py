@@ -36,12 +36,28 @@ def sft_steps(recipe: Recipe, rows: int) -> int:
     return recipe.sft.max_steps or math.ceil(recipe.sft.epochs * rows / recipe.sft.batch_size)
 
 
-def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker, callbacks=()) -> Path:
-    """Warm-start: LoRA SFT on rendered gold answers (loss on the answer only), merged into a full model."""
+def sft_trainer(recipe: Recipe, base_path: str | Path, rows: list[dict], tokenizer, steps: int, callbacks=()):
+    """The warm-start's trainer: LoRA on `base_path`, answer-only loss, `steps` steps over `rows`' SFT examples."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
 
-    from training.trl_adapter import AnswerOnlySFTTrainer, check_trl_version
+    from training.trl_adapter import AnswerOnlySFTTrainer
+
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype="float32")
+    return AnswerOnlySFTTrainer(
+        model=model,
+        args=sft_args(recipe, steps, device_kwargs(recipe)),
+        train_dataset=Dataset.from_list(sft_examples(rows, recipe.sft.fast_share, recipe.seed)),
+        processing_class=tokenizer,
+        peft_config=lora_config(recipe, model.config.num_hidden_layers),
+        callbacks=list(callbacks),
+        bucket_by_length=recipe.sft.bucket_by_length,
+    )
+
+
+def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker, callbacks=()) -> Path:
+    """Warm-start: LoRA SFT on rendered gold answers (loss on the answer only), merged into a full model."""
+    from training.trl_adapter import check_trl_version
 
     out = recipe.run_dir / "sft"
     merged = out / MERGED
@@ -50,18 +66,7 @@ def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker
         return merged
     check_trl_version()
     tracker.stage = "sft"
-    dataset = Dataset.from_list(sft_examples(rows, recipe.sft.fast_share, recipe.seed))
-    steps = sft_steps(recipe, len(rows))
-    args = sft_args(recipe, steps, device_kwargs(recipe))
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype="float32")
-    trainer = AnswerOnlySFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=lora_config(recipe, model.config.num_hidden_layers),
-        callbacks=[tracker, *callbacks],
-    )
+    trainer = sft_trainer(recipe, base_path, rows, tokenizer, sft_steps(recipe, len(rows)), [tracker, *callbacks])
     last, _ = start_stage(recipe.run_dir, "sft", out / "checkpoints", recipe.resume)
     trainer.train(resume_from_checkpoint=last)
     save_merged(trainer.model, tokenizer, merged)

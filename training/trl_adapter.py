@@ -6,6 +6,7 @@ TRL offers no public hook for these, so they are reached here and nowhere else:
     GRPOTrainer._entropy_bonus_enabled               read by that override when present: do entropies need gradients
     GRPOTrainer._logs                                the latest generation batch (prompts, completions, rewards)
     SFTTrainer._metrics, SFTTrainer._total_train_tokens   the metrics TRL's compute_loss logs, kept by ours
+    Trainer._get_train_sampler (transformers)        overridden: SFT batches of similar length (length_buckets)
 
 tests/test_trl_adapter.py fails loudly when the installed TRL no longer has them in the shape used here; training warns
 when it runs on a TRL that pyproject does not pin.
@@ -26,6 +27,7 @@ from trl.trainer.sft_trainer import SFTTrainer
 from moderation.paths import REPO_ROOT
 from training import shared_prefix
 from training.answer_only_sft import answer_only_loss, mean_entropy
+from training.length_buckets import LengthBucketSampler
 
 PRIVATE_MEMBERS = {  # required: training cannot run without them
     GRPOTrainer: ("_get_per_token_logps_and_entropies", "_logs"),
@@ -114,11 +116,20 @@ class SharedPrefixGRPOTrainer(GRPOTrainer):
 
 class AnswerOnlySFTTrainer(SFTTrainer):
     """SFTTrainer whose loss computes logits at the answer positions only (training.answer_only_sft); logs TRL's
-    entropy, token accuracy and token count as TRL's own compute_loss does."""
+    entropy, token accuracy and token count as TRL's own compute_loss does. With `bucket_by_length` its batches hold
+    rows of similar length, in random batch order (training.length_buckets)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, bucket_by_length: bool = False, **kwargs):
+        self.bucket_by_length = bucket_by_length  # read by _get_train_sampler, which the constructor may call
         super().__init__(*args, **kwargs)
         require_private_members(self)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if not self.bucket_by_length or dataset is None:
+            return super()._get_train_sampler(train_dataset)
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        return LengthBucketSampler(lengths, self.args.train_batch_size, self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs or "labels" not in inputs:
