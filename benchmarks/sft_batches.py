@@ -19,7 +19,6 @@ import os
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,24 +29,12 @@ VARIANTS = {"baseline": "false", "ours": "true"}  # sft.bucket_by_length
 
 def run_variant(variant: str, recipe_path: str, model: str, rows: int, queue) -> None:
     os.environ.update(WANDB_MODE="disabled", TRL_EXPERIMENTAL_SILENCE="1")
-    from transformers import TrainerCallback
-
+    from benchmarks.step_timer import StepTimer
     from inference.models import load_tokenizer, resolve_model
     from moderation.policy import load_policy
     from training.data import hold_back, load_rows, to_prompt_rows
     from training.recipe import load_recipe
     from training.sft import sft_trainer
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.times: list[float] = []
-            self.started = 0.0
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.started = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.times.append(time.perf_counter() - self.started)
 
     with tempfile.TemporaryDirectory() as out:
         recipe = load_recipe(

@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import resource
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,10 +33,11 @@ def run_variant(variant: str, model_name: str, steps: int, warmup: int, queue) -
     os.environ.update(WANDB_MODE="disabled", TRL_EXPERIMENTAL_SILENCE="1")
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, TrainerCallback
+    from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
     import rewards
+    from benchmarks.step_timer import StepTimer
     from inference.models import load_tokenizer, resolve_model
     from moderation.config import load_config
     from moderation.policy import load_policy
@@ -58,17 +58,6 @@ def run_variant(variant: str, model_name: str, steps: int, warmup: int, queue) -
         for label, texts in (("disallow", c.disallowed_examples), ("allow", c.allowed_examples))
         for text in texts
     ]  # fmt: skip
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.times: list[float] = []
-            self.started = 0.0
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.started = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.times.append(time.perf_counter() - self.started)
 
     shared = dict(
         output_dir=f"/tmp/train-step-bench/{variant}",
