@@ -120,9 +120,9 @@ class AnswerOnlySFTTrainer(SFTTrainer):
     rows of similar length, in random batch order (training.length_buckets)."""
 
     def __init__(self, *args, bucket_by_length: bool = False, **kwargs):
-        self.bucket_by_length = bucket_by_length  # read by _get_train_sampler, which the constructor may call
         super().__init__(*args, **kwargs)
         require_private_members(self)
+        self.bucket_by_length = bucket_by_length
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
