@@ -15,6 +15,7 @@ from moderation.errors import UserError
 
 ANSWER_PREFIX = "<reasoning>\n</reasoning>\n<answer>\n"
 DISALLOW_WORD = "DISALLOW:"
+CATEGORY_START = ANSWER_PREFIX + DISALLOW_WORD  # what follows it names the categories
 
 Encode = Callable[[str], list[int]]
 
@@ -42,7 +43,7 @@ def answer_tokens(encode: Encode, category_ids: Sequence[str]) -> tuple[list[int
     decision = [first_token(encode, ANSWER_PREFIX, "ALLOW"), first_token(encode, ANSWER_PREFIX, "DISALLOW")]
     if decision[0] == decision[1]:
         raise UserError("fast mode: ALLOW and DISALLOW start with the same token in this tokenizer")
-    categories = [first_token(encode, ANSWER_PREFIX + DISALLOW_WORD, " " + c) for c in category_ids]
+    categories = [first_token(encode, CATEGORY_START, " " + c) for c in category_ids]
     return decision, categories
 
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
+from inference.fast_answer import ANSWER_PREFIX, CATEGORY_START, Scores, answer_tokens
 from moderation.errors import UserError
 from moderation.policy import Policy
 
@@ -54,7 +54,7 @@ class FastScorer:
 
         # The tail tokens (forced answer + "DISALLOW:") must not depend on the listing; checked on two listings.
         first, second = (self._ids(text) for text in ("x", "A completely different listing, 12 words long."))
-        self.disallow_len = len(self._encode(ANSWER_PREFIX + DISALLOW_WORD)) - len(self._encode(ANSWER_PREFIX))
+        self.disallow_len = len(self._encode(CATEGORY_START)) - len(self._encode(ANSWER_PREFIX))
         if first[-self.disallow_len - 8 :] != second[-self.disallow_len - 8 :]:
             raise UserError("fast mode: the tokenizer merges the forced answer with the listing; use mode=reasoning")
         self.decision_tokens, self.category_tokens = answer_tokens(self._encode, self.category_ids)
@@ -83,7 +83,7 @@ class FastScorer:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _ids(self, listing: str) -> list[int]:
-        return self._encode(self.moderator.prompt(listing) + ANSWER_PREFIX + DISALLOW_WORD)
+        return self._encode(self.moderator.prompt(listing) + CATEGORY_START)
 
     def score(self, listings: Sequence[str]) -> list[Scores]:
         """Score listings; batches are formed by length so padding stays small and memory bounded."""

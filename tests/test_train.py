@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from inference.fast_answer import ANSWER_PREFIX
+from inference.fast_answer import ANSWER_PREFIX, CATEGORY_START
 from moderation.errors import UserError
 from training import shared_prefix
 from training.data import gold_reasoning
@@ -29,12 +29,13 @@ class TestRecipeValidation:
         ("overrides", "message"),
         [
             (["num_generations=3"], "must be divisible by num_generations"),
-            (["reward_funcs=[verdict, nope, categories, format_partial, reasoning_length]"], "nope"),
-            (["reward_weights=[1.0]"], "1 reward_weights for 5 reward_funcs"),
+            (["reward_funcs=[categories, nope]"], "nope"),
+            (["reward_weights=[1.0]"], "1 reward_weights for 2 reward_funcs"),
             (["dataset=/no/such/dir"], "make generate_data"),
             (["max_step=3"], "unknown field 'max_step'"),
             (["resume=true", "overwrite=true"], "contradict"),
-            (["prompt_screen=32"], r"prompt_screen \(32\) must be at least prompt_pool \(64\)"),
+            (["prompt_screen=32"], r"prompt_screen \(32\) must be at least prompt_pool \(128\)"),
+            (["grpo_task=categories", "fast_share=0.5"], "fast_share must be 0"),
             (["backend=unsloth"], "set rollout=trl"),
             (["use_vllm=true"], "set rollout=trl"),
             (["backend=unsloth", "rollout=trl"], "set sft.enabled=false"),
@@ -64,6 +65,16 @@ class TestRecipeValidation:
             assert field in result.stdout
 
 
+def test_the_categories_task_trains_on_disallowed_prompts_started_after_disallow(tiny_recipe, tmp_path):
+    """grpo_task=categories end to end: the screen, the pool and GRPO see only disallowed rows, each answer started
+    after `DISALLOW:`, and the logged completions are whole answers."""
+    overrides = {"grpo_task": "categories", "sft.enabled": "false", "prompt_pool": 4, "prompt_screen": 6}
+    run_dir = train(load_recipe(RECIPE, tiny_recipe(tmp_path, **overrides)))
+    completions = [json.loads(line) for line in (run_dir / "completions.jsonl").read_text().splitlines()]
+    assert completions and all(c["label"] == "disallow" for c in completions)
+    assert all(c["completion"].startswith(CATEGORY_START) for c in completions)
+
+
 def test_gold_reasoning_uses_rationale_or_policy(policy):
     row = {"label": "disallow", "categories": ["iptv", "gambling"], "text": "x"}
     assert "unlicensed iptv and streaming and gambling" in gold_reasoning(row, policy)
@@ -76,7 +87,7 @@ def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monke
     monkeypatch.setattr(
         shared_prefix, "grouped_logps_and_entropies", lambda *a, **k: grouped_calls.append(1) or grouped(*a, **k)
     )
-    overrides = {"sft.fast_share": 0.5, "fast_share": 0.5}  # half the GRPO prompts in fast mode's form
+    overrides = {"sft.fast_share": 0.5, "grpo_task": "verdict", "fast_share": 0.5}  # half the GRPO prompts in fast form
     recipe = load_recipe(RECIPE, tiny_recipe(tmp_path, holdout=2, prompt_pool=4, prompt_screen=6, **overrides))
     run_dir = train(recipe)
     assert len(grouped_calls) == recipe.max_steps, "the GRPO loss must take the shared-prefix path"

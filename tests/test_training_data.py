@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from inference.fast_answer import ANSWER_PREFIX, Scores
+from inference.fast_answer import ANSWER_PREFIX, CATEGORY_START, Scores
 from moderation.verdict import render
 from tests.test_train import RECIPE
 from training.data import HOLDOUT, hold_back, load_rows, start_answers
@@ -99,6 +99,20 @@ def test_a_fast_share_of_grpo_prompts_ends_in_the_answer_fast_mode_forces(tokeni
     )
 
 
+def test_the_categories_task_samples_only_the_names_of_disallowed_rows(tokenizer, tiny_recipe, tmp_path, policy):
+    """grpo_task=categories: allowed rows leave, every prompt ends after fast mode's `DISALLOW:`, and the rewards
+    score the start plus the sampled names, so a right name outscores a wrong one with the verdict never sampled."""
+    rows = rows_with_completions(4)
+    rows[1] |= {"label": "disallow", "categories": ["iptv"], "text": "Premium IPTV, 20k channels, M3U links."}
+    started = start_answers(rows, tokenizer, 0.0, seed=1, task="categories")
+    assert len(started) == 1 and started[0]["answer_start"] == CATEGORY_START
+    rendered = tokenizer.apply_chat_template(rows[1]["prompt"], tokenize=False, add_generation_prompt=True)
+    assert started[0]["prompt"] == rendered + CATEGORY_START
+    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path))
+    right, wrong = group_rewards(recipe, policy, started * 2, [" iptv\n</answer>", " adult\n</answer>"])
+    assert right > wrong
+
+
 def test_teaching_prompts_fill_one_step_so_a_single_disagreeing_prompt_still_trains():
     assert teaching_prompts([0.0, 0.5, 0.0, 0.7, 0.0, 0.2], per_step=2) == [1, 3, 5]
     assert teaching_prompts([0.0, 0.0, 0.4, 0.0, 0.0], per_step=4) == [0, 1, 2, 3]  # one kept + the first others
@@ -114,3 +128,5 @@ def test_expected_disagreement_is_the_chance_a_group_does_not_answer_alike():
     assert odds(0.5, {"iptv": 1.0, "adult": 0.0}) == pytest.approx(1 - 2 * 0.5**4)
     assert odds(1.0, {"iptv": 0.5, "adult": 0.5}) == pytest.approx(1 - 2 * 0.5**4)  # the category splits the group
     assert odds(0.9, {"iptv": 1.0}, temperature=0.5) < odds(0.9, {"iptv": 1.0})  # a colder group agrees more
+    given = expected_disagreement(Scores(0.5, {"iptv": 1.0, "adult": 0.0}, 0.0), 4, 1.0, verdict_given=True)
+    assert given == pytest.approx(0.0)  # grpo_task=categories: the verdict is not sampled, the names agree

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from inference.fast_answer import ANSWER_PREFIX
+from inference.fast_answer import ANSWER_PREFIX, CATEGORY_START
 from moderation.errors import UserError
 from moderation.policy import Policy
 from moderation.prompt import build_messages, prompt_length
@@ -89,16 +89,20 @@ def to_prompt_rows(rows: list[dict], policy: Policy, tokenizer, recipe: Recipe) 
     return kept, dropped
 
 
-def start_answers(rows: list[dict], tokenizer, fast_share: float, seed: int) -> list[dict]:
+def start_answers(rows: list[dict], tokenizer, fast_share: float, seed: int, task: str = "verdict") -> list[dict]:
     """GRPO rows with an `answer_start` column: for a seeded `fast_share` of them, the prompt (rendered to text, with
     the generation prompt) ends in fast mode's empty reasoning, so the group samples only the verdict and rewards
-    score start + completion. With no fast share the rows keep their conversational prompts."""
+    score start + completion. With no fast share the rows keep their conversational prompts. The `categories` task
+    keeps the disallowed rows only, each started after `DISALLOW:`, so the group samples only the category names."""
+    if task == "categories":
+        return [started(row, tokenizer, CATEGORY_START) for row in rows if row["label"] == DISALLOW]
     if not fast_share:
         return [{**row, ANSWER_START: ""} for row in rows]
     fast = set(random.Random(seed).sample(range(len(rows)), round(fast_share * len(rows))))
-    started = []
-    for index, row in enumerate(rows):
-        start = ANSWER_PREFIX if index in fast else ""
-        text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-        started.append({**row, "prompt": text + start, ANSWER_START: start})
-    return started
+    return [started(row, tokenizer, ANSWER_PREFIX if index in fast else "") for index, row in enumerate(rows)]
+
+
+def started(row: dict, tokenizer, start: str) -> dict:
+    """The row with its prompt rendered to text (with the generation prompt) and `start` appended."""
+    text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+    return {**row, "prompt": text + start, ANSWER_START: start}

@@ -69,9 +69,9 @@ def train(recipe: Recipe, callbacks=()) -> Path:
 
         # GRPO, on the prompts where the start model's group disagrees
         stage = time.perf_counter()
-        rows = start_answers(rows, tokenizer, recipe.fast_share, recipe.seed)
-        tracker.track(rows)
-        grpo_rows, kept_fraction = disagreeing_prompts(recipe, start_path, rows, tokenizer, policy)
+        started = start_answers(rows, tokenizer, recipe.fast_share, recipe.seed, recipe.grpo_task)
+        tracker.track(started)
+        grpo_rows, kept_fraction = disagreeing_prompts(recipe, start_path, started, tokenizer, policy)
         timings["prompt_pool"] = time.perf_counter() - stage
         stage = time.perf_counter()
         metrics = run_grpo(recipe, start_path, grpo_rows, tokenizer, tracker, policy, callbacks)

@@ -20,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-from inference.fast_answer import Scores
+from inference.fast_answer import CATEGORY_START, Scores
 from moderation.policy import Policy
 from rewards.registry import ANSWER_START
 from training.recipe import Recipe
@@ -127,8 +127,10 @@ def screened_pool(recipe: Recipe, model_path: Path | str, rows: list[dict], devi
     screened = rows[: recipe.prompt_screen]
     odds: list[float] = []
     for start in tqdm(range(0, len(screened), SCREEN_BATCH), desc="GRPO prompt screen (fast mode)", unit="batch"):
-        for scores in scorer.score([row["text"] for row in screened[start : start + SCREEN_BATCH]]):
-            odds.append(expected_disagreement(scores, recipe.num_generations, recipe.temperature))
+        batch = screened[start : start + SCREEN_BATCH]
+        for row, scores in zip(batch, scorer.score([row["text"] for row in batch]), strict=True):
+            given = row.get(ANSWER_START) == CATEGORY_START
+            odds.append(expected_disagreement(scores, recipe.num_generations, recipe.temperature, given))
     chosen = sorted(sorted(range(len(odds)), key=lambda i: -odds[i])[: recipe.prompt_pool])
     print(  # rows and prompt_pool are never empty here: the pipeline stops on no rows, prompt_pool 0 never screens
         f"GRPO prompt screen: {len(odds)} prompts read in fast mode in {time.perf_counter() - started:.0f}s; the "
@@ -138,11 +140,13 @@ def screened_pool(recipe: Recipe, model_path: Path | str, rows: list[dict], devi
     return chosen, [odds[i] for i in chosen]
 
 
-def expected_disagreement(scores: Scores, group: int, temperature: float) -> float:
+def expected_disagreement(scores: Scores, group: int, temperature: float, verdict_given: bool = False) -> float:
     """The chance that `group` answers sampled at `temperature` are not all the same, as fast mode reads the prompt:
     all ALLOW, or all DISALLOW naming the same top category. Close for fast form (it samples that answer directly), a
-    ranking proxy for the reasoning form, whose group disagrees more often than this says."""
-    p_allow, p_disallow = tempered([1 - scores.p_disallow, scores.p_disallow], temperature)
+    ranking proxy for the reasoning form, whose group disagrees more often than this says. `verdict_given`: the answer
+    starts after `DISALLOW:` (grpo_task=categories), so only the names can differ."""
+    p_disallow = 1.0 if verdict_given else scores.p_disallow
+    p_allow, p_disallow = tempered([1 - p_disallow, p_disallow], temperature)
     shares = tempered(list(scores.category_share.values()), temperature)
     return 1 - p_allow**group - p_disallow**group * sum(share**group for share in shares)
 
