@@ -58,6 +58,10 @@ class FastScorer:
         if first[-self.disallow_len - 8 :] != second[-self.disallow_len - 8 :]:
             raise UserError("fast mode: the tokenizer merges the forced answer with the listing; use mode=reasoning")
         self.decision_tokens, self.category_tokens = answer_tokens(self._encode, self.category_ids)
+        # Only these rows of the output head are ever read, so only they are multiplied, in fp32 whatever the model's
+        # dtype: bf16 logits round to ~1/128 of their size, enough to flip a category name near a cut.
+        self.decision_head = self._head_rows(self.decision_tokens)
+        self.category_head = self._head_rows(self.category_tokens)
 
         common = next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), len(first))
         self.prefix = first[: max(common - 1, 0)]  # one token of margin: the last shared token could merge
@@ -78,6 +82,12 @@ class FastScorer:
             self.score(["Compile warm-up: a batch of one."])
             self.score(["Warm-up, a batch of two:", "the second listing, a few words longer than the first."])
             self.compile_s = time.perf_counter() - started
+
+    def _head_rows(self, tokens: Sequence[int]):
+        """(weight, bias) of the output head for `tokens` alone, in fp32."""
+        weight = self.head.weight[list(tokens)].detach().float()
+        bias = None if self.head.bias is None else self.head.bias[list(tokens)].detach().float()
+        return weight, bias
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -128,8 +138,8 @@ class FastScorer:
             hidden = decoder(input_ids=input_ids, use_cache=cached, **kwargs).last_hidden_state
             last = torch.tensor([len(row) - 1 for row in rows], device=self.device)
             batch = torch.arange(len(rows), device=self.device)
-            decision = self.head(hidden[batch, last - self.disallow_len])[:, list(self.decision_tokens)]
-            category = self.head(hidden[batch, last])[:, self.category_tokens]
-            p_disallow = decision.float().softmax(-1)[:, 1].tolist()
-            shares = category.float().softmax(-1).tolist()
+            decision = torch.nn.functional.linear(hidden[batch, last - self.disallow_len].float(), *self.decision_head)
+            category = torch.nn.functional.linear(hidden[batch, last].float(), *self.category_head)
+            p_disallow = decision.softmax(-1)[:, 1].tolist()
+            shares = category.softmax(-1).tolist()
         return {index: (p_disallow[j], shares[j]) for j, index in enumerate(indices)}
