@@ -75,6 +75,17 @@ def test_the_categories_task_trains_on_disallowed_prompts_started_after_disallow
     assert all(c["completion"].startswith(CATEGORY_START) for c in completions)
 
 
+def test_the_categories_task_needs_disallowed_rows_and_says_so_before_sft(tiny_recipe, tiny_dataset_dir, tmp_path):
+    dataset = tmp_path / "allowed-only"
+    dataset.mkdir()
+    frame = pd.read_parquet(tiny_dataset_dir / "train.parquet")
+    frame[frame["label"] == "allow"].to_parquet(dataset / "train.parquet")
+    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path, dataset=str(dataset), grpo_task="categories"))
+    with pytest.raises(UserError, match="no disallowed train rows"):
+        train(recipe)
+    assert not (recipe.run_dir / "sft").exists()
+
+
 def test_gold_reasoning_uses_rationale_or_policy(policy):
     row = {"label": "disallow", "categories": ["iptv", "gambling"], "text": "x"}
     assert "unlicensed iptv and streaming and gambling" in gold_reasoning(row, policy)

@@ -11,6 +11,7 @@ from pathlib import Path
 from inference.runs import MANIFEST, MERGED, RECIPE
 from moderation.errors import UserError
 from moderation.policy import load_policy
+from moderation.verdict import DISALLOW
 from training.artifacts import peak_rss_gb, prepare_run_dir, write_manifest
 from training.data import hold_back, load_rows, start_answers, to_prompt_rows
 from training.grpo import run_grpo
@@ -53,6 +54,8 @@ def train(recipe: Recipe, callbacks=()) -> Path:
     print(f"data: {len(rows)} training prompts, {dropped} dropped for exceeding {recipe.max_prompt_tokens} tokens")
     if not rows:
         raise UserError("no training prompts left: raise max_prompt_tokens or lower prompt.max_listing_tokens")
+    if recipe.grpo_task == "categories" and all(row["label"] != DISALLOW for row in rows):
+        raise UserError("grpo_task=categories: no disallowed train rows to name the categories of")
     timings["data"] = time.perf_counter() - start
 
     # tracking
