@@ -36,7 +36,7 @@ def test_training_run_is_tracked_and_an_eval_links_to_it(store, tiny_recipe, tin
     assert run.info.status == "FINISHED" and run.info.run_name == "tiny"
     assert len(run.data.params) == len(mlflow_tracking.flatten(recipe.model_dump(mode="json")))
     assert run.data.params["lora.r"] == "16" and run.data.params["tracking"] == '["wandb", "mlflow"]'
-    assert {"sft/loss", "grpo/reward", "grpo/frac_reward_zero_std", "grpo/rewards/categories/mean"} <= set(
+    assert {"sft/loss", "grpo/reward", "grpo/frac_reward_zero_std", "grpo/rewards/verdict/mean"} <= set(
         run.data.metrics
     )
     assert [m.step for m in client.get_metric_history(run_id, "grpo/reward")] == [1, 2]

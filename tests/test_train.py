@@ -29,12 +29,12 @@ class TestRecipeValidation:
         ("overrides", "message"),
         [
             (["num_generations=3"], "must be divisible by num_generations"),
-            (["reward_funcs=[categories, nope]"], "nope"),
-            (["reward_weights=[1.0]"], "1 reward_weights for 2 reward_funcs"),
+            (["reward_funcs=[verdict, nope, categories, format_partial, reasoning_length]"], "nope"),
+            (["reward_weights=[1.0]"], "1 reward_weights for 5 reward_funcs"),
             (["dataset=/no/such/dir"], "make generate_data"),
             (["max_step=3"], "unknown field 'max_step'"),
             (["resume=true", "overwrite=true"], "contradict"),
-            (["prompt_screen=32"], r"prompt_screen \(32\) must be at least prompt_pool \(128\)"),
+            (["prompt_screen=32"], r"prompt_screen \(32\) must be at least prompt_pool \(64\)"),
             (["grpo_task=categories", "fast_share=0.5"], "fast_share must be 0"),
             (["backend=unsloth"], "set rollout=trl"),
             (["use_vllm=true"], "set rollout=trl"),
@@ -98,7 +98,7 @@ def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monke
     monkeypatch.setattr(
         shared_prefix, "grouped_logps_and_entropies", lambda *a, **k: grouped_calls.append(1) or grouped(*a, **k)
     )
-    overrides = {"sft.fast_share": 0.5, "grpo_task": "verdict", "fast_share": 0.5}  # half the GRPO prompts in fast form
+    overrides = {"sft.fast_share": 0.5, "fast_share": 0.5}  # half the GRPO prompts in fast mode's form
     recipe = load_recipe(RECIPE, tiny_recipe(tmp_path, holdout=2, prompt_pool=4, prompt_screen=6, **overrides))
     run_dir = train(recipe)
     assert len(grouped_calls) == recipe.max_steps, "the GRPO loss must take the shared-prefix path"
