@@ -48,7 +48,6 @@ class FastScorer:
         self.moderator = moderator
         self.tokenizer = moderator.tokenizer
         self.decoder = moderator.model.get_decoder()
-        self.head = moderator.model.get_output_embeddings()
         self.max_batch_tokens = max_batch_tokens
         self.category_ids = moderator.policy.category_ids
 
@@ -60,8 +59,9 @@ class FastScorer:
         self.decision_tokens, self.category_tokens = answer_tokens(self._encode, self.category_ids)
         # Only these rows of the output head are ever read, so only they are multiplied, in fp32 whatever the model's
         # dtype: bf16 logits round to ~1/128 of their size, enough to flip a category name near a cut.
-        self.decision_head = self._head_rows(self.decision_tokens)
-        self.category_head = self._head_rows(self.category_tokens)
+        head = moderator.model.get_output_embeddings()
+        self.decision_head = head_rows(head, self.decision_tokens)
+        self.category_head = head_rows(head, self.category_tokens)
 
         common = next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), len(first))
         self.prefix = first[: max(common - 1, 0)]  # one token of margin: the last shared token could merge
@@ -82,12 +82,6 @@ class FastScorer:
             self.score(["Compile warm-up: a batch of one."])
             self.score(["Warm-up, a batch of two:", "the second listing, a few words longer than the first."])
             self.compile_s = time.perf_counter() - started
-
-    def _head_rows(self, tokens: Sequence[int]):
-        """(weight, bias) of the output head for `tokens` alone, in fp32."""
-        weight = self.head.weight[list(tokens)].detach().float()
-        bias = None if self.head.bias is None else self.head.bias[list(tokens)].detach().float()
-        return weight, bias
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -143,3 +137,10 @@ class FastScorer:
             p_disallow = decision.softmax(-1)[:, 1].tolist()
             shares = category.softmax(-1).tolist()
         return {index: (p_disallow[j], shares[j]) for j, index in enumerate(indices)}
+
+
+def head_rows(head, tokens: Sequence[int]):
+    """(weight, bias) of the output head `head` for `tokens` alone, in fp32."""
+    weight = head.weight[list(tokens)].detach().float()
+    bias = None if head.bias is None else head.bias[list(tokens)].detach().float()
+    return weight, bias

@@ -150,7 +150,7 @@ class Recipe(BaseModel):
     grpo_task: Literal["verdict", "categories"] = Field(
         "verdict",
         description="categories: GRPO trains only the naming of categories: on the disallowed train prompts, each "
-        "answer starting after fast mode's `DISALLOW:`, so the group samples only the names (~6 tokens) and the "
+        "answer starting after fast mode's `DISALLOW:`, so the group samples only the names (~9 tokens) and the "
         "verdict is never sampled (fast_share must be 0)",
     )
     pool_rewards: list[str] = Field(
