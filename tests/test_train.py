@@ -36,6 +36,7 @@ class TestRecipeValidation:
             (["resume=true", "overwrite=true"], "contradict"),
             (["prompt_screen=32"], r"prompt_screen \(32\) must be at least prompt_pool \(64\)"),
             (["grpo_task=categories", "fast_share=0.5"], "fast_share must be 0"),
+            (["grpo_task=mixed", "fast_share=0.5"], "fast_share must be 0"),
             (["backend=unsloth"], "set rollout=trl"),
             (["use_vllm=true"], "set rollout=trl"),
             (["backend=unsloth", "rollout=trl"], "set sft.enabled=false"),

@@ -113,6 +113,29 @@ def test_the_categories_task_samples_only_the_names_of_disallowed_rows(tokenizer
     assert right > wrong
 
 
+def test_the_mixed_task_adds_every_row_in_fast_form_so_allowed_listings_are_sampled_too(
+    tokenizer, tiny_recipe, tmp_path, policy
+):
+    """grpo_task=mixed: the disallowed rows' names-only prompts plus every row started after fast mode's empty
+    reasoning, shuffled by seed; an allowed row's group samples its verdict, so a false alarm scores below ALLOW."""
+    rows = rows_with_completions(4)
+    rows[1] |= {"label": "disallow", "categories": ["iptv"], "text": "Premium IPTV, 20k channels, M3U links."}
+    mixed = start_answers(rows, tokenizer, 0.0, seed=1, task="mixed")
+    forms = sorted((row["prompt"], row["answer_start"]) for row in mixed)
+    rendered = [
+        tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True) for row in rows
+    ]
+    expected = [(text + ANSWER_PREFIX, ANSWER_PREFIX) for text in rendered] + [
+        (rendered[1] + CATEGORY_START, CATEGORY_START)
+    ]
+    assert forms == sorted(expected)
+    assert mixed == start_answers(rows, tokenizer, 0.0, seed=1, task="mixed")
+    allowed = next(row for row in mixed if row["label"] != "disallow")
+    recipe = load_recipe(RECIPE, tiny_recipe(tmp_path))
+    right, wrong = group_rewards(recipe, policy, [allowed] * 2, ["ALLOW\n</answer>", "DISALLOW: iptv\n</answer>"])
+    assert right > wrong
+
+
 def test_teaching_prompts_fill_one_step_so_a_single_disagreeing_prompt_still_trains():
     assert teaching_prompts([0.0, 0.5, 0.0, 0.7, 0.0, 0.2], per_step=2) == [1, 3, 5]
     assert teaching_prompts([0.0, 0.0, 0.4, 0.0, 0.0], per_step=4) == [0, 1, 2, 3]  # one kept + the first others

@@ -93,9 +93,16 @@ def start_answers(rows: list[dict], tokenizer, fast_share: float, seed: int, tas
     """GRPO rows with an `answer_start` column: for a seeded `fast_share` of them, the prompt (rendered to text, with
     the generation prompt) ends in fast mode's empty reasoning, so the group samples only the verdict and rewards
     score start + completion. With no fast share the rows keep their conversational prompts. The `categories` task
-    keeps the disallowed rows only, each started after `DISALLOW:`, so the group samples only the category names."""
+    keeps the disallowed rows only, each started after `DISALLOW:`, so the group samples only the category names.
+    The `mixed` task adds every row in fast form, shuffled in among them: its groups sample the verdict, which holds
+    P(DISALLOW) on allowed listings where naming alone, through the shared LoRA, lets it drift."""
+    names = [started(row, tokenizer, CATEGORY_START) for row in rows if row["label"] == DISALLOW]
     if task == "categories":
-        return [started(row, tokenizer, CATEGORY_START) for row in rows if row["label"] == DISALLOW]
+        return names
+    if task == "mixed":
+        mixed = names + [started(row, tokenizer, ANSWER_PREFIX) for row in rows]
+        random.Random(seed).shuffle(mixed)
+        return mixed
     if not fast_share:
         return [{**row, ANSWER_START: ""} for row in rows]
     fast = set(random.Random(seed).sample(range(len(rows)), round(fast_share * len(rows))))

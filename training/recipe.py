@@ -147,11 +147,12 @@ class Recipe(BaseModel):
         description="share of GRPO prompts whose answer starts with the empty reasoning fast mode forces: their group "
         "samples only the verdict (~8 tokens), so GRPO trains the path fast mode serves",
     )
-    grpo_task: Literal["verdict", "categories"] = Field(
+    grpo_task: Literal["verdict", "categories", "mixed"] = Field(
         "verdict",
         description="categories: GRPO trains only the naming of categories: on the disallowed train prompts, each "
         "answer starting after fast mode's `DISALLOW:`, so the group samples only the names (~9 tokens) and the "
-        "verdict is never sampled (fast_share must be 0)",
+        "verdict is never sampled; mixed: those prompts plus every train prompt in fast form, whose group samples "
+        "the verdict too (fast_share must be 0 for both)",
     )
     pool_rewards: list[str] = Field(
         default_factory=lambda: ["verdict", "categories"],
@@ -228,8 +229,8 @@ class Recipe(BaseModel):
             raise ValueError(f"{len(self.reward_weights)} reward_weights for {len(self.reward_funcs)} reward_funcs")
         if self.prompt_screen and self.prompt_screen < self.prompt_pool:
             raise ValueError(f"prompt_screen ({self.prompt_screen}) must be at least prompt_pool ({self.prompt_pool})")
-        if self.grpo_task == "categories" and self.fast_share:
-            raise ValueError("grpo_task=categories starts every answer after DISALLOW:, so fast_share must be 0")
+        if self.grpo_task != "verdict" and self.fast_share:
+            raise ValueError(f"grpo_task={self.grpo_task} chooses where each answer starts, so fast_share must be 0")
         if self.resume and self.overwrite:
             raise ValueError("resume=true and overwrite=true contradict each other")
         if (self.use_vllm or self.backend == "unsloth") and self.rollout != "trl":
