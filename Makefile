@@ -13,11 +13,13 @@ EVAL_DATA ?= $(DATA)/dev.parquet $(DATA)/test.parquet
 EXTERNAL ?= data/external/package_pages.parquet
 EVAL_LIMIT ?=
 REASONING_LIMIT ?= 150
-# transformers in bf16: on this CPU (AVX512-BF16) the fast path scores ~10 listings/s, ~2.8x fp32, and gave fp32's
-# verdict on 456 of 456 dev rows of the trained run (categories 98.5%). CTranslate2 float32 was 1.3x fp32 transformers,
-# int8 1.8x but changed a third of the verdicts (benchmarks/eval_throughput.py).
+# transformers in bf16 where the CPU has bf16 kernels (AVX512-BF16, AMX): there the fast path scores ~10 listings/s,
+# ~2.8x fp32, and gave fp32's verdict on 456 of 456 dev rows of the trained run (categories 98.5%); elsewhere bf16 is
+# emulated (~70x slower than fp32 on an AVX2-only EPYC), so fp32 there (asked once: fast_transformers_type).
+# CTranslate2 float32 was 1.3x fp32 transformers, int8 1.8x but changed a third of the verdicts
+# (benchmarks/eval_throughput.py).
 EVAL_ENGINE ?= transformers
-EVAL_COMPUTE ?= bfloat16
+EVAL_COMPUTE ?= $(eval EVAL_COMPUTE := $(shell $(PY) -c 'from inference.compute_types import fast_transformers_type as t; print(t())'))$(EVAL_COMPUTE)
 # listings per fast-mode scoring call: 32 sort by length and pad less than 8 (the trained run on full dev+test, 881
 # rows: 106 s vs 134 s, the same decisions, 3 category sets differ in bf16); reasoning mode keeps its batch of 8
 EVAL_BATCH ?= 32

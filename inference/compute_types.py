@@ -24,6 +24,21 @@ def weights_type(engine: str, compute_type: str) -> str:
     return compute_type
 
 
+def bf16_is_fast() -> bool:
+    """True on a CUDA GPU with bf16, or a CPU whose oneDNN has bf16 kernels (AVX512-BF16, AMX); elsewhere bf16 is
+    emulated and far slower than fp32 (a 576-wide matmul ~70x on an AVX2-only EPYC)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def fast_transformers_type() -> str:
+    """The transformers compute type `make eval` and `make serve` use here: bfloat16 where it is fast, else float32."""
+    return BFLOAT16 if bf16_is_fast() else "float32"
+
+
 def engine_label(engine: str, compute_type: str, compiled: bool = False) -> str:
     """How logs and benchmark lines name what runs the model: "transformers bfloat16, compiled", "ct2 int8"."""
     return f"{engine} {weights_type(engine, compute_type)}" + (", compiled" if compiled else "")

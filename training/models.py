@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
+from inference.compute_types import bf16_is_fast
 from training.recipe import Recipe
-
-
-def bf16_is_fast() -> bool:
-    """True on a CUDA GPU with bf16, or a CPU whose oneDNN has bf16 kernels (AVX512-BF16, AMX); elsewhere bf16 is
-    emulated and slower than fp32."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def device_kwargs(recipe: Recipe) -> dict:
