@@ -89,7 +89,7 @@ def test_request_threshold_flips_the_verdict(url):
     assert [r["flagged"] for r in high] == [False] * len(TEXTS)
     assert not any(c for r in high for c in r["categories"].values())
     # scores never move with the threshold; when the two requests land in different batches, padding moves the
-    # sixth digit (seen on a slow 2-core machine), so compare to 1e-5
+    # seventh significant digit (seen on a slow 2-core machine), so compare to 1e-5
     for low_result, high_result in zip(low, high, strict=True):
         assert low_result["category_scores"] == pytest.approx(high_result["category_scores"], rel=1e-5)
 
