@@ -60,15 +60,17 @@ train: setup
 
 # 0. the engine check: the faster engine ($(EVAL_ENGINE) $(EVAL_COMPUTE)) must give fp32 transformers' fast-mode verdicts on
 #    >= 98% of the first $(ENGINE_CHECK_ROWS) dev rows (no labels used), else eval stops with one line (skipped for fp32);
-# 1. fast mode on the held-back train slice: the serving threshold at 5% FPR (never chosen on dev or test); no
-#    baselines there: they fit on all of train.parquet, the held-back rows included;
+# 1. fast mode on the held-back train slice, SFT+GRPO and SFT: each one's serving threshold at 5% FPR (never chosen on
+#    dev or test); no baselines there: they fit on all of train.parquet, the held-back rows included;
 # 2. every model on the full dev and test splits: keyword, TF-IDF, and the LMs through fast mode (one forward pass);
-# 3. reasoning mode against fast mode for SFT+GRPO on the first $(REASONING_LIMIT) test rows (parse failures, agreement);
-# 4. false positives on real pages written elsewhere: the installed packages' PyPI pages, all allowed.
+# 3. SFT and SFT+GRPO on dev+test again, each cut at its own serving threshold (no scoring: the saved scores re-read);
+# 4. reasoning mode against fast mode for SFT+GRPO on the first $(REASONING_LIMIT) test rows (parse failures, agreement);
+# 5. false positives on real pages written elsewhere: the installed packages' PyPI pages, all allowed.
 eval: setup
 	$(if $(filter-out float32,$(EVAL_COMPUTE)),$(PY) benchmarks/eval_throughput.py --model $(RUN) --data $(DATA)/dev.parquet --limit $(ENGINE_CHECK_ROWS) --mode fast --batch-size $(EVAL_BATCH) --compute-types $(EVAL_COMPUTE) --min-agreement 0.98)
-	$(PY) -m evals run --model $(RUN) --mode fast --data $(RUN)/holdout.parquet --train $(DATA)/train.parquet --out $(RUN)/eval/holdout/$(notdir $(RUN))-fast --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE) --batch-size $(EVAL_BATCH)
+	for model in $(RUN) $(RUN)/sft; do $(PY) -m evals run --model $$model --mode fast --data $(RUN)/holdout.parquet --out $$model/eval/holdout/$$(basename $$model)-fast --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE) --batch-size $(EVAL_BATCH) || exit 1; done
 	$(PY) -m evals suite --models keyword tfidf $(BASE) $(RUN)/sft $(RUN) --modes fast --data $(EVAL_DATA) --out $(RUN)/eval $(if $(EVAL_LIMIT),--limit $(EVAL_LIMIT)) --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE) --batch-size $(EVAL_BATCH)
+	$(PY) -m evals recut $(RUN)/eval/pooled/sft-fast $(RUN)/eval/pooled/$(notdir $(RUN))-fast --threshold served --out $(RUN)/eval/served
 	$(PY) -m evals suite --models $(RUN) --modes reasoning fast --data $(DATA)/test.parquet --out $(RUN)/eval-reasoning --limit $(REASONING_LIMIT) --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE)
 	$(PY) -m evals suite --models keyword tfidf $(RUN) --modes fast --data $(EXTERNAL) --train $(DATA)/train.parquet --out $(RUN)/eval --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE) --batch-size $(EVAL_BATCH)
 

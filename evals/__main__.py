@@ -5,6 +5,7 @@
     python -m evals run --model tfidf --data test --out /tmp/t
     python -m evals robustness --model runs/cpu-smollm2 --data dev --limit 40 --out /tmp/r
     python -m evals compare /tmp/k /tmp/e --out /tmp/compare
+    python -m evals recut runs/x/eval/pooled/sft-fast runs/x/eval/pooled/x-fast --threshold served --out /tmp/served
     python -m evals suite --data dev test --out runs/evals   # keyword, tfidf, base, SFT, SFT+GRPO
     python -m evals run --model runs/cpu-smollm2 --mode fast --data dev --out /tmp/f   # serve's one-pass fast mode
     python -m evals suite --modes reasoning fast --data dev --out runs/evals   # each local model in both modes
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
@@ -32,6 +34,7 @@ COMMANDS = {
     "robustness": "accuracy and attack success rate under transforms",
     "suite": "several models on several datasets, compared per dataset",
     "compare": "put finished evaluation folders side by side",
+    "recut": "fast-mode evaluations again at another threshold (served: each model's own), without scoring again",
     "judge": "rate each prediction's reasoning with an LLM judge",
 }
 # Every EvalConfig field but what each run of a suite varies (model, data, out, mode) is a setting of the whole suite.
@@ -79,6 +82,16 @@ class CompareConfig(BaseModel):
     out: Path = Field(description="output folder of compare.md")
 
 
+class RecutConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dirs: list[Path] = Field(min_length=1, description="finished fast-mode evaluation folders (positional)")
+    threshold: Annotated[float, Field(ge=0, le=1)] | Literal["served"] = Field(
+        description="flag at P(disallow) >= this; `served`: each model's serving threshold from its held-back slice"
+    )
+    out: Path = Field(description="output folder: <out>/<folder name>/ and <out>/compare.md")
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     command, argv = pick_command(
@@ -100,6 +113,13 @@ def main(argv: list[str] | None = None) -> None:
 
         _, config = parse_command_line(CompareConfig, argv, prog=prog, description=description, positional="dirs")
         path = compare(config.dirs, config.out)
+        print(path.read_text(encoding="utf-8"))
+        print(f"wrote {path}")
+    elif command == "recut":
+        from evals.recut import recut
+
+        _, config = parse_command_line(RecutConfig, argv, prog=prog, description=description, positional="dirs")
+        path = recut(config.dirs, config.threshold, config.out)
         print(path.read_text(encoding="utf-8"))
         print(f"wrote {path}")
     elif command == "suite":

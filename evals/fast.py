@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from evals.baselines import ScoredModeration
-from inference.fast_answer import fast_verdict
+from inference.fast_answer import Scores, fast_verdict
 from inference.generate import Moderator
 from moderation.verdict import ALLOW, DISALLOW, Verdict, render
 
@@ -31,20 +31,22 @@ class FastModerator:
 
     def moderate_batches(self, listings: Sequence[str]) -> Iterator[list[FastModeration]]:
         for start in range(0, len(listings), self.batch_size):
-            yield [self._result(scores) for scores in self.scorer.score(listings[start : start + self.batch_size])]
+            yield [
+                fast_moderation(scores, self.threshold)
+                for scores in self.scorer.score(listings[start : start + self.batch_size])
+            ]
 
     def moderate(self, listings: Sequence[str]) -> list[FastModeration]:
         return [result for batch in self.moderate_batches(listings) for result in batch]
 
-    def _result(self, scores) -> FastModeration:
-        verdict = fast_verdict(scores, self.threshold)
-        decision = DISALLOW if verdict.flagged else ALLOW
-        named = tuple(c for c, hit in verdict.categories.items() if hit)
-        # The completion is the answer fast mode reads: the empty-reasoning form the model was trained to write.
-        return FastModeration(
-            render(decision, named),
-            Verdict(decision, named),
-            scores.latency_s,
-            scores.p_disallow,
-            scores.category_share,
-        )
+
+def fast_moderation(scores: Scores, threshold: float) -> FastModeration:
+    """One listing's fast-mode reading as the result evals save, at `threshold`: also how `evals recut` reads saved
+    scores at another threshold without scoring again."""
+    verdict = fast_verdict(scores, threshold)
+    decision = DISALLOW if verdict.flagged else ALLOW
+    named = tuple(c for c, hit in verdict.categories.items() if hit)
+    # The completion is the answer fast mode reads: the empty-reasoning form the model was trained to write.
+    return FastModeration(
+        render(decision, named), Verdict(decision, named), scores.latency_s, scores.p_disallow, scores.category_share
+    )

@@ -131,11 +131,7 @@ def build_moderator(config: EvalConfig):
     are loaded. A baseline fitted on train carries what it chose as `fitted` (recorded in metrics.json). Fast mode
     wraps a local model only (`effective` has already set baselines and endpoints back to reasoning)."""
     generation = _generation(config)
-    model, run = locate_model(config.model)
-    if config.prompt_from:
-        run = read_run(config.prompt_from)
-        if run is None:
-            raise UserError(f"--prompt-from {config.prompt_from}: not a run folder (no {RUN_MANIFEST})")
+    model, run = settings_source(config)
     policy = config.policy or (run.policy if run else None)
     prompt = run.prompt if run else None
     if config.model in BASELINES and not config.endpoint:
@@ -145,6 +141,22 @@ def build_moderator(config: EvalConfig):
         return EndpointModerator(config.endpoint, config.model, policy, prompt, generation, config.api_key_env)
     moderator = load_moderator(model, config.engine, config.compute_type, policy, prompt, generation, config.device)
     return FastModerator(moderator, config.threshold) if config.mode == "fast" else moderator
+
+
+def settings_source(config: EvalConfig) -> tuple[str, RunInfo | None]:
+    """The model to load and the run whose policy and prompt it is judged with (`--prompt-from`'s when given)."""
+    model, run = locate_model(config.model)
+    if config.prompt_from:
+        run = read_run(config.prompt_from)
+        if run is None:
+            raise UserError(f"--prompt-from {config.prompt_from}: not a run folder (no {RUN_MANIFEST})")
+    return model, run
+
+
+def policy_of(config: EvalConfig):
+    """The policy an evaluation is scored against: --policy, else the run's (settings_source), else marketplace."""
+    _, run = settings_source(config)
+    return load_policy(config.policy or (run.policy if run else None) or "marketplace")
 
 
 def effective(config: EvalConfig) -> EvalConfig:
@@ -213,10 +225,14 @@ def _gold(item: Item) -> dict:
 
 
 def _record(item: Item, result) -> dict:
+    return {**_gold(item), **result_fields(result)}
+
+
+def result_fields(result) -> dict:
+    """What a moderator's result adds to a prediction record (the gold fields come from the item)."""
     verdict = result.verdict
     shares = {"category_share": result.category_share} if hasattr(result, "category_share") else {}
     return {
-        **_gold(item),
         "completion": result.completion,
         "decision": verdict.decision,
         "predicted_categories": list(verdict.categories),

@@ -100,7 +100,23 @@ def serving_threshold(model: str, given: float | None, eval_dir: str | None = No
     record = measured(model, "fast", eval_dir, split)
     if record is None or record.target_fpr is None:
         return Threshold(DEFAULT_THRESHOLD, "default (no fast-mode holdout or dev eval with scores on record)")
-    budget = f"{record.target_fpr:.0%} FPR on {split} ({record.path})"
     if record.threshold is None:
-        return Threshold(DEFAULT_THRESHOLD, f"default (no threshold kept {budget})")
-    return Threshold(record.threshold, f"the threshold at {budget}")
+        return Threshold(DEFAULT_THRESHOLD, f"default (no threshold kept {_budget(record, split)})")
+    return Threshold(record.threshold, f"the threshold at {_budget(record, split)}")
+
+
+def held_back_threshold(model: str, eval_dir: str | None = None) -> Threshold:
+    """The threshold serve takes from the model's held-back slice, and only from there (a one-line error without one):
+    what an honest comparison on dev or test cuts at, since neither chose it."""
+    record = measured(model, "fast", eval_dir, HOLDOUT)
+    if record is None or record.threshold is None:
+        where = Path(eval_dir) if eval_dir else Path(model) / EVAL_FOLDER
+        raise UserError(
+            f"{model}: no fast-mode eval of its held-back slice with a threshold under {where} "
+            f"(python -m evals run --model {model} --mode fast --data <run>/{HOLDOUT}.parquet --out {where}/{HOLDOUT})"
+        )
+    return Threshold(record.threshold, f"the threshold at {_budget(record, HOLDOUT)}")
+
+
+def _budget(record: Measured, split: str) -> str:
+    return f"{record.target_fpr:.0%} FPR on {split} ({record.path})"
