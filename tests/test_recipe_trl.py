@@ -54,3 +54,17 @@ def test_a_bad_option_is_one_line_at_load(tmp_path, tiny_dataset_dir, trl, messa
     with pytest.raises(UserError, match=message) as caught:
         recipe_with(tmp_path, tiny_dataset_dir, trl)
     assert "\n" not in str(caught.value)
+
+
+def test_grpo_seed_moves_grpo_alone(tmp_path, tiny_dataset_dir):
+    """A second GRPO draw from the same SFT model: GRPO's seed changes, SFT's and the held-back slice's do not."""
+    from training.data import hold_back, load_rows
+
+    default = load_recipe(RECIPE, [f"dataset={tiny_dataset_dir}", f"output_root={tmp_path / 'a'}", "holdout=3"])
+    repeat = load_recipe(
+        RECIPE, [f"dataset={tiny_dataset_dir}", f"output_root={tmp_path / 'b'}", "holdout=3", "grpo_seed=7"]
+    )
+    assert (grpo_args(default, CHECK_DEVICE, []).seed, grpo_args(repeat, CHECK_DEVICE, []).seed) == (42, 7)
+    assert sft_args(repeat, 10, CHECK_DEVICE).seed == 42
+    rows = load_rows(tiny_dataset_dir)
+    assert hold_back(rows, default) == hold_back(rows, repeat)

@@ -72,7 +72,7 @@ def train(recipe: Recipe, callbacks=()) -> Path:
 
         # GRPO, on the prompts where the start model's group disagrees
         stage = time.perf_counter()
-        started = start_answers(rows, tokenizer, recipe.fast_share, recipe.seed, recipe.grpo_task)
+        started = start_answers(rows, tokenizer, recipe.fast_share, recipe.grpo_seeded, recipe.grpo_task)
         tracker.track(started)
         grpo_rows, kept_fraction = disagreeing_prompts(recipe, start_path, started, tokenizer, policy)
         timings["prompt_pool"] = time.perf_counter() - stage

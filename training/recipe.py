@@ -209,6 +209,11 @@ class Recipe(BaseModel):
     )
     output_root: Path = Field(Path("runs"), description="runs/<name> lives here")
     seed: int = Field(42, description="seed for data order, sampling and LoRA init")
+    grpo_seed: int | None = Field(
+        None,
+        description="seed of GRPO alone (its prompt order, the rows screened, sampling; default: seed): repeats GRPO "
+        "from one SFT model without moving the held-back slice, which `seed` shuffles",
+    )
     resume: bool = Field(False, description="continue from the latest checkpoint in runs/<name>")
     overwrite: bool = Field(False, description="delete an existing runs/<name> and start over")
 
@@ -243,6 +248,11 @@ class Recipe(BaseModel):
     def run_dir(self) -> Path:
         return self.output_root / self.name
 
+    @property
+    def grpo_seeded(self) -> int:
+        """The seed GRPO runs with: grpo_seed, else seed."""
+        return self.seed if self.grpo_seed is None else self.grpo_seed
+
 
 def grpo_args(recipe: Recipe, device: dict, report_to: list[str]):
     """The GRPOConfig a recipe trains with: its fields (their help says why a default differs from TRL's), the
@@ -266,7 +276,7 @@ def grpo_args(recipe: Recipe, device: dict, report_to: list[str]):
         "logging_steps": recipe.logging_steps,
         "report_to": report_to,
         "run_name": recipe.name,
-        "seed": recipe.seed,
+        "seed": recipe.grpo_seeded,
         "gradient_checkpointing": recipe.gradient_checkpointing,
         "use_vllm": recipe.use_vllm,
         "vllm_mode": recipe.vllm_mode,
