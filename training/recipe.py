@@ -211,8 +211,8 @@ class Recipe(BaseModel):
     seed: int = Field(42, description="seed for data order, sampling and LoRA init")
     grpo_seed: int | None = Field(
         None,
-        description="seed of GRPO alone (sampling, the fast_share draw, and for grpo_task=mixed the prompt order and so "
-        "the rows screened; default: seed): repeats GRPO from one SFT model without moving the held-back slice",
+        description="seed of GRPO alone (sampling, the fast_share draw, and for grpo_task=mixed the prompt order and "
+        "so the rows screened; default: seed): repeats GRPO from one SFT model without moving the held-back slice",
     )
     resume: bool = Field(False, description="continue from the latest checkpoint in runs/<name>")
     overwrite: bool = Field(False, description="delete an existing runs/<name> and start over")
