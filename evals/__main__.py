@@ -92,6 +92,12 @@ class RecutConfig(BaseModel):
     out: Path = Field(description="output folder: <out>/<folder name>/ and <out>/compare.md")
 
 
+def show_written(path: Path) -> None:
+    """Print a written compare.md, then where it is."""
+    print(path.read_text(encoding="utf-8"))
+    print(f"wrote {path}")
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     command, argv = pick_command(
@@ -112,16 +118,12 @@ def main(argv: list[str] | None = None) -> None:
         from evals.report import compare
 
         _, config = parse_command_line(CompareConfig, argv, prog=prog, description=description, positional="dirs")
-        path = compare(config.dirs, config.out)
-        print(path.read_text(encoding="utf-8"))
-        print(f"wrote {path}")
+        show_written(compare(config.dirs, config.out))
     elif command == "recut":
         from evals.recut import recut
 
         _, config = parse_command_line(RecutConfig, argv, prog=prog, description=description, positional="dirs")
-        path = recut(config.dirs, config.threshold, config.out)
-        print(path.read_text(encoding="utf-8"))
-        print(f"wrote {path}")
+        show_written(recut(config.dirs, config.threshold, config.out))
     elif command == "suite":
         from evals.suite import run_suite
 

@@ -132,7 +132,7 @@ def build_moderator(config: EvalConfig):
     wraps a local model only (`effective` has already set baselines and endpoints back to reasoning)."""
     generation = _generation(config)
     model, run = settings_source(config)
-    policy = config.policy or (run.policy if run else None)
+    policy = policy_name(config, run)
     prompt = run.prompt if run else None
     if config.model in BASELINES and not config.endpoint:
         return _baseline(config, load_policy(policy or "marketplace"))
@@ -153,10 +153,15 @@ def settings_source(config: EvalConfig) -> tuple[str, RunInfo | None]:
     return model, run
 
 
+def policy_name(config: EvalConfig, run: RunInfo | None) -> str | None:
+    """--policy, else the policy of the run the model is judged with (settings_source); None: the default."""
+    return config.policy or (run.policy if run else None)
+
+
 def policy_of(config: EvalConfig):
-    """The policy an evaluation is scored against: --policy, else the run's (settings_source), else marketplace."""
+    """The policy an evaluation is scored against: policy_name's, else marketplace."""
     _, run = settings_source(config)
-    return load_policy(config.policy or (run.policy if run else None) or "marketplace")
+    return load_policy(policy_name(config, run) or "marketplace")
 
 
 def effective(config: EvalConfig) -> EvalConfig:

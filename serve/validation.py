@@ -96,8 +96,9 @@ def serving_threshold(model: str, given: float | None, eval_dir: str | None = No
     largest fast-mode eval on its holdout, else on dev; else 0.5."""
     if given is not None:
         return Threshold(given, "--threshold")
-    split = HOLDOUT if measured(model, "fast", eval_dir, HOLDOUT) else DEV
-    record = measured(model, "fast", eval_dir, split)
+    split, record = HOLDOUT, measured(model, "fast", eval_dir, HOLDOUT)
+    if record is None:
+        split, record = DEV, measured(model, "fast", eval_dir, DEV)
     if record is None or record.target_fpr is None:
         return Threshold(DEFAULT_THRESHOLD, "default (no fast-mode holdout or dev eval with scores on record)")
     if record.threshold is None:
