@@ -1,5 +1,5 @@
 """CLI: `python -m data_gen [build] [--config FILE] [key=value | --key value ...]`, `... import FILE ...`,
-`... scrape ...`."""
+`... scrape ...`, `... more-eval [dataset=data/default] ...`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.console import Console
 from moderation.config import parse_command_line
 from moderation.errors import cli_main
 
-COMMANDS = ("build", "import", "scrape")
+COMMANDS = ("build", "import", "scrape", "more-eval")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -55,6 +55,25 @@ def _build(argv: list[str]) -> None:
     print(f"  dev/test rows reusing a train title/pitch template: dev={reuse['dev']} test={reuse['test']}")
 
 
+def _more_eval(argv: list[str]) -> None:
+    from data_gen.more_eval import MoreEvalConfig, more_eval
+
+    description = (
+        "More rows in a dataset's held-out wording, to confirm a result on more than dev and test: the dataset rebuilt "
+        "with its seed at `scale` times its counts; the rebuild's dev/test rows not already in it, sampled per label."
+    )
+    config = _config(MoreEvalConfig, "more-eval", description, argv)
+    summary = more_eval(config, Console(stderr=True))
+    print(
+        f"wrote {summary['path']}: {summary['rows']} held-out rows {summary['labels']} not in {config.dataset} "
+        f"({summary['dropped_near_train']} dropped as near-duplicates of a train row)"
+    )
+    print(
+        f"  nearest {config.dataset}/train row, word-3-gram Jaccard: median {summary['nearest_train_median']:.3f} "
+        f"(its dev+test: {summary['dev_test_nearest_train_median']:.3f})"
+    )
+
+
 def _scrape(argv: list[str]) -> None:
     from data_gen.scrape import Crawler, ScrapeConfig
 
@@ -80,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         from data_gen.importer import main as import_main
 
         import_main(argv)
+    elif command == "more-eval":
+        _more_eval(argv)
     else:
         _scrape(argv)
 

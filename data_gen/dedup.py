@@ -25,19 +25,11 @@ def shingles(text: str, n: int = 3) -> frozenset[str]:
 
 def near_duplicate_pairs(texts: list[str], threshold: float, chunk: int = 1000) -> list[tuple[int, int, float]]:
     """All pairs (i < j) whose word-3-gram Jaccard is ≥ threshold, with the score, sorted."""
-    sets = [shingles(t) for t in texts]
-    if len(sets) < 2:
+    if len(texts) < 2:
         return []
-    vocabulary: dict[str, int] = {}
-    rows, cols = [], []
-    for i, items in enumerate(sets):
-        for gram in sorted(items):
-            rows.append(i)
-            cols.append(vocabulary.setdefault(gram, len(vocabulary)))
-    matrix = csr_matrix((np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(len(sets), len(vocabulary)))
-    sizes = np.array([len(items) for items in sets], dtype=np.float64)
+    matrix, sizes = _shingle_matrix([shingles(t) for t in texts], {})
     found: list[tuple[int, int, float]] = []
-    for start in range(0, len(sets), chunk):
+    for start in range(0, len(texts), chunk):
         shared = (matrix[start : start + chunk] @ matrix.T).tocoo()
         i, j, inter = shared.row + start, shared.col, shared.data
         upper = i < j
@@ -46,6 +38,29 @@ def near_duplicate_pairs(texts: list[str], threshold: float, chunk: int = 1000) 
         keep = score >= threshold
         found += [(int(a), int(b), round(float(s), 6)) for a, b, s in zip(i[keep], j[keep], score[keep], strict=True)]
     return sorted(found)
+
+
+def nearest_similarity(queries: list[str], references: list[str]) -> np.ndarray:
+    """Each query's word-3-gram Jaccard with its most similar reference: how close a set of rows is to train."""
+    vocabulary: dict[str, int] = {}
+    refs, ref_sizes = _shingle_matrix([shingles(t) for t in references], vocabulary)
+    asked, sizes = _shingle_matrix([shingles(t) for t in queries], vocabulary, grow=False)
+    shared = (asked @ refs.T).toarray()
+    return (shared / (sizes[:, None] + ref_sizes[None, :] - shared)).max(axis=1, initial=0.0)
+
+
+def _shingle_matrix(sets: list[frozenset[str]], vocabulary: dict[str, int], grow: bool = True):
+    """(sets as a 0/1 sparse matrix over `vocabulary`'s columns, each set's size). With grow=False, n-grams the
+    vocabulary lacks are left out of the matrix but counted in the sizes (they can match nothing)."""
+    rows, cols = [], []
+    for i, items in enumerate(sets):
+        for gram in sorted(items):
+            if grow or gram in vocabulary:
+                rows.append(i)
+                cols.append(vocabulary.setdefault(gram, len(vocabulary)))
+    shape = (len(sets), len(vocabulary))
+    matrix = csr_matrix((np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=shape)
+    return matrix, np.array([len(items) for items in sets], dtype=np.float64)
 
 
 def clusters(n: int, pairs: list[tuple[int, int, float]]) -> list[int]:
