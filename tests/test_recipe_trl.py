@@ -27,7 +27,7 @@ def test_options_pass_through_to_both_configs(tmp_path, tiny_dataset_dir):
 def test_without_trl_options_the_configs_are_what_the_recipe_says(tiny_dataset_dir):
     recipe = load_recipe(RECIPE, [f"dataset={tiny_dataset_dir}"])
     grpo = grpo_args(recipe, CHECK_DEVICE, [])
-    assert (grpo.num_generations, grpo.max_completion_length, grpo.learning_rate) == (4, 64, 5e-5)
+    assert (grpo.num_generations, grpo.max_completion_length, grpo.learning_rate) == (4, 20, 2e-4)
     assert (grpo.save_strategy, grpo.log_completions) == ("steps", False)  # TRL's defaults, no longer restated
     sft = sft_args(recipe, 40, CHECK_DEVICE)
     assert (sft.lr_scheduler_type, sft.warmup_steps, sft.max_length, sft.gradient_checkpointing) == (

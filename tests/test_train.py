@@ -29,12 +29,12 @@ class TestRecipeValidation:
         ("overrides", "message"),
         [
             (["num_generations=3"], "must be divisible by num_generations"),
-            (["reward_funcs=[verdict, nope, categories, format_partial, reasoning_length]"], "nope"),
-            (["reward_weights=[1.0]"], "1 reward_weights for 5 reward_funcs"),
+            (["reward_funcs=[verdict, nope, categories]"], "nope"),
+            (["reward_weights=[1.0]"], "1 reward_weights for 3 reward_funcs"),
             (["dataset=/no/such/dir"], "make generate_data"),
             (["max_step=3"], "unknown field 'max_step'"),
             (["resume=true", "overwrite=true"], "contradict"),
-            (["prompt_screen=32"], r"prompt_screen \(32\) must be at least prompt_pool \(64\)"),
+            (["prompt_screen=32"], r"prompt_screen \(32\) must be at least prompt_pool \(128\)"),
             (["grpo_task=categories", "fast_share=0.5"], "fast_share must be 0"),
             (["grpo_task=mixed", "fast_share=0.5"], "fast_share must be 0"),
             (["backend=unsloth"], "set rollout=trl"),
@@ -93,13 +93,20 @@ def test_gold_reasoning_uses_rationale_or_policy(policy):
     assert gold_reasoning({**row, "rationale": "Sells M3U links."}, policy) == "Sells M3U links."
 
 
-def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"sft.fast_share": 0.5},  # the recipe's own task (mixed: verdicts and names, all in fast mode's form)
+        {"sft.fast_share": 0.5, "grpo_task": "verdict", "fast_share": 0.5},  # half the prompts reason first
+    ],
+    ids=["recipe", "verdict"],
+)
+def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monkeypatch, overrides):
     grouped_calls = []
     grouped = shared_prefix.grouped_logps_and_entropies
     monkeypatch.setattr(
         shared_prefix, "grouped_logps_and_entropies", lambda *a, **k: grouped_calls.append(1) or grouped(*a, **k)
     )
-    overrides = {"sft.fast_share": 0.5, "fast_share": 0.5}  # half the GRPO prompts in fast mode's form
     recipe = load_recipe(RECIPE, tiny_recipe(tmp_path, holdout=2, prompt_pool=4, prompt_screen=6, **overrides))
     run_dir = train(recipe)
     assert len(grouped_calls) == recipe.max_steps, "the GRPO loss must take the shared-prefix path"
