@@ -76,7 +76,8 @@ def recut_run(folder: Path, metrics: dict, cut: Threshold, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / PREDICTIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     write_json(out / METRICS, recut_metrics)
-    plot_reliability(recut_metrics["scores"], out / RELIABILITY, recut_metrics["label"])
+    if "scores" in recut_metrics:  # none when the data has one label (real pages, all allowed): no ROC to draw
+        plot_reliability(recut_metrics["scores"], out / RELIABILITY, recut_metrics["label"])
     policy = policy_of(EvalConfig(**{k: v for k, v in config.items() if k in EvalConfig.model_fields}))
     write_report(out, recut_metrics, records, policy)
     return out

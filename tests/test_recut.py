@@ -110,3 +110,15 @@ def test_a_reasoning_run_or_its_own_folder_is_refused(fast_run, tmp_path):
         recut([reasoning], 0.5, tmp_path / "out")
     with pytest.raises(UserError, match="overwrite"):
         recut([run], 0.5, run.parent)
+
+
+def test_one_label_data_recuts_without_scores(tiny_model_dir, tmp_path):
+    """Real pages are all allowed: no ROC or reliability diagram, yet the FPR at the new cut is written."""
+    data = tmp_path / "pages.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS if r["label"] == "allow"), encoding="utf-8")
+    run = tmp_path / "pages-fast"
+    main(["run", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(run), "--mode", "fast"])
+    recut([run], 0.0, tmp_path / "cut")
+    assert "scores" not in metrics(run)
+    assert metrics(tmp_path / "cut" / run.name)["fpr"] == 1.0
+    assert not (tmp_path / "cut" / run.name / "reliability_diagram.png").exists()
