@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from moderation.errors import UserError
 from moderation.paths import PlainName
+from moderation.splits import SPLITS
 
 SCALED = ("seed_listings", "disallowed_per_category", "multi_label", "hard_negatives_per_category")
 EVAL_FILE = "more_eval.parquet"
-SPLITS = ("train", "dev", "test")
 
 
 class MoreEvalConfig(BaseModel):

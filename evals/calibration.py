@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evals.files import RELIABILITY
 from moderation.plotting import pyplot
 
 BINS = 10
@@ -67,6 +68,13 @@ def operating_point(y: np.ndarray, p: np.ndarray, target_fpr: float) -> dict:
         "threshold_at_fpr": {f"{target_fpr:g}": threshold},
         "at_target_fpr": {"target_fpr": target_fpr, "fpr": fpr, "tpr": tpr},
     }
+
+
+def write_reliability(metrics: dict, out: Path) -> None:
+    """The run's reliability diagram in `out`, when it has a `scores` block: none without P(disallow), or when the data
+    has one label (real pages, all allowed) and there is nothing to calibrate against."""
+    if "scores" in metrics:
+        plot_reliability(metrics["scores"], out / RELIABILITY, metrics["label"])
 
 
 def plot_reliability(scores: dict, path: Path, title: str = "") -> None:

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from evals.calibration import plot_reliability
+from evals.calibration import write_reliability
 from evals.fast import fast_moderation
-from evals.files import METRICS, PREDICTIONS, RELIABILITY, write_json, write_text
+from evals.files import METRICS, PREDICTIONS, write_json, write_text
 from evals.metrics import compute_metrics
 from evals.report import compare, evaluated_records, write_report
 from evals.runner import EvalConfig, policy_of, result_fields
@@ -76,8 +76,7 @@ def recut_run(folder: Path, metrics: dict, cut: Threshold, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / PREDICTIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     write_json(out / METRICS, recut_metrics)
-    if "scores" in recut_metrics:  # none when the data has one label (real pages, all allowed): no ROC to draw
-        plot_reliability(recut_metrics["scores"], out / RELIABILITY, recut_metrics["label"])
+    write_reliability(recut_metrics, out)
     policy = policy_of(EvalConfig(**{k: v for k, v in config.items() if k in EvalConfig.model_fields}))
     write_report(out, recut_metrics, records, policy)
     return out

@@ -34,10 +34,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from evals.baselines import KEYWORD, EndpointModerator, KeywordModerator, choose_min_hits
-from evals.calibration import plot_reliability
+from evals.calibration import write_reliability
 from evals.data import Dataset, Item, load_dataset, load_label_map, resolve_data, train_split_for
 from evals.fast import FastModerator
-from evals.files import MANIFEST, METRICS, PREDICTIONS, RELIABILITY, read_predictions, write_json
+from evals.files import MANIFEST, METRICS, PREDICTIONS, read_predictions, write_json
 from evals.metrics import compute_metrics
 from evals.report import write_report
 from evals.tfidf import TFIDF, TfidfModerator, load_or_fit
@@ -283,8 +283,7 @@ def run_eval(config: EvalConfig, report: bool = True) -> dict:
             timings_s={"load": loaded - started, "predict": predicted - loaded, "total": time.perf_counter() - started},
         ),
     )
-    if "scores" in metrics:
-        plot_reliability(metrics["scores"], out / RELIABILITY, metrics["label"])
+    write_reliability(metrics, out)
     if report:
         write_report(out, metrics, records, moderator.policy)
     if config.mlflow:
