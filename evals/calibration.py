@@ -3,6 +3,8 @@
 Ranking (ROC-AUC, PR-AUC with disallow positive), calibration (Brier score, expected calibration error over 10
 equal-width bins, the reliability diagram), accuracy at 0.5, and the operating point for a false-positive budget: the
 lowest threshold (flag when P >= t) whose FPR stays within `target_fpr`, i.e. the highest recall the budget allows.
+Recall at a few fixed budgets and the ROC curve itself put models with different thresholds side by side at equal
+false alarms (compare's table and roc.png): a model that flags less at 0.5 is not thereby better on FPR.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from evals.files import RELIABILITY
 from moderation.plotting import pyplot
 
 BINS = 10
+FPR_BUDGETS = (0.01, 0.02, 0.05, 0.1)  # recall is reported at each: `tpr_at_fpr`
 
 
 def score_metrics(truth: Sequence[bool], scores: Sequence[float], target_fpr: float = 0.05) -> dict:
     """metrics.json's `scores` block for gold labels (True = disallowed) and P(disallow); both labels must occur."""
-    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
     y, p = np.asarray(truth, dtype=bool), np.asarray(scores, dtype=float)
     if y.all() or not y.any():
@@ -34,6 +37,8 @@ def score_metrics(truth: Sequence[bool], scores: Sequence[float], target_fpr: fl
         "ece": float(sum(b["n"] * abs(b["mean_score"] - b["positive_rate"]) for b in reliability) / len(y)),
         "accuracy_at_0.5": float(np.mean((p >= 0.5) == y)),
         **operating_point(y, p, target_fpr),
+        "tpr_at_fpr": {f"{b:g}": operating_point(y, p, b)["at_target_fpr"]["tpr"] for b in FPR_BUDGETS},
+        "roc": [[round(float(f), 4), round(float(t), 4)] for f, t in zip(*roc_curve(y, p)[:2], strict=True)],
         "reliability": reliability,
     }
 
@@ -98,3 +103,30 @@ def plot_reliability(scores: dict, path: Path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+ROC_MAX_FPR = 0.2  # roc.png shows the low-FPR region, where a moderator is operated
+
+
+def plot_roc(runs: Sequence[dict], path: Path) -> bool:
+    """ROC curves of the runs whose `scores` carry one, each with its verdicts' own (FPR, recall) as a dot: whether
+    a model is better at every false-alarm rate, or only flags less. False when no run has a curve (nothing drawn)."""
+    curves = [m for m in runs if "roc" in m.get("scores", {})]
+    if not curves:
+        return False
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.4, 4.4))
+    for m in curves:
+        fpr, tpr = zip(*m["scores"]["roc"], strict=True)
+        (line,) = ax.plot(fpr, tpr, label=f"{m['label']} (AUC {m['scores']['roc_auc']:.3f})")
+        ax.plot([m["fpr"]], [m["recall"]], marker="o", color=line.get_color())
+    ax.set_xlim(0, ROC_MAX_FPR)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"false-positive rate (0 to {ROC_MAX_FPR:g})")
+    ax.set_ylabel("recall (true-positive rate)")
+    ax.set_title("ROC, low-FPR region; dots: each model's verdicts", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

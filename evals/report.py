@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evals.calibration import FPR_BUDGETS, plot_roc
 from evals.files import METRICS, PREDICTIONS, RELIABILITY, read_predictions, write_json, write_text
 from evals.metrics import BINARY_LABELS, PARSE_FAILURE, paired_difference, predicted_label
 from moderation.errors import UserError
@@ -243,14 +244,23 @@ def scores_table(runs: Sequence[dict]) -> list[str]:
     scored = [m for m in runs if m.get("scores")]
     if not scored:
         return []
-    header = ["model", "ROC-AUC", "PR-AUC", "ECE", "Brier", "acc@0.5", "target FPR", "threshold", "FPR", "TPR"]
+    budgets = [f"{b:g}" for b in FPR_BUDGETS]
+    header = ["model", "ROC-AUC", "PR-AUC", "ECE", "Brier", "acc@0.5", "target FPR", "threshold", "FPR", "TPR",
+              *(f"TPR@{float(b):.0%}" for b in budgets)]  # fmt: skip
     rows = [
         [m["label"], *(m["scores"][k] for k in ("roc_auc", "pr_auc", "ece", "brier", "accuracy_at_0.5")),
          m["scores"]["at_target_fpr"]["target_fpr"], *(_fmt(t, 4) for t in m["scores"]["threshold_at_fpr"].values()),
-         *(m["scores"]["at_target_fpr"][k] for k in ("fpr", "tpr"))]
+         *(m["scores"]["at_target_fpr"][k] for k in ("fpr", "tpr")),
+         *(m["scores"].get("tpr_at_fpr", {}).get(b) for b in budgets)]
         for m in scored
     ]  # fmt: skip
-    return ["P(disallow) scores (runs that have them):", "", markdown_table(header, rows), ""]
+    return [
+        "P(disallow) scores (runs that have them). `TPR@x%`: the recall each model reaches when its threshold is set so"
+        " that at most x% of allowed items are flagged (equal false alarms; `roc.png` draws the whole curve):",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
 
 
 def _scores_section(metrics: dict) -> list[str]:
@@ -370,6 +380,7 @@ def compare(dirs: Sequence[str | Path], out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plot_category_f1(runs, out / "per_category_f1.png")
+    roc = ["![ROC curves, low-FPR region](roc.png)", ""] if plot_roc(runs, out / "roc.png") else []
     categories = list(dict.fromkeys(c for m in runs for c in m["per_category"]))
     category_rows = [[c, *(_f1_if_present(m, c) for m in runs)] for c in categories]
     category_rows = [row for row in category_rows if any(v is not None for v in row[1:])]
@@ -382,6 +393,7 @@ def compare(dirs: Sequence[str | Path], out: str | Path) -> Path:
         headline_table(runs),
         "",
         *scores_table(runs),
+        *roc,
         *paired_section([Path(d) for d in dirs], runs),
         "## Per-category F1",
         "",

@@ -12,6 +12,7 @@ from test_evals_runner import TRAIN_ROWS, write_train
 import evals.tfidf
 from evals.baselines import MIN_HITS_CANDIDATES, KeywordModerator, choose_min_hits
 from evals.data import Item
+from evals.report import compare
 from evals.runner import EvalConfig, run_eval
 from moderation.errors import UserError
 
@@ -54,6 +55,17 @@ class TestTfidf:
         assert 0.0 <= metrics["scores"]["roc_auc"] <= 1.0  # every prediction carries P(disallow)
         records = [json.loads(line) for line in (tmp_path / "t" / "predictions.jsonl").read_text().splitlines()]
         assert all(0.0 <= r["score"] <= 1.0 and r["status"] == "ok" for r in records)
+
+    def test_compare_sets_scored_runs_side_by_side_at_equal_false_alarms(self, tmp_path, dev_file):
+        evaluate("tfidf", dev_file, tmp_path / "t")
+        evaluate("keyword", dev_file, tmp_path / "k")  # no scores: no row in the scores table, no curve
+        text = compare([tmp_path / "t", tmp_path / "k"], tmp_path / "cmp").read_text()
+        lines = text.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("| model | ROC-AUC"))
+        assert lines[start].endswith("| TPR@1% | TPR@2% | TPR@5% | TPR@10% |")
+        rows = lines[start + 2 : lines.index("", start)]
+        assert [row.split(" | ")[0] for row in rows] == ["| tfidf"]
+        assert "![ROC curves, low-FPR region](roc.png)" in text and (tmp_path / "cmp" / "roc.png").stat().st_size
 
     def test_a_cache_hit_does_not_refit(self, tmp_path, dev_file, monkeypatch):
         first = evaluate("tfidf", dev_file, tmp_path / "a")["baseline"]

@@ -120,6 +120,18 @@ class TestCalibration:
         assert scores["at_target_fpr"] == {"target_fpr": 0.05, "fpr": 0.05, "tpr": pytest.approx(2 / 3)}
         assert score_metrics(truth, p, target_fpr=0.0)["threshold_at_fpr"] == {"0": 0.5}
 
+    def test_recall_at_each_false_alarm_budget_and_the_roc_curve(self):
+        allowed = [round(0.01 * i, 2) for i in range(1, 101)]  # 0.01 ... 1.00
+        disallowed = [0.985, 0.975, 0.955, 0.5]
+        scores = score_metrics([False] * 100 + [True] * 4, allowed + disallowed)
+        # 1% allows only the 1.00 allowed item flagged (no disallowed above it); 2% reaches 0.985; 5% reaches 0.955
+        # (0.95 would be a sixth allowed item); 10% stops at 0.91, above 0.5.
+        assert scores["tpr_at_fpr"] == {"0.01": 0.0, "0.02": 0.25, "0.05": 0.75, "0.1": 0.75}
+        fpr, tpr = zip(*scores["roc"], strict=True)
+        assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+        assert list(fpr) == sorted(fpr) and list(tpr) == sorted(tpr)
+        assert [0.02, 0.25] in scores["roc"] and [0.05, 0.75] in scores["roc"]
+
     def test_no_threshold_when_the_top_score_is_allowed(self):
         scores = score_metrics([True, False], [0.1, 0.9], target_fpr=0.0)
         assert scores["threshold_at_fpr"] == {"0": None}
