@@ -23,6 +23,9 @@ EVAL_COMPUTE ?= $(eval EVAL_COMPUTE := $(shell $(PY) -c 'from inference.compute_
 # listings per fast-mode scoring call: 32 sort by length and pad less than 8 (the trained run on full dev+test, 881
 # rows: 106 s vs 134 s, the same decisions, 3 category sets differ in bf16); reasoning mode keeps its batch of 8
 EVAL_BATCH ?= 32
+# recursive (=), so EVAL_COMPUTE is still worked out only when a target uses it
+ENGINE_FLAGS = --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE)
+FAST_FLAGS = $(ENGINE_FLAGS) --batch-size $(EVAL_BATCH)
 ENGINE_CHECK_ROWS ?= 100
 MODEL ?= $(RUN)
 # the recipe's untrained model, read zero-shot beside the trained ones (gemma3-270m for model=gemma3-270m)
@@ -68,11 +71,11 @@ train: setup
 # 5. false positives on real pages written elsewhere: the installed packages' PyPI pages, all allowed.
 eval: setup
 	$(if $(filter-out float32,$(EVAL_COMPUTE)),$(PY) benchmarks/eval_throughput.py --model $(RUN) --data $(DATA)/dev.parquet --limit $(ENGINE_CHECK_ROWS) --mode fast --batch-size $(EVAL_BATCH) --compute-types $(EVAL_COMPUTE) --min-agreement 0.98)
-	for model in $(RUN) $(RUN)/sft; do $(PY) -m evals run --model $$model --mode fast --data $(RUN)/holdout.parquet --out $$model/eval/holdout/$$(basename $$model)-fast --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE) --batch-size $(EVAL_BATCH) || exit 1; done
-	$(PY) -m evals suite --models keyword tfidf $(BASE) $(RUN)/sft $(RUN) --modes fast --data $(EVAL_DATA) --out $(RUN)/eval $(if $(EVAL_LIMIT),--limit $(EVAL_LIMIT)) --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE) --batch-size $(EVAL_BATCH)
+	for model in $(RUN) $(RUN)/sft; do $(PY) -m evals run --model $$model --mode fast --data $(RUN)/holdout.parquet --out $$model/eval/holdout/$$(basename $$model)-fast $(FAST_FLAGS) || exit 1; done
+	$(PY) -m evals suite --models keyword tfidf $(BASE) $(RUN)/sft $(RUN) --modes fast --data $(EVAL_DATA) --out $(RUN)/eval $(if $(EVAL_LIMIT),--limit $(EVAL_LIMIT)) $(FAST_FLAGS)
 	$(PY) -m evals recut $(RUN)/eval/pooled/sft-fast $(RUN)/eval/pooled/$(notdir $(RUN))-fast --threshold served --out $(RUN)/eval/served
-	$(PY) -m evals suite --models $(RUN) --modes reasoning fast --data $(DATA)/test.parquet --out $(RUN)/eval-reasoning --limit $(REASONING_LIMIT) --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE)
-	$(PY) -m evals suite --models keyword tfidf $(RUN) --modes fast --data $(EXTERNAL) --train $(DATA)/train.parquet --out $(RUN)/eval --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE) --batch-size $(EVAL_BATCH)
+	$(PY) -m evals suite --models $(RUN) --modes reasoning fast --data $(DATA)/test.parquet --out $(RUN)/eval-reasoning --limit $(REASONING_LIMIT) $(ENGINE_FLAGS)
+	$(PY) -m evals suite --models keyword tfidf $(RUN) --modes fast --data $(EXTERNAL) --train $(DATA)/train.parquet --out $(RUN)/eval $(FAST_FLAGS)
 
 # GRPO − SFT again on 1,000 rows in dev/test's held-out wording that neither split holds (`data_gen more-eval`), at
 # 0.5 and at each model's served threshold: a result on dev and test should hold here too. 11 min 39 s on 2 cores in fp32.
@@ -81,7 +84,7 @@ $(MORE_EVAL):
 	$(PY) -m data_gen more-eval dataset=$(DATA)
 
 confirm: setup $(MORE_EVAL)
-	for model in $(RUN)/sft $(RUN); do $(PY) -m evals run --model $$model --mode fast --data $(MORE_EVAL) --out $(RUN)/eval-more/at-0.5/$$(basename $$model)-fast --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE) --batch-size $(EVAL_BATCH) || exit 1; done
+	for model in $(RUN)/sft $(RUN); do $(PY) -m evals run --model $$model --mode fast --data $(MORE_EVAL) --out $(RUN)/eval-more/at-0.5/$$(basename $$model)-fast $(FAST_FLAGS) || exit 1; done
 	$(PY) -m evals compare $(RUN)/eval-more/at-0.5/sft-fast $(RUN)/eval-more/at-0.5/$(notdir $(RUN))-fast --out $(RUN)/eval-more/at-0.5
 	$(PY) -m evals recut $(RUN)/eval-more/at-0.5/sft-fast $(RUN)/eval-more/at-0.5/$(notdir $(RUN))-fast --threshold served --out $(RUN)/eval-more/served
 
@@ -89,7 +92,7 @@ robustness: setup
 	$(PY) -m evals robustness --model $(RUN) --data $(DATA)/dev.parquet --limit $(or $(EVAL_LIMIT),100) --out $(RUN)/robustness
 
 serve: setup
-	$(PY) -m serve --model $(MODEL) --engine $(EVAL_ENGINE) --compute-type $(EVAL_COMPUTE)
+	$(PY) -m serve --model $(MODEL) $(ENGINE_FLAGS)
 
 load-test: setup
 	$(PY) benchmarks/load_test.py --model smollm2-135m

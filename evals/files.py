@@ -41,3 +41,10 @@ def write_json(path: Path, data: dict) -> None:
 def write_text(path: Path, text: str) -> None:
     """Every evaluation file is written whole or not at all (moderation.files)."""
     atomic_write_text(path, text)
+
+
+def write_evaluation(out: Path, records: list[dict], metrics: dict) -> None:
+    """An evaluation folder made from records already scored elsewhere (pooled, recut): predictions, then metrics."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / PREDICTIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_json(out / METRICS, metrics)

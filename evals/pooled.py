@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from evals.files import METRICS, PREDICTIONS, write_json, write_text
+from evals.files import METRICS, write_evaluation
 from evals.metrics import compute_metrics
 from evals.report import evaluated_records
 from moderation.errors import UserError
@@ -29,7 +29,5 @@ def pool_runs(folders: Sequence[Path], out: Path, n_bootstrap: int, seed: int, t
     metrics = compute_metrics(records, list(first["per_category"]), n_bootstrap, seed, target_fpr)
     data = " + ".join(Path(m["config"]["data"]).name for m in runs)
     metrics.update(label=first["label"], policy=first.get("policy"), config={**first["config"], "data": data}, ids=ids)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / PREDICTIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    write_json(out / METRICS, metrics)
+    write_evaluation(out, records, metrics)
     return metrics

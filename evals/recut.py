@@ -19,7 +19,7 @@ from typing import Literal
 
 from evals.calibration import write_reliability
 from evals.fast import fast_moderation
-from evals.files import METRICS, PREDICTIONS, write_json, write_text
+from evals.files import METRICS, write_evaluation
 from evals.metrics import compute_metrics
 from evals.report import compare, evaluated_records, write_report
 from evals.runner import EvalConfig, policy_of, result_fields
@@ -73,9 +73,7 @@ def recut_run(folder: Path, metrics: dict, cut: Threshold, out: Path) -> Path:
         config={**config, "threshold": cut.value, "threshold_source": cut.source, "recut_from": str(folder)},
         ids=metrics["ids"],
     )
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / PREDICTIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    write_json(out / METRICS, recut_metrics)
+    write_evaluation(out, records, recut_metrics)
     write_reliability(recut_metrics, out)
     policy = policy_of(EvalConfig(**{k: v for k, v in config.items() if k in EvalConfig.model_fields}))
     write_report(out, recut_metrics, records, policy)
