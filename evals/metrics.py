@@ -271,7 +271,9 @@ def _by_source(records: Sequence[dict]) -> dict:
     return {
         source: {
             "n": len(rows),
+            "n_allowed": sum(r["label"] == ALLOW for r in rows),
             "accuracy": float(accuracy_score([r["label"] for r in rows], [predicted_label(r) for r in rows])),
+            "flagged": float(np.mean([predicted_label(r) != ALLOW for r in rows])),  # unparseable is served flagged
         }
         for source, rows in sorted(groups.items())
     }

@@ -314,6 +314,29 @@ def paired_section(dirs: Sequence[Path], runs: Sequence[dict]) -> list[str]:
     ]
 
 
+def source_section(runs: Sequence[dict]) -> list[str]:
+    """The share of each source's rows every model flags: on an all-allowed source (ordinary pages, look-alikes that
+    name a category's topic) each flag is a false alarm, so one overall FPR cannot hide which kind of page pays."""
+    sources = list(dict.fromkeys(s for m in runs for s in m.get("by_source", {})))
+    if not sources:
+        return []
+    rows = []
+    for source in sources:
+        first = next(m["by_source"][source] for m in runs if source in m.get("by_source", {}))
+        allowed = first.get("n_allowed")
+        label = "allow" if allowed == first["n"] else "disallow" if allowed == 0 else "–"
+        rows.append([source, first["n"], label, *(m.get("by_source", {}).get(source, {}).get("flagged") for m in runs)])
+    return [
+        "## Flagged by source",
+        "",
+        "Share of each source's rows flagged (unparseable counts as flagged). On a source whose rows are all allowed"
+        " every flag is a false alarm; on an all-disallowed one the share is recall.",
+        "",
+        markdown_table(["source", "n", "label", *(m["label"] for m in runs)], rows),
+        "",
+    ]
+
+
 def evaluated_records(folder: Path, metrics: dict) -> dict[str, dict]:
     """The run's own records: the ids its metrics were computed on (predictions.jsonl may hold more, e.g. from an
     earlier run of the same folder with a larger --limit)."""
@@ -395,6 +418,7 @@ def compare(dirs: Sequence[str | Path], out: str | Path) -> Path:
         *scores_table(runs),
         *roc,
         *paired_section([Path(d) for d in dirs], runs),
+        *source_section(runs),
         "## Per-category F1",
         "",
         "Categories with gold examples in at least one run; – where a run's data has none.",

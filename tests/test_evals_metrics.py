@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from evals.metrics import bootstrap_intervals, compute_metrics, paired_difference
+from evals.report import source_section
 
 CASES = json.loads((Path(__file__).parent / "cases" / "evals_metrics.json").read_text())
 CATEGORY_IDS = ("harassment", "adult", "spam", "non_fiat_currency", "gambling", "iptv", "phishing")
@@ -163,3 +164,26 @@ def test_scores_give_roc_auc_and_brier_only_when_every_item_has_one():
     scores = compute_metrics(rows, CATEGORY_IDS, n_bootstrap=0)["scores"]
     assert scores["roc_auc"] == 1.0
     assert scores["brier"] == pytest.approx((0.1**2 + 0.2**2 + 0.6**2) / 3)
+
+
+def test_flagged_share_by_source_names_which_allowed_pages_pay():
+    rows = [
+        ("allow", [], "allow", []),  # an ordinary page, passed
+        ("allow", [], "allow", []),
+        ("allow", [], "disallow", ["gambling"]),  # a look-alike flagged: a false alarm
+        ("allow", [], None, []),  # a look-alike with no readable answer: served flagged, so a false alarm too
+        ("disallow", ["iptv"], "disallow", ["iptv"]),
+        ("disallow", ["spam"], "allow", []),
+    ]
+    listed = records(rows)
+    for record, source in zip(listed, ["seed", "seed", "look", "look", "synthetic", "synthetic"], strict=True):
+        record["source"] = source
+    metrics = compute_metrics(listed, CATEGORY_IDS, n_bootstrap=0)
+    by_source = metrics["by_source"]
+    assert {s: (v["n"], v["n_allowed"], v["flagged"]) for s, v in by_source.items()} == {
+        "look": (2, 2, 1.0), "seed": (2, 2, 0.0), "synthetic": (2, 0, 0.5),
+    }  # fmt: skip
+    only_seed = {"label": "b", "by_source": {"seed": by_source["seed"]}}
+    table = "\n".join(source_section([{**metrics, "label": "a"}, only_seed]))
+    assert "| look | 2 | allow | 1.000 | – |" in table and "| synthetic | 2 | disallow | 0.500 | – |" in table
+    assert "| seed | 2 | allow | 0.000 | 0.000 |" in table
