@@ -1,5 +1,7 @@
 """What the trainer is fed: the held-back slice, the SFT epoch and its fast-form share, the GRPO prompt filter."""
 
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 
@@ -7,7 +9,7 @@ from inference.fast_answer import ANSWER_PREFIX, CATEGORY_START, Scores
 from moderation.verdict import render
 from tests.test_train import RECIPE
 from training.data import HOLDOUT, hold_back, load_rows, start_answers
-from training.prompt_filter import expected_disagreement, group_rewards, teaching_prompts
+from training.prompt_filter import expected_disagreement, group_rewards, likeliest_to_disagree, teaching_prompts
 from training.recipe import load_recipe
 from training.sft import sft_examples, sft_steps
 
@@ -153,3 +155,16 @@ def test_expected_disagreement_is_the_chance_a_group_does_not_answer_alike():
     assert odds(0.9, {"iptv": 1.0}, temperature=0.5) < odds(0.9, {"iptv": 1.0})  # a colder group agrees more
     given = expected_disagreement(Scores(0.5, {"iptv": 1.0, "adult": 0.0}, 0.0), 4, 1.0, verdict_given=True)
     assert given == pytest.approx(0.0)  # grpo_task=categories: the verdict is not sampled, the names agree
+
+
+def test_the_pool_can_keep_a_share_for_allowed_listings():
+    odds = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
+    allowed = [False, False, False, True, False, True, True, False]
+
+    def pool(size, share):
+        return likeliest_to_disagree(odds, allowed, SimpleNamespace(prompt_pool=size, prompt_pool_allowed=share))
+
+    assert pool(4, None) == [0, 1, 2, 3]  # one ranking: disallowed listings fill what they lead
+    assert pool(4, 0.5) == [0, 1, 3, 5]  # two places each, each label's likeliest first, back in row order
+    assert pool(4, 1.0) == [0, 3, 5, 6]  # only three allowed rows: the fourth place goes to the likeliest disallowed
+    assert pool(8, 0.0) == list(range(8))  # fewer disallowed rows than places: allowed ones fill the rest

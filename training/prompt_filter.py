@@ -22,6 +22,7 @@ from pathlib import Path
 
 from inference.fast_answer import CATEGORY_START, Scores
 from moderation.policy import Policy
+from moderation.verdict import ALLOW
 from rewards.registry import ANSWER_START
 from training.recipe import Recipe
 
@@ -131,13 +132,28 @@ def screened_pool(recipe: Recipe, model_path: Path | str, rows: list[dict], devi
         for row, scores in zip(batch, scorer.score([row["text"] for row in batch]), strict=True):
             given = row.get(ANSWER_START) == CATEGORY_START
             odds.append(expected_disagreement(scores, recipe.num_generations, recipe.temperature, given))
-    chosen = sorted(sorted(range(len(odds)), key=lambda i: -odds[i])[: recipe.prompt_pool])
+    chosen = likeliest_to_disagree(odds, [row["label"] == ALLOW for row in screened], recipe)
     print(  # rows and prompt_pool are never empty here: the pipeline stops on no rows, prompt_pool 0 never screens
         f"GRPO prompt screen: {len(odds)} prompts read in fast mode in {time.perf_counter() - started:.0f}s; the "
-        f"{len(chosen)} most likely to disagree (expected {statistics.fmean(odds[i] for i in chosen):.0%}, all "
-        f"{statistics.fmean(odds):.0%}) are sampled"
+        f"{len(chosen)} most likely to disagree ({sum(screened[i]['label'] == ALLOW for i in chosen)} of them "
+        f"allowed; expected {statistics.fmean(odds[i] for i in chosen):.0%}, all {statistics.fmean(odds):.0%}) "
+        "are sampled"
     )
     return chosen, [odds[i] for i in chosen]
+
+
+def likeliest_to_disagree(odds: list[float], allowed: list[bool], recipe: Recipe) -> list[int]:
+    """Indices (in row order) of the prompt_pool prompts with the highest expected disagreement; with
+    `prompt_pool_allowed`, that share of the pool is filled from allowed rows and the rest from disallowed ones (a
+    label short of rows leaves its places to the other)."""
+    ranked = sorted(range(len(odds)), key=lambda i: -odds[i])
+    if recipe.prompt_pool_allowed is None:
+        return sorted(ranked[: recipe.prompt_pool])
+    wanted = round(recipe.prompt_pool * recipe.prompt_pool_allowed)
+    allow = [i for i in ranked if allowed[i]]
+    disallow = [i for i in ranked if not allowed[i]]
+    take_allowed = min(len(allow), max(wanted, recipe.prompt_pool - len(disallow)))
+    return sorted(allow[:take_allowed] + disallow[: recipe.prompt_pool - take_allowed])
 
 
 def expected_disagreement(scores: Scores, group: int, temperature: float, verdict_given: bool = False) -> float:

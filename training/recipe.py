@@ -140,6 +140,14 @@ class Recipe(BaseModel):
         description="prompt_pool: first read this many train prompts in fast mode (one forward pass each) and sample "
         "groups on the prompt_pool of them whose group it expects to disagree most (0: the first prompt_pool prompts)",
     )
+    prompt_pool_allowed: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="prompt_screen: this share of prompt_pool goes to allowed listings, each label's most likely to "
+        "disagree first (None: one ranking over both labels, which filled the mixed CPU recipe's pool with 112 "
+        "disallowed listings of 128: their category names are what disagrees)",
+    )
     fast_share: float = Field(
         0.0,
         ge=0,
@@ -234,6 +242,8 @@ class Recipe(BaseModel):
             raise ValueError(f"{len(self.reward_weights)} reward_weights for {len(self.reward_funcs)} reward_funcs")
         if self.prompt_screen and self.prompt_screen < self.prompt_pool:
             raise ValueError(f"prompt_screen ({self.prompt_screen}) must be at least prompt_pool ({self.prompt_pool})")
+        if self.prompt_pool_allowed is not None and not self.prompt_screen:
+            raise ValueError("prompt_pool_allowed chooses among screened prompts: set prompt_screen too")
         if self.grpo_task != "verdict" and self.fast_share:
             raise ValueError(f"grpo_task={self.grpo_task} chooses where each answer starts, so fast_share must be 0")
         if self.resume and self.overwrite:
