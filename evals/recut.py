@@ -22,12 +22,11 @@ from evals.fast import fast_moderation
 from evals.files import METRICS, write_evaluation
 from evals.metrics import compute_metrics
 from evals.report import compare, evaluated_records, write_report
-from evals.runner import EvalConfig, policy_of, result_fields
+from evals.runner import EvalConfig, label_for, policy_of, result_fields
 from inference.fast_answer import Scores
 from moderation.errors import UserError
-from serve.validation import Threshold, held_back_threshold
+from serve.validation import SERVED, Threshold, held_back_threshold
 
-SERVED = "served"
 Cut = float | Literal["served"]
 
 
@@ -67,7 +66,7 @@ def recut_run(folder: Path, metrics: dict, cut: Threshold, out: Path) -> Path:
         records, categories, config.get("n_bootstrap", 1000), config.get("seed", 0), config.get("target_fpr", 0.05)
     )
     recut_metrics.update(
-        label=f"{metrics['label']} @{cut.value:.3g}",
+        label=f"{label_for(config['model'], 'fast')} @{cut.value:.3g}",
         policy=metrics.get("policy"),
         skipped_rows=metrics.get("skipped_rows", {}),
         config={**config, "threshold": cut.value, "threshold_source": cut.source, "recut_from": str(folder)},

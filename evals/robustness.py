@@ -157,7 +157,7 @@ def score(records: Sequence[dict]) -> dict[str, dict]:
 
 def run_robustness(config: EvalConfig, long_chars: int = 1500) -> dict:
     """Transform the data, moderate all of it (resumable), write robustness.json/.md; return per-transform scores."""
-    config = effective(config)
+    config, _ = effective(config)
     out = Path(config.out)
     started = time.perf_counter()
     dataset = load_dataset(config.data, load_label_map(config.label_map), config.strict, config.limit)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
@@ -53,6 +53,7 @@ from moderation.jsonl import drop_torn_tail
 from moderation.policy import load_policy
 from moderation.provenance import git_commit, versions
 from moderation.secrets import ApiKeyEnv, RedactedUrl
+from serve.validation import DEFAULT_THRESHOLD, SERVED, held_back_or_default
 
 # Settings that change predictions: resuming into a folder made with other values would mix two evaluations.
 # `identity_of` adds the model's fingerprint (a hash of its weights, or of the train split a baseline fits on) and the
@@ -117,7 +118,11 @@ class EvalConfig(BaseModel):
     mode: Mode = Field(
         "reasoning", description="local models: reasoning (generate and parse) or fast (one forward pass, as serve's)"
     )
-    threshold: float = Field(0.5, ge=0, le=1, description="fast mode: flag when P(disallow) is at least this")
+    threshold: Annotated[float, Field(ge=0, le=1)] | Literal["served"] = Field(
+        SERVED,
+        description="fast mode: flag when P(disallow) is at least this; `served`: the threshold serve takes by "
+        "default, from this model's fast-mode eval of its held-back slice (<model>/eval/holdout), else 0.5",
+    )
     target_fpr: float = Field(
         0.05, ge=0, le=1, description="scored runs: report the threshold whose false-positive rate stays within this"
     )
@@ -164,12 +169,19 @@ def policy_of(config: EvalConfig):
     return load_policy(policy_name(config, run) or "marketplace")
 
 
-def effective(config: EvalConfig) -> EvalConfig:
-    """The config as it runs: baselines and endpoints have no fast mode, so they ignore `--mode fast` (said once)."""
+def effective(config: EvalConfig) -> tuple[EvalConfig, str | None]:
+    """The config as it runs, and where its fast-mode threshold came from: baselines and endpoints have no fast mode, so
+    they ignore `--mode fast` (said once); `served` becomes the number it stands for (said once)."""
     if config.mode == "fast" and (config.endpoint or config.model in BASELINES):
         print(f"{config.model}: mode fast applies to local models only; scored as usual (mode reasoning)")
-        return config.model_copy(update={"mode": "reasoning"})
-    return config
+        return config.model_copy(update={"mode": "reasoning"}), None
+    if config.mode != "fast":
+        return config, None
+    if config.threshold != SERVED:
+        return config, "--threshold"
+    cut = held_back_or_default(config.model)
+    print(f"{config.model}: fast mode flags at P(disallow) >= {cut.value:.4g}: {cut.source}")
+    return config.model_copy(update={"threshold": cut.value}), cut.source
 
 
 def _generation(config: EvalConfig) -> GenerationConfig:
@@ -251,7 +263,7 @@ def result_fields(result) -> dict:
 
 def run_eval(config: EvalConfig, report: bool = True) -> dict:
     """Evaluate, write predictions.jsonl, metrics.json, manifest.json (and report.md + PNGs); return the metrics."""
-    config = effective(config)
+    config, threshold_source = effective(config)
     out = Path(config.out)
     started = time.perf_counter()
     dataset = load_dataset(config.data, load_label_map(config.label_map), config.strict, config.limit)
@@ -266,9 +278,9 @@ def run_eval(config: EvalConfig, report: bool = True) -> dict:
         records, moderator.policy.category_ids, config.n_bootstrap, config.seed, config.target_fpr
     )
     metrics["skipped_rows"] = dataset.skipped
-    metrics["label"] = label_for(config.model, config.mode)
+    metrics["label"] = label_for(config.model, config.mode, config.threshold if config.mode == "fast" else None)
     metrics["policy"] = moderator.policy.name
-    metrics["config"] = config.model_dump()
+    metrics["config"] = config.model_dump() | ({"threshold_source": threshold_source} if threshold_source else {})
     if fitted := getattr(moderator, "fitted", None):
         metrics["baseline"] = fitted
     metrics["ids"] = [item.id for item in dataset.items]  # what `compare` pairs: this run's items, not the whole file
@@ -308,11 +320,13 @@ def log_to_mlflow(config: EvalConfig, out: Path, metrics: dict) -> str:
     )
 
 
-def label_for(model: str, mode: Mode = "reasoning") -> str:
+def label_for(model: str, mode: Mode = "reasoning", threshold: float | None = None) -> str:
     """A short name for tables, plots and folders: a run folder's name, a model id's last part, or the baseline;
-    `[fast]` added in fast mode, so both modes of one model can share a table."""
+    `[fast]` added in fast mode, so both modes of one model can share a table, and `@t` for a threshold other than
+    0.5 (a served one), so a table says where each model was cut."""
     name = Path(model.rstrip("/")).name or model
-    return f"{name} [fast]" if mode == "fast" else name
+    cut = f" @{threshold:.3g}" if threshold is not None and threshold != DEFAULT_THRESHOLD else ""
+    return f"{name} [fast]{cut}" if mode == "fast" else name
 
 
 def identity_of(config: EvalConfig, dataset: Dataset) -> dict:

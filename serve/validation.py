@@ -23,6 +23,7 @@ EVAL_FOLDER = "eval"
 DEV = "dev"
 HOLDOUT = "holdout"
 DEFAULT_THRESHOLD = 0.5
+SERVED = "served"  # evals' name for the threshold serve takes from a model's held-back slice
 
 
 @dataclass(frozen=True)
@@ -109,13 +110,27 @@ def serving_threshold(model: str, given: float | None, eval_dir: str | None = No
 def held_back_threshold(model: str, eval_dir: str | None = None) -> Threshold:
     """The threshold serve takes from the model's held-back slice, and only from there (a one-line error without one):
     what an honest comparison on dev or test cuts at, since neither chose it."""
+    if found := _held_back(model, eval_dir):
+        return found
+    where = Path(eval_dir) if eval_dir else Path(model) / EVAL_FOLDER
+    raise UserError(
+        f"{model}: no fast-mode eval of its held-back slice with a threshold under {where} "
+        f"(python -m evals run --model {model} --mode fast --data <run>/{HOLDOUT}.parquet --out {where}/{HOLDOUT})"
+    )
+
+
+def held_back_or_default(model: str, eval_dir: str | None = None) -> Threshold:
+    """The held-back slice's threshold, else 0.5 (never dev's): what `evals run --mode fast` cuts at by default, so an
+    eval scores the verdicts serve would give without tuning on the data it is judged on."""
+    return _held_back(model, eval_dir) or Threshold(
+        DEFAULT_THRESHOLD, f"default (no fast-mode eval of its held-back slice with a threshold under {model})"
+    )
+
+
+def _held_back(model: str, eval_dir: str | None) -> Threshold | None:
     record = measured(model, "fast", eval_dir, HOLDOUT)
     if record is None or record.threshold is None:
-        where = Path(eval_dir) if eval_dir else Path(model) / EVAL_FOLDER
-        raise UserError(
-            f"{model}: no fast-mode eval of its held-back slice with a threshold under {where} "
-            f"(python -m evals run --model {model} --mode fast --data <run>/{HOLDOUT}.parquet --out {where}/{HOLDOUT})"
-        )
+        return None
     return Threshold(record.threshold, f"the threshold at {_budget(record, HOLDOUT)}")
 
 

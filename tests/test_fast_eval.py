@@ -2,6 +2,7 @@
 with known answers, `evals run --mode fast` end to end, resume identities, suites with both modes, bf16 loading."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -258,3 +259,33 @@ def test_the_serving_threshold_comes_from_the_holdout_before_dev(tmp_path, tiny_
     assert chosen.value == 0.7 and "holdout" in chosen.source
     (tmp_path / "holdout" / "metrics.json").unlink()
     assert serving_threshold(str(tiny_model_dir), None, str(tmp_path)).value == 0.3
+
+
+def test_fast_eval_cuts_where_serve_would_by_default(tmp_path, data_file, tiny_model_dir, capsys):
+    """`--threshold served` (the default) is the held-back slice's threshold, never dev's; 0.5 without one."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    for split, threshold in (("dev", 0.3), ("holdout", 0.7)):
+        folder = model / "eval" / split / "model-fast"
+        folder.mkdir(parents=True)
+        record = {
+            "config": {"model": str(model), "data": f"runs/x/{split}.parquet", "mode": "fast"},
+            "accuracy": 0.9,
+            "n": 10,
+            "scores": {"threshold_at_fpr": {"0.05": threshold}},
+        }
+        (folder / "metrics.json").write_text(json.dumps(record))
+    settings = {"model": str(model), "data": str(data_file), "mode": "fast", "n_bootstrap": 0}
+
+    served = run_eval(EvalConfig(out=str(tmp_path / "served"), **settings), report=False)
+    assert served["config"]["threshold"] == 0.7 and "holdout" in served["config"]["threshold_source"]
+    assert served["label"] == "model [fast] @0.7" and "flags at P(disallow) >= 0.7" in capsys.readouterr().out
+    records = [json.loads(line) for line in (tmp_path / "served" / "predictions.jsonl").read_text().splitlines()]
+    assert all((r["decision"] == "disallow") == (r["score"] >= 0.7) for r in records)
+
+    given = run_eval(EvalConfig(out=str(tmp_path / "given"), threshold=0.5, **settings), report=False)
+    assert given["config"]["threshold_source"] == "--threshold" and given["label"] == "model [fast]"
+
+    shutil.rmtree(model / "eval" / "holdout")  # dev's 0.3 is still on record: it must not be taken
+    fallback = run_eval(EvalConfig(out=str(tmp_path / "fallback"), **settings), report=False)
+    assert fallback["config"]["threshold"] == 0.5 and fallback["config"]["threshold_source"].startswith("default")
