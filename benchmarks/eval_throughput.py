@@ -10,7 +10,8 @@ transformers bfloat16 on the CPU, or vs vLLM per compute type on a CUDA GPU (`--
 
 Every engine gets the same rows, prompts (`Moderator.prompt_ids`) and batch size; in reasoning mode also greedy
 decoding, max_new_tokens and the stop at `</answer>`; in fast mode the one-pass scorer of each engine read at
-P(DISALLOW) >= 0.5 (evals.fast, what `make eval` and `serve --mode fast` count). A 2-listing warm-up runs first.
+P(DISALLOW) >= 0.5 (evals.fast's rule; `make eval` and `serve --mode fast` apply it at the served threshold). A
+2-listing warm-up runs first.
 Prints, per engine: items/s, `ratio` against the baseline, verdict agreement with the baseline (decision, categories
 and parse status all equal), and accuracy (ALLOW / DISALLOW vs the label; no readable decision counts as wrong) with a
 95% Wilson interval. The goal is a ratio >= 3 at >= 98% agreement. `--compile` (fast mode) adds transformers bf16
