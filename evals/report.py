@@ -322,7 +322,8 @@ def source_section(runs: Sequence[dict]) -> list[str]:
         return []
     rows = []
     for source in sources:
-        first = next(m["by_source"][source] for m in runs if source in m.get("by_source", {}))
+        counted = [m["by_source"][source] for m in runs if source in m.get("by_source", {})]
+        first = next((c for c in counted if "n_allowed" in c), counted[0])  # older metrics lack n_allowed
         allowed = first.get("n_allowed")
         label = "allow" if allowed == first["n"] else "disallow" if allowed == 0 else "–"
         rows.append([source, first["n"], label, *(m.get("by_source", {}).get(source, {}).get("flagged") for m in runs)])

@@ -187,3 +187,5 @@ def test_flagged_share_by_source_names_which_allowed_pages_pay():
     table = "\n".join(source_section([{**metrics, "label": "a"}, only_seed]))
     assert "| look | 2 | allow | 1.000 | – |" in table and "| synthetic | 2 | disallow | 0.500 | – |" in table
     assert "| seed | 2 | allow | 0.000 | 0.000 |" in table
+    older = {"label": "old", "by_source": {"seed": {"n": 2, "accuracy": 1.0}}}  # before flagged and n_allowed
+    assert "| seed | 2 | allow | – | 0.000 |" in "\n".join(source_section([older, {**metrics, "label": "a"}]))
