@@ -15,19 +15,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 from evals.calibration import write_reliability
 from evals.fast import fast_moderation
 from evals.files import METRICS, write_evaluation
 from evals.metrics import compute_metrics
 from evals.report import compare, evaluated_records, write_report
-from evals.runner import EvalConfig, label_for, policy_of, result_fields
+from evals.runner import Cut, EvalConfig, label_for, policy_of, result_fields
 from inference.fast_answer import Scores
 from moderation.errors import UserError
 from serve.validation import SERVED, Threshold, held_back_threshold
-
-Cut = float | Literal["served"]
 
 
 def recut(folders: Sequence[str | Path], threshold: Cut, out: str | Path) -> Path:

@@ -72,6 +72,7 @@ IDENTITY = (
 )
 BASELINES = (KEYWORD, TFIDF)
 Mode = Literal["reasoning", "fast"]
+Cut = Annotated[float, Field(ge=0, le=1)] | Literal["served"]  # a fast-mode threshold, or serve's for the model
 
 
 class EvalConfig(BaseModel):
@@ -118,7 +119,7 @@ class EvalConfig(BaseModel):
     mode: Mode = Field(
         "reasoning", description="local models: reasoning (generate and parse) or fast (one forward pass, as serve's)"
     )
-    threshold: Annotated[float, Field(ge=0, le=1)] | Literal["served"] = Field(
+    threshold: Cut = Field(
         SERVED,
         description="fast mode: flag when P(disallow) is at least this; `served`: the threshold serve takes by "
         "default, from this model's fast-mode eval of its held-back slice (<model>/eval/holdout), else 0.5",
