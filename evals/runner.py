@@ -11,8 +11,9 @@ The output folder holds predictions.jsonl (one line per item, appended per batch
 report.md and PNG plots. Re-running the same command skips items already in predictions.jsonl, so an interrupted
 evaluation resumes where it stopped; a different model (or the same path with other weights), policy, data or
 generation settings in the same folder is refused. `--mode fast` scores a local model in one forward pass (serve's fast
-mode): each prediction keeps P(disallow) as `score` and the category shares, the verdict at `--threshold` feeds the
-usual metrics, and metrics.json gains a `scores` block (ROC/PR-AUC, calibration, the threshold for `--target-fpr`) with
+mode): each prediction keeps P(disallow) as `score` and the category shares, the verdict at `--threshold` (by default
+the cut serve takes from the model's held-back slice, else 0.5) feeds the usual metrics, and metrics.json gains a
+`scores` block (ROC/PR-AUC, calibration, the threshold for `--target-fpr`, recall at fixed FPRs) with
 reliability_diagram.png beside it; fast and reasoning runs never share a folder. The baselines (`keyword`, `tfidf`)
 fit on the train split beside the evaluated file (or `--train`) and record what they chose under `baseline` in
 metrics.json.

@@ -146,7 +146,8 @@ class Recipe(BaseModel):
         le=1,
         description="prompt_screen: this share of prompt_pool goes to allowed listings, each label's most likely to "
         "disagree first (None: one ranking over both labels, which filled the mixed CPU recipe's pool with 112 "
-        "disallowed listings of 128: their category names are what disagrees)",
+        "disallowed listings of 128: their category names are what disagrees). 0.5 keeps P(DISALLOW) from drifting up "
+        "but flagged more look-alikes at the served threshold (docs/experiments.md)",
     )
     fast_share: float = Field(
         0.0,
