@@ -29,6 +29,7 @@ def score_metrics(truth: Sequence[bool], scores: Sequence[float], target_fpr: fl
     if y.all() or not y.any():
         raise ValueError("score metrics need both allowed and disallowed items")
     reliability = reliability_bins(y, p)
+    fpr, tpr, _ = roc_curve(y, p)  # fpr[0] is 0, so every budget has a point
     return {
         "n": len(y),
         "roc_auc": float(roc_auc_score(y, p)),
@@ -37,8 +38,8 @@ def score_metrics(truth: Sequence[bool], scores: Sequence[float], target_fpr: fl
         "ece": float(sum(b["n"] * abs(b["mean_score"] - b["positive_rate"]) for b in reliability) / len(y)),
         "accuracy_at_0.5": float(np.mean((p >= 0.5) == y)),
         **operating_point(y, p, target_fpr),
-        "tpr_at_fpr": {f"{b:g}": operating_point(y, p, b)["at_target_fpr"]["tpr"] for b in FPR_BUDGETS},
-        "roc": [[round(float(f), 4), round(float(t), 4)] for f, t in zip(*roc_curve(y, p)[:2], strict=True)],
+        "tpr_at_fpr": {f"{b:g}": float(tpr[fpr <= b].max()) for b in FPR_BUDGETS},
+        "roc": [[round(float(f), 4), round(float(t), 4)] for f, t in zip(fpr, tpr, strict=True)],
         "reliability": reliability,
     }
 

@@ -268,12 +268,14 @@ def _by_source(records: Sequence[dict]) -> dict:
     groups: dict[str, list[dict]] = {}
     for r in records:
         groups.setdefault(r.get("source") or "unknown", []).append(r)
+    return {source: _source_counts(rows) for source, rows in sorted(groups.items())}
+
+
+def _source_counts(rows: Sequence[dict]) -> dict:
+    gold, predicted = [r["label"] for r in rows], [predicted_label(r) for r in rows]
     return {
-        source: {
-            "n": len(rows),
-            "n_allowed": sum(r["label"] == ALLOW for r in rows),
-            "accuracy": float(accuracy_score([r["label"] for r in rows], [predicted_label(r) for r in rows])),
-            "flagged": float(np.mean([predicted_label(r) != ALLOW for r in rows])),  # unparseable is served flagged
-        }
-        for source, rows in sorted(groups.items())
+        "n": len(rows),
+        "n_allowed": gold.count(ALLOW),
+        "accuracy": float(accuracy_score(gold, predicted)),
+        "flagged": float(np.mean([label != ALLOW for label in predicted])),  # unparseable is served flagged
     }

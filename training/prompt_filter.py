@@ -132,10 +132,11 @@ def screened_pool(recipe: Recipe, model_path: Path | str, rows: list[dict], devi
         for row, scores in zip(batch, scorer.score([row["text"] for row in batch]), strict=True):
             given = row.get(ANSWER_START) == CATEGORY_START
             odds.append(expected_disagreement(scores, recipe.num_generations, recipe.temperature, given))
-    chosen = likeliest_to_disagree(odds, [row["label"] == ALLOW for row in screened], recipe)
+    allowed = [row["label"] == ALLOW for row in screened]
+    chosen = likeliest_to_disagree(odds, allowed, recipe)
     print(  # rows and prompt_pool are never empty here: the pipeline stops on no rows, prompt_pool 0 never screens
         f"GRPO prompt screen: {len(odds)} prompts read in fast mode in {time.perf_counter() - started:.0f}s; the "
-        f"{len(chosen)} most likely to disagree ({sum(screened[i]['label'] == ALLOW for i in chosen)} of them "
+        f"{len(chosen)} most likely to disagree ({sum(allowed[i] for i in chosen)} of them "
         f"allowed; expected {statistics.fmean(odds[i] for i in chosen):.0%}, all {statistics.fmean(odds):.0%}) "
         "are sampled"
     )
