@@ -6,12 +6,13 @@ import pandas as pd
 import pytest
 
 from inference.fast_answer import ANSWER_PREFIX, CATEGORY_START, Scores
+from moderation.errors import UserError
 from moderation.verdict import render
 from tests.test_train import RECIPE
 from training.data import HOLDOUT, hold_back, load_rows, start_answers
 from training.prompt_filter import expected_disagreement, group_rewards, likeliest_to_disagree, teaching_prompts
 from training.recipe import load_recipe
-from training.sft import sft_examples, sft_steps
+from training.sft import oversampled, sft_examples, sft_steps
 
 
 def rows_with_completions(n: int) -> list[dict]:
@@ -36,6 +37,14 @@ def test_a_fast_share_of_sft_targets_is_exactly_the_answer_fast_mode_forces():
         "prompt": rows[0]["prompt"],
         "completion": rows[0]["completion"],
     }
+
+
+def test_oversample_repeats_only_the_named_sources_in_place():
+    rows = [{"id": i, "source": source} for i, source in enumerate(["seed", "hard_negative", None, "synthetic"])]
+    ids = [row["id"] for row in oversampled(rows, {"hard_negative": 3, "synthetic": 2})]
+    assert ids == [0, 1, 1, 1, 2, 3, 3] and oversampled(rows, {}) == rows
+    with pytest.raises(UserError, match="no train rows from source hard_negatives"):
+        oversampled(rows, {"hard_negatives": 2})
 
 
 def test_sft_runs_epochs_unless_max_steps_is_set(tiny_recipe, tmp_path):

@@ -84,6 +84,7 @@ def to_prompt_rows(rows: list[dict], policy: Policy, tokenizer, recipe: Recipe) 
                 "text": row["text"],
                 "label": row["label"],
                 "categories": row["categories"],
+                "source": row.get("source"),
             }
         )
     return kept, dropped

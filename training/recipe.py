@@ -11,7 +11,7 @@ import importlib.util
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from moderation.config import load_config
 from moderation.errors import UserError
@@ -86,6 +86,11 @@ class SFTSettings(BaseModel):
         "padding (CPU recipe: 7% fewer positions, 1.10x faster steps; benchmarks/sft_batches.py)",
     )
     learning_rate: float = Field(1e-3, gt=0, description="SFT learning rate (LoRA)")
+    oversample: dict[str, PositiveInt] = Field(
+        default_factory=dict,
+        description="copies per epoch of the train rows from a source, e.g. {hard_negative: 3}: look-alikes are a "
+        "third as many as a category's violations, so a topic alone predicts DISALLOW; more copies mean more steps",
+    )
     save_steps: int = Field(20, ge=1, description="checkpoint every N SFT steps (resume loses at most this many)")
 
 

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 from inference.runs import MERGED
+from moderation.errors import UserError
 from moderation.verdict import render
 from training.artifacts import save_merged
 from training.models import device_kwargs, lora_config
@@ -29,6 +30,15 @@ def sft_examples(rows: list[dict], fast_share: float, seed: int) -> list[dict]:
         }
         for index, row in enumerate(rows)
     ]
+
+
+def oversampled(rows: list[dict], copies: dict[str, int]) -> list[dict]:
+    """`rows` with each row from a source in `copies` repeated that many times (other rows once), in their order. A
+    source no row has is refused: a misspelt name would silently train the recipe it meant to change."""
+    missing = set(copies) - {row.get("source") for row in rows}
+    if missing:
+        raise UserError(f"sft.oversample: no train rows from source {', '.join(sorted(missing))}")
+    return [row for row in rows for _ in range(copies.get(row.get("source"), 1))]
 
 
 def sft_steps(recipe: Recipe, rows: int) -> int:
@@ -66,6 +76,9 @@ def run_sft(recipe: Recipe, base_path: str, rows: list[dict], tokenizer, tracker
         return merged
     check_trl_version()
     tracker.stage = "sft"
+    if recipe.sft.oversample:
+        before, rows = len(rows), oversampled(rows, recipe.sft.oversample)
+        print(f"SFT oversample {recipe.sft.oversample}: {before} rows -> {len(rows)} examples an epoch")
     trainer = sft_trainer(recipe, base_path, rows, tokenizer, sft_steps(recipe, len(rows)), [tracker, *callbacks])
     last, _ = start_stage(recipe.run_dir, "sft", out / "checkpoints", recipe.resume)
     trainer.train(resume_from_checkpoint=last)
