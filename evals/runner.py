@@ -123,7 +123,8 @@ class EvalConfig(BaseModel):
     threshold: Cut = Field(
         SERVED,
         description="fast mode: flag when P(disallow) is at least this; `served`: the threshold serve takes by "
-        "default, from this model's fast-mode eval of its held-back slice (<model>/eval/holdout), else 0.5",
+        "default, from this model's fast-mode eval of its held-back slice (<model>/eval/holdout; never below 0.5), "
+        "else 0.5",
     )
     target_fpr: float = Field(
         0.05, ge=0, le=1, description="scored runs: report the threshold whose false-positive rate stays within this"

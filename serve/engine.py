@@ -132,7 +132,7 @@ class EngineConfig(BaseModel):
         ge=0,
         le=1,
         description="fast mode: flag when P(DISALLOW) is at least this (default: the threshold at 5% FPR of this "
-        "model's fast-mode eval on its held-back train slice, else on dev, else 0.5)",
+        "model's fast-mode eval on its held-back train slice, else on dev, never below 0.5; else 0.5)",
     )
     eval_dir: str | None = Field(None, description="where the model's evals are (default: <run>/eval)")
     category_threshold: float = Field(0.3, ge=0, le=1, description="fast mode: name other categories above this share")

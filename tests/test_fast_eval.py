@@ -167,7 +167,7 @@ def test_evals_run_fast_end_to_end(tmp_path, data_file, tiny_model_dir, capsys):
     assert measured(str(tiny_model_dir), "fast", str(tmp_path)).path == out / "metrics.json"
     assert measured(str(tiny_model_dir), "reasoning", str(tmp_path)) is None
     kept = metrics["scores"]["threshold_at_fpr"]["0.05"]  # serve's default fast threshold comes from here
-    assert serving_threshold(str(tiny_model_dir), None, str(tmp_path)).value == (0.5 if kept is None else kept)
+    assert serving_threshold(str(tiny_model_dir), None, str(tmp_path)).value == max(0.5, kept or 0.5)
 
 
 def test_fast_eval_on_ct2_matches_transformers(tmp_path, data_file, tiny_model_dir):
@@ -246,7 +246,7 @@ def test_the_serving_threshold_comes_from_the_holdout_before_dev(tmp_path, tiny_
     """Dev and test never choose the operating point when the run's held-back train slice has a fast-mode eval."""
     from serve.validation import serving_threshold
 
-    for split, threshold in (("dev", 0.3), ("holdout", 0.7)):
+    for split, threshold in (("dev", 0.6), ("holdout", 0.7)):
         (tmp_path / split).mkdir()
         record = {
             "config": {"model": str(tiny_model_dir), "data": f"data/{split}.parquet", "mode": "fast"},
@@ -258,14 +258,34 @@ def test_the_serving_threshold_comes_from_the_holdout_before_dev(tmp_path, tiny_
     chosen = serving_threshold(str(tiny_model_dir), None, str(tmp_path))
     assert chosen.value == 0.7 and "holdout" in chosen.source
     (tmp_path / "holdout" / "metrics.json").unlink()
-    assert serving_threshold(str(tiny_model_dir), None, str(tmp_path)).value == 0.3
+    assert serving_threshold(str(tiny_model_dir), None, str(tmp_path)).value == 0.6
+
+
+def test_a_held_back_threshold_below_even_odds_is_raised_to_it(tmp_path, tiny_model_dir):
+    """The held-back slice is in training's wording: a cut below 0.5 would overshoot the FPR budget on new text."""
+    from serve.validation import held_back_or_default, serving_threshold
+
+    (tmp_path / "holdout").mkdir()
+    record = {
+        "config": {"model": str(tiny_model_dir), "data": "runs/x/holdout.parquet", "mode": "fast"},
+        "accuracy": 0.9,
+        "n": 200,
+        "scores": {"threshold_at_fpr": {"0.05": 0.0337}},
+    }
+    (tmp_path / "holdout" / "metrics.json").write_text(json.dumps(record))
+    for chosen in (
+        serving_threshold(str(tiny_model_dir), None, str(tmp_path)),
+        held_back_or_default(str(tiny_model_dir), str(tmp_path)),
+    ):
+        assert chosen.value == 0.5 and "raised from 0.0337" in chosen.source and "holdout" in chosen.source
+    assert serving_threshold(str(tiny_model_dir), 0.0337, str(tmp_path)).value == 0.0337  # asked for: kept
 
 
 def test_fast_eval_cuts_where_serve_would_by_default(tmp_path, data_file, tiny_model_dir, capsys):
     """`--threshold served` (the default) is the held-back slice's threshold, never dev's; 0.5 without one."""
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
-    for split, threshold in (("dev", 0.3), ("holdout", 0.7)):
+    for split, threshold in (("dev", 0.8), ("holdout", 0.7)):
         folder = model / "eval" / split / "model-fast"
         folder.mkdir(parents=True)
         record = {
@@ -286,6 +306,6 @@ def test_fast_eval_cuts_where_serve_would_by_default(tmp_path, data_file, tiny_m
     given = run_eval(EvalConfig(out=str(tmp_path / "given"), threshold=0.5, **settings), report=False)
     assert given["config"]["threshold_source"] == "--threshold" and given["label"] == "model [fast]"
 
-    shutil.rmtree(model / "eval" / "holdout")  # dev's 0.3 is still on record: it must not be taken
+    shutil.rmtree(model / "eval" / "holdout")  # dev's 0.8 is still on record: it must not be taken
     fallback = run_eval(EvalConfig(out=str(tmp_path / "fallback"), **settings), report=False)
     assert fallback["config"]["threshold"] == 0.5 and fallback["config"]["threshold_source"].startswith("default")

@@ -79,7 +79,7 @@ def test_served_takes_each_models_held_back_threshold(fast_run, tmp_path):
         "config": {"model": str(model), "data": "runs/x/holdout.parquet", "mode": "fast"},
         "accuracy": 0.9,
         "n": 200,
-        "scores": {"threshold_at_fpr": {"0.05": 0.42}},
+        "scores": {"threshold_at_fpr": {"0.05": 0.62}},
     }
     (held_back / "metrics.json").write_text(json.dumps(record))
     try:
@@ -87,7 +87,7 @@ def test_served_takes_each_models_held_back_threshold(fast_run, tmp_path):
     finally:
         shutil.rmtree(model / "eval")
     chosen = metrics(tmp_path / run.name)["config"]
-    assert chosen["threshold"] == 0.42 and "holdout" in chosen["threshold_source"]
+    assert chosen["threshold"] == 0.62 and "holdout" in chosen["threshold_source"]
     assert "Paired differences" in (tmp_path / "compare.md").read_text()
 
 
