@@ -65,7 +65,8 @@ def _more_eval(argv: list[str]) -> None:
     config = _config(MoreEvalConfig, "more-eval", description, argv)
     summary = more_eval(config, Console(stderr=True))
     print(
-        f"wrote {summary['path']}: {summary['rows']} held-out rows {summary['labels']} not in {config.dataset} "
+        f"wrote {summary['path']}: {summary['rows']} held-out rows {summary['labels']} not in {config.dataset}"
+        f"{' nor in ' + ', '.join(map(str, config.exclude)) if config.exclude else ''} "
         f"({summary['dropped_near_train']} dropped as near-duplicates of a train row)"
     )
     print(

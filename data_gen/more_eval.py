@@ -6,7 +6,8 @@ another seed is mostly the first one's train wording: seed 7's dev and test rows
 new combinations of phrases it trained on, as the held-back slice does. Rebuilding with the same seed and larger counts
 keeps the phrase split and draws more rows; its dev and test rows that the dataset does not already hold are new rows
 in the held-out wording. The command prints their nearness to train beside dev and test's, so the claim is checked
-every time, not assumed.
+every time, not assumed. `exclude` names earlier sets whose rows are not drawn again: a set that has informed a choice
+is no longer a fresh test of it, and a larger rebuild gives a second one that shares no row with the first.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ class MoreEvalConfig(BaseModel):
     per_label: int | None = Field(500, ge=1, description="rows sampled per label (none: every new held-out row)")
     name: PlainName | None = Field(None, description="the rebuild's folder beside the dataset (default <dataset>-more)")
     seed: int = Field(0, description="seed of the per-label sample")
+    exclude: list[Path] = Field(
+        default_factory=list, description="earlier more-eval sets (parquet) whose rows are not drawn again"
+    )
 
 
 def more_eval(config: MoreEvalConfig, console=None) -> dict:
     """Rebuild the dataset at `scale` times its counts into <parent>/<name>/, keep the rebuild's dev and test rows
-    not already in the dataset, sample `per_label` of each label, write <parent>/<name>/more_eval.parquet; return a
-    summary."""
+    not already in the dataset (nor in an `exclude` set), sample `per_label` of each label, write
+    <parent>/<name>/more_eval.parquet; return a summary."""
     import pandas as pd
 
     from data_gen.build import BuildConfig, build
@@ -49,6 +53,7 @@ def more_eval(config: MoreEvalConfig, console=None) -> dict:
         built = json.loads(manifest_path.read_text(encoding="utf-8"))["config"]
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"{manifest_path}: not a dataset written by `python -m data_gen build`") from None
+    excluded = set().union(*map(_texts, config.exclude))  # read first: a bad path fails before the rebuild
     name = config.name or f"{config.dataset.name}-more"
     if name == config.dataset.name:
         raise UserError(f"name={name}: the rebuild would overwrite the dataset it extends; choose another name")
@@ -57,7 +62,7 @@ def more_eval(config: MoreEvalConfig, console=None) -> dict:
     build(rebuild, console)
 
     base = {split: pd.read_parquet(config.dataset / f"{split}.parquet") for split in SPLITS}
-    known = set().union(*(set(frame.text) for frame in base.values()))
+    known = set().union(*(set(frame.text) for frame in base.values()), excluded)
     folder = config.dataset.parent / name
     held_out = pd.concat([pd.read_parquet(folder / f"{split}.parquet") for split in ("dev", "test")], ignore_index=True)
     new = held_out[~held_out.text.isin(known)].drop_duplicates("text")
@@ -84,3 +89,13 @@ def more_eval(config: MoreEvalConfig, console=None) -> dict:
         "nearest_train_median": statistics.median(near[new.index]),
         "dev_test_nearest_train_median": statistics.median(nearest_similarity(dev_test, train)),
     }
+
+
+def _texts(path: Path) -> set[str]:
+    """The listing texts of an earlier set, refused in one line when it is not a readable table with a text column."""
+    import pandas as pd
+
+    try:
+        return set(pd.read_parquet(path, columns=["text"]).text)
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"exclude: {path} is not a more-eval set with a text column ({type(error).__name__})") from None

@@ -81,3 +81,14 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, extended, capsys):
         more_eval(MoreEvalConfig(dataset=tmp / "default", name="default"))
     with pytest.raises(UserError, match="raise scale"):
         more_eval(MoreEvalConfig(dataset=tmp / "default", name="huge", per_label=100_000))
+    with pytest.raises(UserError, match=r"exclude: .* not a more-eval set"):
+        more_eval(MoreEvalConfig(dataset=tmp / "default", name="second", exclude=[tmp_path / "missing.parquet"]))
+    assert not (tmp / "second").exists()  # refused before the rebuild
+
+
+def test_a_second_set_shares_no_row_with_the_excluded_first(extended):
+    tmp, summary = extended
+    first = pd.read_parquet(summary["path"])
+    second = more_eval(MoreEvalConfig(dataset=tmp / "default", name="second", per_label=10, exclude=[summary["path"]]))
+    rows = pd.read_parquet(second["path"])
+    assert len(rows) == 20 and not set(rows.text) & set(first.text)
