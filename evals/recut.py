@@ -63,7 +63,7 @@ def recut_run(folder: Path, metrics: dict, cut: Threshold, out: Path) -> Path:
         records, categories, config.get("n_bootstrap", 1000), config.get("seed", 0), config.get("target_fpr", 0.05)
     )
     recut_metrics.update(
-        label=f"{label_for(config['model'], 'fast')} @{cut.value:.3g}",
+        label=label_for(config["model"], "fast", cut.value),
         policy=metrics.get("policy"),
         skipped_rows=metrics.get("skipped_rows", {}),
         config={**config, "threshold": cut.value, "threshold_source": cut.source, "recut_from": str(folder)},
