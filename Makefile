@@ -11,6 +11,8 @@ DATA ?= data/default
 RUN ?= runs/cpu-smollm2
 EVAL_DATA ?= $(DATA)/dev.parquet $(DATA)/test.parquet
 EXTERNAL ?= data/external/package_pages.parquet
+# hand-written ordinary listings from general marketplaces, all allowed (configs/eval/README.md): evaluation only
+WRITTEN ?= configs/eval/ordinary_products.jsonl
 EVAL_LIMIT ?=
 REASONING_LIMIT ?= 150
 # transformers in bf16 where the CPU has bf16 kernels (AVX512-BF16, AMX): there the fast path scores ~10 listings/s,
@@ -74,7 +76,7 @@ train: setup
 #    SFT and SFT+GRPO cut at their serving thresholds (`evals run`'s default: the verdicts serve gives);
 # 3. SFT and SFT+GRPO on dev+test again at 0.5 (no scoring: the saved scores re-read), in eval/at-0.5;
 # 4. reasoning mode against fast mode for SFT+GRPO on the first $(REASONING_LIMIT) test rows (parse failures, agreement);
-# 5. false positives on real pages written elsewhere: the installed packages' PyPI pages, all allowed.
+# 5. false positives on real pages written elsewhere: the installed packages' PyPI pages, all allowed, and $(WRITTEN).
 eval: setup
 	$(if $(filter-out float32,$(EVAL_COMPUTE)),$(PY) benchmarks/eval_throughput.py --model $(RUN) --data $(DATA)/dev.parquet --limit $(ENGINE_CHECK_ROWS) --mode fast --batch-size $(EVAL_BATCH) --compute-types $(EVAL_COMPUTE) --min-agreement $(ENGINE_CHECK_AGREEMENT) || { echo 'to evaluate in fp32 instead (slower, training kept): make eval EVAL_COMPUTE=float32'; exit 2; })
 	for model in $(RUN) $(RUN)/sft; do $(PY) -m evals run --model $$model --mode fast --data $(RUN)/holdout.parquet --threshold 0.5 --out $$model/eval/holdout/$$(basename $$model)-fast $(FAST_FLAGS) || exit 1; done
@@ -82,6 +84,7 @@ eval: setup
 	$(PY) -m evals recut $(RUN)/eval/pooled/sft-fast $(RUN)/eval/pooled/$(notdir $(RUN))-fast --threshold 0.5 --out $(RUN)/eval/at-0.5
 	$(PY) -m evals suite --models $(RUN) --modes reasoning fast --data $(DATA)/test.parquet --out $(RUN)/eval-reasoning --limit $(REASONING_LIMIT) $(ENGINE_FLAGS)
 	$(PY) -m evals suite --models keyword tfidf $(RUN) --modes fast --data $(EXTERNAL) --train $(DATA)/train.parquet --out $(RUN)/eval $(FAST_FLAGS)
+	$(PY) -m evals suite --models keyword tfidf $(RUN) --modes fast --data $(WRITTEN) --train $(DATA)/train.parquet --out $(RUN)/eval $(FAST_FLAGS)
 
 # GRPO − SFT again on 1,000 rows in dev/test's held-out wording that neither split holds (`data_gen more-eval`), at
 # each model's served threshold (eval-more/compare.md, beside keyword and TF-IDF) and at 0.5 (eval-more/at-0.5): a
