@@ -95,6 +95,11 @@ class BuildConfig(BaseModel):
     lexicon_dir: str = Field(
         "configs/data/lexicon", description="shared.yaml, seed.yaml, <policy>.yaml (repo-relative ok)"
     )
+    extra_seed_lexicons: list[str] = Field(
+        default_factory=list,
+        description="more allowed seed kinds (files in seed.yaml's format, in lexicon_dir), added after seed.yaml's: "
+        "e.g. [seed_physical.yaml], physical goods and local services (docs/experiments.md, rule P)",
+    )
     scraped: list[str] = Field(default_factory=list, description="JSONL files written by `python -m data_gen scrape`")
     imported: list[str] = Field(default_factory=list, description="JSONL files written by `python -m data_gen import`")
     dedup_threshold: float = Field(0.7, gt=0, le=1, description="word-3-gram Jaccard at which the later row is dropped")
@@ -318,6 +323,11 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
         lexicon_dir = REPO_ROOT / lexicon_dir
     shared = load_config(SharedStyle, lexicon_dir / "shared.yaml")
     seed_lexicon = load_config(SeedLexicon, lexicon_dir / "seed.yaml")
+    for name in config.extra_seed_lexicons:
+        extra = load_config(SeedLexicon, lexicon_dir / name)
+        seed_lexicon = SeedLexicon(
+            slots={**seed_lexicon.slots, **extra.slots}, kinds=[*seed_lexicon.kinds, *extra.kinds]
+        )
     policy_lexicon_path = lexicon_dir / f"{policy.name}.yaml"
     policy_lexicon = (
         load_config(PolicyLexicon, policy_lexicon_path) if policy_lexicon_path.exists() else PolicyLexicon()

@@ -222,6 +222,16 @@ class TestOtherPolicies:
         assert set(manifest["counts"]["train"]["category"]) == {"gambling", "iptv"}
         assert manifest["seed"] == 1
 
+    def test_extra_seed_kinds_join_the_allowed_rows(self, tmp_path):
+        physical = load_config(SeedLexicon, LEXICON / "seed_physical.yaml")
+        build(small(tmp_path, categories=["spam"], seed_listings=120, extra_seed_lexicons=["seed_physical.yaml"]))
+        rows = [r for split in ("train", "dev", "test") for r in read_split(tmp_path / "default", split)]
+        rationales = [re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(kind.why))) for kind in physical.kinds]
+        extra = [r for r in rows if any(p.fullmatch(r["rationale"]) for p in rationales)]
+        assert extra and all(r["label"] == "allow" for r in extra)
+        with pytest.raises(UserError, match=r"nope\.yaml"):
+            build(small(tmp_path, categories=["spam"], extra_seed_lexicons=["nope.yaml"]))
+
 
 class TestBadInput:
     def test_unknown_category(self, tmp_path):
