@@ -76,15 +76,15 @@ train: setup
 #    SFT and SFT+GRPO cut at their serving thresholds (`evals run`'s default: the verdicts serve gives);
 # 3. SFT and SFT+GRPO on dev+test again at 0.5 (no scoring: the saved scores re-read), in eval/at-0.5;
 # 4. reasoning mode against fast mode for SFT+GRPO on the first $(REASONING_LIMIT) test rows (parse failures, agreement);
-# 5. false positives on real pages written elsewhere: the installed packages' PyPI pages, all allowed, and $(WRITTEN).
+# 5. false positives on real pages written elsewhere: the installed packages' PyPI pages, all allowed, and $(WRITTEN)
+#    (one suite each: a suite of several datasets would pool them over dev+test's eval/pooled).
 eval: setup
 	$(if $(filter-out float32,$(EVAL_COMPUTE)),$(PY) benchmarks/eval_throughput.py --model $(RUN) --data $(DATA)/dev.parquet --limit $(ENGINE_CHECK_ROWS) --mode fast --batch-size $(EVAL_BATCH) --compute-types $(EVAL_COMPUTE) --min-agreement $(ENGINE_CHECK_AGREEMENT) || { echo 'to evaluate in fp32 instead (slower, training kept): make eval EVAL_COMPUTE=float32'; exit 2; })
 	for model in $(RUN) $(RUN)/sft; do $(PY) -m evals run --model $$model --mode fast --data $(RUN)/holdout.parquet --threshold 0.5 --out $$model/eval/holdout/$$(basename $$model)-fast $(FAST_FLAGS) || exit 1; done
 	$(PY) -m evals suite --models keyword tfidf $(BASE) $(RUN)/sft $(RUN) --modes fast --data $(EVAL_DATA) --out $(RUN)/eval $(if $(EVAL_LIMIT),--limit $(EVAL_LIMIT)) $(FAST_FLAGS)
 	$(PY) -m evals recut $(RUN)/eval/pooled/sft-fast $(RUN)/eval/pooled/$(notdir $(RUN))-fast --threshold 0.5 --out $(RUN)/eval/at-0.5
 	$(PY) -m evals suite --models $(RUN) --modes reasoning fast --data $(DATA)/test.parquet --out $(RUN)/eval-reasoning --limit $(REASONING_LIMIT) $(ENGINE_FLAGS)
-	$(PY) -m evals suite --models keyword tfidf $(RUN) --modes fast --data $(EXTERNAL) --train $(DATA)/train.parquet --out $(RUN)/eval $(FAST_FLAGS)
-	$(PY) -m evals suite --models keyword tfidf $(RUN) --modes fast --data $(WRITTEN) --train $(DATA)/train.parquet --out $(RUN)/eval $(FAST_FLAGS)
+	for data in $(EXTERNAL) $(WRITTEN); do $(PY) -m evals suite --models keyword tfidf $(RUN) --modes fast --data $$data --train $(DATA)/train.parquet --out $(RUN)/eval $(FAST_FLAGS) || exit 1; done
 
 # GRPO − SFT again on 1,000 rows in dev/test's held-out wording that neither split holds (`data_gen more-eval`), at
 # each model's served threshold (eval-more/compare.md, beside keyword and TF-IDF) and at 0.5 (eval-more/at-0.5): a

@@ -6,10 +6,10 @@ import json
 
 from evals.data import load_dataset
 from moderation.ids import text_id
-from moderation.paths import REPO_ROOT
+from moderation.paths import CONFIGS
 from moderation.verdict import ALLOW
 
-ORDINARY = REPO_ROOT / "configs" / "eval" / "ordinary_products.jsonl"
+ORDINARY = CONFIGS / "eval" / "ordinary_products.jsonl"
 
 
 def test_ordinary_products_load_as_allowed_rows_with_stable_ids():
