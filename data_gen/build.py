@@ -100,6 +100,11 @@ class BuildConfig(BaseModel):
         description="more allowed seed kinds (files in seed.yaml's format, in lexicon_dir), added after seed.yaml's: "
         "e.g. [seed_physical.yaml], physical goods and local services (docs/experiments.md, rule P)",
     )
+    extra_policy_lexicons: list[str] = Field(
+        default_factory=list,
+        description="more violations and look-alikes (files in <policy>.yaml's format, in lexicon_dir), added after "
+        "<policy>.yaml's: e.g. [marketplace_physical.yaml], written as private sellers' ads (docs/experiments.md, rule Q)",
+    )
     scraped: list[str] = Field(default_factory=list, description="JSONL files written by `python -m data_gen scrape`")
     imported: list[str] = Field(default_factory=list, description="JSONL files written by `python -m data_gen import`")
     dedup_threshold: float = Field(0.7, gt=0, le=1, description="word-3-gram Jaccard at which the later row is dropped")
@@ -324,14 +329,13 @@ def build(config: BuildConfig, console: Console | None = None) -> dict:
     shared = load_config(SharedStyle, lexicon_dir / "shared.yaml")
     seed_lexicon = load_config(SeedLexicon, lexicon_dir / "seed.yaml")
     for name in config.extra_seed_lexicons:
-        extra = load_config(SeedLexicon, lexicon_dir / name)
-        seed_lexicon = SeedLexicon(
-            slots={**seed_lexicon.slots, **extra.slots}, kinds=[*seed_lexicon.kinds, *extra.kinds]
-        )
+        seed_lexicon = seed_lexicon.plus(load_config(SeedLexicon, lexicon_dir / name))
     policy_lexicon_path = lexicon_dir / f"{policy.name}.yaml"
     policy_lexicon = (
         load_config(PolicyLexicon, policy_lexicon_path) if policy_lexicon_path.exists() else PolicyLexicon()
     )
+    for name in config.extra_policy_lexicons:
+        policy_lexicon = policy_lexicon.plus(load_config(PolicyLexicon, lexicon_dir / name))
     validation = config.validation_phrases if config.validation_fraction > 0 else 0.0
     pages = Pages(
         load_config(PageLexicon, lexicon_dir / "pages.yaml"), shared, config.seed, config.held_out_phrases, validation

@@ -141,12 +141,27 @@ class SeedLexicon(BaseModel):
     slots: dict[str, list[str]] = Field(default_factory=dict)
     kinds: list[Kind] = Field(min_length=1)
 
+    def plus(self, more: SeedLexicon) -> SeedLexicon:
+        """This lexicon with `more`'s kinds after its own (a slot both define takes `more`'s values)."""
+        return SeedLexicon(slots={**self.slots, **more.slots}, kinds=[*self.kinds, *more.kinds])
+
 
 class PolicyLexicon(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     slots: dict[str, list[str]] = Field(default_factory=dict)
     categories: dict[str, CategoryKinds] = Field(default_factory=dict)
+
+    def plus(self, more: PolicyLexicon) -> PolicyLexicon:
+        """This lexicon with `more`'s offers and look-alikes after its own, category by category (a slot both define
+        takes `more`'s values)."""
+        categories = dict(self.categories)
+        for category, kinds in more.categories.items():
+            own = categories.get(category)
+            categories[category] = kinds if own is None else CategoryKinds(
+                offers=[*own.offers, *kinds.offers], hard_negatives=[*own.hard_negatives, *kinds.hard_negatives]
+            )
+        return PolicyLexicon(slots={**self.slots, **more.slots}, categories=categories)
 
 
 def _held_out_score(text: str, seed: int) -> float:
