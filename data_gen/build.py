@@ -103,7 +103,7 @@ class BuildConfig(BaseModel):
     extra_policy_lexicons: list[str] = Field(
         default_factory=list,
         description="more violations and look-alikes (files in <policy>.yaml's format, in lexicon_dir), added after "
-        "<policy>.yaml's: e.g. [marketplace_physical.yaml], written as private sellers' ads (docs/experiments.md, rule Q)",
+        "<policy>.yaml's: e.g. [marketplace_physical.yaml], private sellers' ads (docs/experiments.md, rule Q)",
     )
     scraped: list[str] = Field(default_factory=list, description="JSONL files written by `python -m data_gen scrape`")
     imported: list[str] = Field(default_factory=list, description="JSONL files written by `python -m data_gen import`")

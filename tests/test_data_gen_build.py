@@ -41,6 +41,12 @@ def read_split(out: Path, split: str) -> list[dict]:
     return pq.read_table(out / f"{split}.parquet").to_pylist()
 
 
+def made_from(rows: list[dict], kinds) -> list[dict]:
+    """The rows whose rationale is one of `kinds`' `why` templates, filled."""
+    patterns = [re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(kind.why))) for kind in kinds]
+    return [r for r in rows if any(p.fullmatch(r["rationale"]) for p in patterns)]
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("build")
@@ -226,11 +232,21 @@ class TestOtherPolicies:
         physical = load_config(SeedLexicon, LEXICON / "seed_physical.yaml")
         build(small(tmp_path, categories=["spam"], seed_listings=120, extra_seed_lexicons=["seed_physical.yaml"]))
         rows = [r for split in ("train", "dev", "test") for r in read_split(tmp_path / "default", split)]
-        rationales = [re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(kind.why))) for kind in physical.kinds]
-        extra = [r for r in rows if any(p.fullmatch(r["rationale"]) for p in rationales)]
+        extra = made_from(rows, physical.kinds)
         assert extra and all(r["label"] == "allow" for r in extra)
         with pytest.raises(UserError, match=r"nope\.yaml"):
             build(small(tmp_path, categories=["spam"], extra_seed_lexicons=["nope.yaml"]))
+
+    def test_extra_policy_kinds_join_their_category(self, tmp_path):
+        physical = load_config(PolicyLexicon, LEXICON / "marketplace_physical.yaml")
+        kinds = physical.categories["iptv"]
+        build(small(tmp_path, categories=["iptv"], extra_policy_lexicons=["marketplace_physical.yaml"]))
+        rows = [r for split in ("train", "dev", "test") for r in read_split(tmp_path / "default", split)]
+        offers, look_alikes = made_from(rows, kinds.offers), made_from(rows, kinds.hard_negatives)
+        assert offers and all(r["label"] == "disallow" and "iptv" in r["categories"] for r in offers)
+        assert look_alikes and all(r["label"] == "allow" for r in look_alikes)
+        with pytest.raises(UserError, match=r"nope\.yaml"):
+            build(small(tmp_path, categories=["iptv"], extra_policy_lexicons=["nope.yaml"]))
 
 
 class TestBadInput:
