@@ -158,9 +158,11 @@ class PolicyLexicon(BaseModel):
         categories = dict(self.categories)
         for category, kinds in more.categories.items():
             own = categories.get(category)
-            categories[category] = kinds if own is None else CategoryKinds(
-                offers=[*own.offers, *kinds.offers], hard_negatives=[*own.hard_negatives, *kinds.hard_negatives]
-            )
+            if own is not None:
+                kinds = CategoryKinds(
+                    offers=[*own.offers, *kinds.offers], hard_negatives=[*own.hard_negatives, *kinds.hard_negatives]
+                )
+            categories[category] = kinds
         return PolicyLexicon(slots={**self.slots, **more.slots}, categories=categories)
 
 
