@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from evals import judge
-from evals.runner import Cut, EvalConfig, Mode
+from evals.runner import EvalConfig, FastCut, Mode
 from evals.suite import DEFAULT_SUITE
 from moderation.config import ConfigFile, parse_command_line, pick_command
 from moderation.errors import cli_main
@@ -85,7 +85,7 @@ class RecutConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dirs: list[Path] = Field(min_length=1, description="finished fast-mode evaluation folders (positional)")
-    threshold: Cut = Field(
+    threshold: FastCut = Field(
         description="flag at P(disallow) >= this; `served`: each model's serving threshold from its held-back slice"
     )
     out: Path = Field(description="output folder: <out>/<folder name>/ and <out>/compare.md")

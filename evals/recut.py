@@ -21,13 +21,13 @@ from evals.fast import fast_moderation
 from evals.files import METRICS, write_evaluation
 from evals.metrics import compute_metrics
 from evals.report import compare, evaluated_records, write_report
-from evals.runner import Cut, EvalConfig, label_for, policy_of, result_fields
+from evals.runner import EvalConfig, FastCut, label_for, policy_of, result_fields
 from inference.fast_answer import Scores
 from moderation.errors import UserError
 from serve.validation import SERVED, Threshold, held_back_threshold
 
 
-def recut(folders: Sequence[str | Path], threshold: Cut, out: str | Path) -> Path:
+def recut(folders: Sequence[str | Path], threshold: FastCut, out: str | Path) -> Path:
     """Each fast-mode evaluation folder at `threshold` (`served`: each model's own held-back one) into
     <out>/<folder name>/, then their comparison; return compare.md's path."""
     out = Path(out)

@@ -40,6 +40,7 @@ from evals.data import Dataset, Item, load_dataset, load_label_map, resolve_data
 from evals.fast import FastModerator
 from evals.files import MANIFEST, METRICS, PREDICTIONS, read_predictions, write_json
 from evals.metrics import compute_metrics
+from evals.reasoned import ReasonedModerator
 from evals.report import write_report
 from evals.tfidf import TFIDF, TfidfModerator, load_or_fit
 from inference import ENGINES, load_moderator
@@ -73,7 +74,9 @@ IDENTITY = (
 )
 BASELINES = (KEYWORD, TFIDF)
 Mode = Literal["reasoning", "fast"]
-Cut = Annotated[float, Field(ge=0, le=1)] | Literal["served"]  # a fast-mode threshold, or serve's for the model
+WRITTEN = "written"  # reasoning mode: the written answer, no threshold
+FastCut = Annotated[float, Field(ge=0, le=1)] | Literal["served"]  # a threshold, or serve's for the model
+Cut = FastCut | Literal["written"]  # reasoning mode may also keep the written answer
 
 
 class EvalConfig(BaseModel):
@@ -122,9 +125,10 @@ class EvalConfig(BaseModel):
     )
     threshold: Cut = Field(
         SERVED,
-        description="fast mode: flag when P(disallow) is at least this; `served`: the threshold serve takes by "
-        "default, from this model's fast-mode eval of its held-back slice (<model>/eval/holdout; never below 0.5), "
-        "else 0.5",
+        description="local models: flag when P(disallow) is at least this (reasoning mode: read after the model's "
+        "own reasoning); `served`: the threshold serve takes by default, from this model's fast-mode eval of its "
+        "held-back slice (<model>/eval/holdout; never below 0.5), else 0.5; `written` (reasoning mode): the answer "
+        "the model wrote",
     )
     target_fpr: float = Field(
         0.05, ge=0, le=1, description="scored runs: report the threshold whose false-positive rate stays within this"
@@ -148,7 +152,9 @@ def build_moderator(config: EvalConfig):
         policy = load_policy(policy or "marketplace")
         return EndpointModerator(config.endpoint, config.model, policy, prompt, generation, config.api_key_env)
     moderator = load_moderator(model, config.engine, config.compute_type, policy, prompt, generation, config.device)
-    return FastModerator(moderator, config.threshold) if config.mode == "fast" else moderator
+    if config.mode == "fast":
+        return FastModerator(moderator, config.threshold)
+    return moderator if config.threshold == WRITTEN else ReasonedModerator(moderator, config.threshold)
 
 
 def settings_source(config: EvalConfig) -> tuple[str, RunInfo | None]:
@@ -175,15 +181,18 @@ def policy_of(config: EvalConfig):
 def effective(config: EvalConfig) -> tuple[EvalConfig, str | None]:
     """The config as it runs, and where its fast-mode threshold came from: baselines and endpoints have no fast mode, so
     they ignore `--mode fast` (said once); `served` becomes the number it stands for (said once)."""
-    if config.mode == "fast" and (config.endpoint or config.model in BASELINES):
-        print(f"{config.model}: mode fast applies to local models only; scored as usual (mode reasoning)")
-        return config.model_copy(update={"mode": "reasoning"}), None
-    if config.mode != "fast":
+    if config.endpoint or config.model in BASELINES:
+        if config.mode == "fast":
+            print(f"{config.model}: mode fast applies to local models only; scored as usual (mode reasoning)")
+        return config.model_copy(update={"mode": "reasoning", "threshold": WRITTEN}), None
+    if config.threshold == WRITTEN:
+        if config.mode == "fast":
+            raise UserError("--threshold written is reasoning mode's written answer; fast mode takes a number")
         return config, None
     if config.threshold != SERVED:
         return config, "--threshold"
     cut = held_back_or_default(config.model)
-    print(f"{config.model}: fast mode flags at P(disallow) >= {cut.value:.4g}: {cut.source}")
+    print(f"{config.model}: {config.mode} mode flags at P(disallow) >= {cut.value:.4g}: {cut.source}")
     return config.model_copy(update={"threshold": cut.value}), cut.source
 
 
@@ -281,7 +290,7 @@ def run_eval(config: EvalConfig, report: bool = True) -> dict:
         records, moderator.policy.category_ids, config.n_bootstrap, config.seed, config.target_fpr
     )
     metrics["skipped_rows"] = dataset.skipped
-    metrics["label"] = label_for(config.model, config.mode, config.threshold if config.mode == "fast" else None)
+    metrics["label"] = label_for(config.model, config.mode, None if config.threshold == WRITTEN else config.threshold)
     metrics["policy"] = moderator.policy.name
     metrics["config"] = config.model_dump() | ({"threshold_source": threshold_source} if threshold_source else {})
     if fitted := getattr(moderator, "fitted", None):
@@ -329,13 +338,13 @@ def label_for(model: str, mode: Mode = "reasoning", threshold: float | None = No
     0.5 (a served one), so a table says where each model was cut."""
     name = Path(model.rstrip("/")).name or model
     cut = f" @{threshold:.3g}" if threshold is not None and threshold != DEFAULT_THRESHOLD else ""
-    return f"{name} [fast]{cut}" if mode == "fast" else name
+    return f"{name} [fast]{cut}" if mode == "fast" else f"{name}{cut}"
 
 
 def identity_of(config: EvalConfig, dataset: Dataset) -> dict:
     """What must match for a folder to be resumed: the IDENTITY settings, the data file, the model's fingerprint,
-    for generating models the generation settings, and in fast mode the mode and threshold (a reasoning identity has
-    no `mode`, so folders from before fast mode existed still resume)."""
+    for generating models the generation settings, in fast mode the mode and threshold, in reasoning mode a threshold
+    other than `written` (a reasoning identity has no `mode`, so older written-answer folders still resume)."""
     identity = config.model_dump(mode="json", include=set(IDENTITY))  # serialised: endpoint URLs lose their secrets
     identity["data"] = str(dataset.path.resolve())
     identity["fingerprint"] = model_fingerprint(config, dataset.path)
@@ -343,6 +352,8 @@ def identity_of(config: EvalConfig, dataset: Dataset) -> dict:
     identity["generation"] = None if baseline else asdict(_generation(config))
     if config.mode == "fast":
         identity.update(mode=config.mode, threshold=config.threshold)
+    elif config.threshold != WRITTEN and not baseline and not config.endpoint:
+        identity.update(threshold=config.threshold)
     return identity
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inference.compute_types import compute_type_problem
-from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
+from inference.fast_answer import DISALLOW_WORD, Scores, answer_prefix, answer_tokens
 from inference.generate import ANSWER_END, GenerationConfig, Moderator, end_of_turn_ids, refuse_compile
 from inference.models import load_tokenizer
 from moderation.errors import UserError
@@ -162,7 +162,6 @@ class CT2FastScorer:
         first, second = (moderator.prompt_ids(text) for text in ("x", "A completely different listing, 12 words."))
         common = next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), len(first))
         self.prefix = first[: max(common - 1, 0)]  # one token of margin: the last shared token could merge
-        self.answer = self._encode(ANSWER_PREFIX)
         self.disallow = self._encode(DISALLOW_WORD)
         self.decision_tokens, self.category_tokens = answer_tokens(self._encode, moderator.policy.category_ids)
         self.static_prompt = tokenizer.convert_ids_to_tokens(self.prefix)
@@ -170,16 +169,17 @@ class CT2FastScorer:
     def _encode(self, text: str) -> list[int]:
         return self.moderator.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def score(self, listings: Sequence[str]) -> list[Scores]:
+    def score(self, listings: Sequence[str], reasonings: Sequence[str] | None = None) -> list[Scores]:
+        """Score listings, each after its reasoning when given (else fast mode's empty one)."""
         import numpy as np
 
         started = time.perf_counter()
         rows = []
-        for text in listings:
+        for text, reasoning in zip(listings, reasonings or [""] * len(listings), strict=True):
             ids = self.moderator.prompt_ids(text)
             if ids[: len(self.prefix)] != self.prefix:
                 raise UserError("fast mode: a prompt does not start with the shared prefix; use mode=reasoning")
-            rows.append(ids[len(self.prefix) :] + self.answer)
+            rows.append(ids[len(self.prefix) :] + self._encode(answer_prefix(reasoning)))
         decision = self._next_logits(rows, self.decision_tokens)
         category = self._next_logits([row + self.disallow for row in rows], self.category_tokens)
         p_disallow = _softmax(decision)[:, 1]

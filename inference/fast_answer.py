@@ -12,8 +12,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from moderation.errors import UserError
+from moderation.prompt import defang
 
-ANSWER_PREFIX = "<reasoning>\n</reasoning>\n<answer>\n"
+
+def answer_prefix(reasoning: str = "") -> str:
+    """The assistant turn up to the verdict word, after `reasoning` (none: fast mode's empty form), as
+    moderation.verdict.render writes it: reasoning mode reads its verdict here after its own reasoning. The reasoning
+    can echo listing text, so it is defanged like a listing: it never closes its block or becomes a control token."""
+    reasoning = defang(reasoning).strip()
+    body = f"{reasoning}\n" if reasoning else ""
+    return f"<reasoning>\n{body}</reasoning>\n<answer>\n"
+
+
+ANSWER_PREFIX = answer_prefix()
 DISALLOW_WORD = "DISALLOW:"
 CATEGORY_START = ANSWER_PREFIX + DISALLOW_WORD  # what follows it names the categories
 

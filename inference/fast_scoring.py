@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from inference.fast_answer import ANSWER_PREFIX, CATEGORY_START, Scores, answer_tokens
+from inference.fast_answer import ANSWER_PREFIX, CATEGORY_START, DISALLOW_WORD, Scores, answer_prefix, answer_tokens
 from moderation.errors import UserError
 from moderation.policy import Policy
 
@@ -86,13 +86,15 @@ class FastScorer:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _ids(self, listing: str) -> list[int]:
-        return self._encode(self.moderator.prompt(listing) + CATEGORY_START)
+    def _ids(self, listing: str, reasoning: str = "") -> list[int]:
+        return self._encode(self.moderator.prompt(listing) + answer_prefix(reasoning) + DISALLOW_WORD)
 
-    def score(self, listings: Sequence[str]) -> list[Scores]:
-        """Score listings; batches are formed by length so padding stays small and memory bounded."""
+    def score(self, listings: Sequence[str], reasonings: Sequence[str] | None = None) -> list[Scores]:
+        """Score listings, each after its reasoning when given (else fast mode's empty one); batches are formed by
+        length so padding stays small and memory bounded."""
         started = time.perf_counter()
-        ids = [self._ids(text) for text in listings]
+        pairs = zip(listings, reasonings or [""] * len(listings), strict=True)
+        ids = [self._ids(text, reasoning) for text, reasoning in pairs]
         p = len(self.prefix)
         cached = [i for i, row in enumerate(ids) if row[:p] == self.prefix and len(row) > p]
         results: dict[int, tuple[float, list[float]]] = {}

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inference.compute_types import compute_type_problem
-from inference.fast_answer import ANSWER_PREFIX, DISALLOW_WORD, Scores, answer_tokens
+from inference.fast_answer import DISALLOW_WORD, Scores, answer_prefix, answer_tokens
 from inference.generate import ANSWER_END, GenerationConfig, Moderator, end_of_turn_ids, refuse_compile
 from inference.models import load_tokenizer
 from moderation.errors import UserError
@@ -108,7 +108,6 @@ class VLLMFastScorer:
     def __init__(self, moderator: VLLMModerator):
         self.moderator = moderator
         encode = self._encode
-        self.answer = encode(ANSWER_PREFIX)
         self.disallow = encode(DISALLOW_WORD)
         self.decision_tokens, self.category_tokens = answer_tokens(encode, moderator.policy.category_ids)
         self.decision_read, self.category_read = map(_read_one_of, (self.decision_tokens, self.category_tokens))
@@ -116,9 +115,11 @@ class VLLMFastScorer:
     def _encode(self, text: str) -> list[int]:
         return self.moderator.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def score(self, listings: Sequence[str]) -> list[Scores]:
+    def score(self, listings: Sequence[str], reasonings: Sequence[str] | None = None) -> list[Scores]:
+        """Score listings, each after its reasoning when given (else fast mode's empty one)."""
         started = time.perf_counter()
-        rows = [self.moderator.prompt_ids(text) + self.answer for text in listings]
+        pairs = zip(listings, reasonings or [""] * len(listings), strict=True)
+        rows = [self.moderator.prompt_ids(text) + self._encode(answer_prefix(reasoning)) for text, reasoning in pairs]
         prompts = [{"prompt_token_ids": row} for row in rows]
         prompts += [{"prompt_token_ids": row + self.disallow} for row in rows]
         params = [self.decision_read] * len(rows) + [self.category_read] * len(rows)

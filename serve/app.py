@@ -9,7 +9,8 @@ fault: a client that disconnects or stalls is one log line.
 
 What a result's `category_scores` mean depends on the mode. fast: P(DISALLOW) x the category's share of the model's
 next-token probability after `DISALLOW:` (they sum to P(DISALLOW)); `flagged` is P(DISALLOW) >= the threshold (the
-request's `threshold`, else the server's). reasoning: 1.0 for each category the parsed answer names, 0.0 otherwise.
+request's `threshold`, else the server's). reasoning: the same, read right after the reasoning the model wrote
+(inference.reasoned); a flagged listing names the categories its written answer named, if it named any.
 The engine (`--engine transformers|ct2`) changes speed, not this contract; /health says which one runs.
 """
 
@@ -89,7 +90,7 @@ class ServeConfig(EngineConfig):
 
 
 class ModerationRequest(BaseModel):
-    """OpenAI's request body, plus our optional `mode` and (fast mode) `threshold`."""
+    """OpenAI's request body, plus our optional `mode` and `threshold`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -97,7 +98,7 @@ class ModerationRequest(BaseModel):
     model: str | None = None
     mode: Mode | None = None
     threshold: float | None = Field(
-        None, ge=0, le=1, allow_inf_nan=False, description="fast mode: flag when P(DISALLOW) >= this"
+        None, ge=0, le=1, allow_inf_nan=False, description="flag when P(DISALLOW) >= this (default: the server's)"
     )
 
     @field_validator("input")
@@ -298,9 +299,6 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
         if mode not in config.modes:
             message = f"mode {mode!r} is not offered here; this server allows {sorted(config.modes)}"
             raise ApiError(403, message, "mode_not_allowed", param="mode")
-        if moderation.threshold is not None and mode != "fast":
-            message = "threshold applies to fast mode only (reasoning mode's verdict is the model's answer)"
-            raise ApiError(422, message, "invalid_request", param="threshold")
         texts = [moderation.input] if isinstance(moderation.input, str) else moderation.input
         if len(texts) > config.max_inputs:
             raise ApiError(413, f"{len(texts)} inputs; at most {config.max_inputs} per request", "too_many_inputs")

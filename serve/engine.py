@@ -23,7 +23,7 @@ from inference import ENGINES, load_moderator
 from inference.compute_types import COMPUTE_TYPES, compute_type_problem
 from inference.fast_answer import fast_verdict
 from inference.generate import GenerationConfig, Moderator
-from moderation.verdict import DISALLOW
+from inference.reasoned import reasoned_verdict, score_reasoned
 from serve.validation import serving_threshold
 
 Mode = Literal["fast", "reasoning"]
@@ -50,9 +50,9 @@ class Engine:
     fast: one forward pass (`Moderator.fast_scorer`) read by inference.fast_answer.fast_verdict (the rule evals count):
     `flagged` when P(DISALLOW) >= flag_threshold; category_scores are P(DISALLOW) x the category's share; a flagged
     listing names its top category and any other whose share is at least category_threshold.
-    reasoning: generates the full format and parses it with moderation.verdict.parse; scores are 1.0/0.0 from the
-    parsed verdict; a completion with no readable decision is flagged per `on_parse_failure` (default: flagged, no
-    category) and says why in `status`.
+    reasoning: generates the full format, parses it with moderation.verdict.parse and reads the verdict at the same
+    threshold after the model's own reasoning (inference.reasoned); a completion with no readable decision is flagged
+    per `on_parse_failure` (default: flagged, no category) and says why in `status`.
     """
 
     def __init__(
@@ -71,26 +71,33 @@ class Engine:
         self.scorer = moderator.fast_scorer(compile)
 
     def run(self, texts: Sequence[str], mode: Mode, thresholds: Sequence[float | None] | None = None) -> list[Result]:
-        """One result per text; `thresholds` (fast mode) overrides flag_threshold per text where not None."""
-        return self._fast(texts, thresholds or [None] * len(texts)) if mode == "fast" else self._reasoning(texts)
+        """One result per text; `thresholds` overrides flag_threshold per text where not None."""
+        cuts = [self.flag_threshold if t is None else t for t in thresholds or [None] * len(texts)]
+        return self._fast(texts, cuts) if mode == "fast" else self._reasoning(texts, cuts)
 
-    def _fast(self, texts: Sequence[str], thresholds: Sequence[float | None]) -> list[Result]:
+    def _fast(self, texts: Sequence[str], cuts: Sequence[float]) -> list[Result]:
         results = []
-        for scores, threshold in zip(self.scorer.score(texts), thresholds, strict=True):
-            flag_at = self.flag_threshold if threshold is None else threshold
-            verdict = fast_verdict(scores, flag_at, self.category_threshold)
+        for scores, cut in zip(self.scorer.score(texts), cuts, strict=True):
+            verdict = fast_verdict(scores, cut, self.category_threshold)
             results.append(Result(verdict.flagged, verdict.categories, verdict.category_scores, None, "ok"))
         return results
 
-    def _reasoning(self, texts: Sequence[str]) -> list[Result]:
+    def _reasoning(self, texts: Sequence[str], cuts: Sequence[float]) -> list[Result]:
+        moderations = self.moderator.moderate(list(texts))
+        readings = score_reasoned(self.scorer, texts, moderations)
         results = []
-        for moderation in self.moderator.moderate(list(texts)):
-            verdict = moderation.verdict
-            categories = {c: verdict.decision == DISALLOW and c in verdict.categories for c in self.category_ids}
-            scores = {c: float(hit) for c, hit in categories.items()}
-            flagged = verdict.decision == DISALLOW if verdict.parsed else self.on_parse_failure == "flag"
-            status = str(verdict.status)
-            results.append(Result(flagged, categories, scores, verdict.reasoning, status, verdict.parsed))
+        for moderation, scores, cut in zip(moderations, readings, cuts, strict=True):
+            written = moderation.verdict
+            status = str(written.status)
+            if scores is None:
+                unread = dict.fromkeys(self.category_ids, False)
+                flagged = self.on_parse_failure == "flag"
+                results.append(Result(flagged, unread, dict.fromkeys(unread, 0.0), written.reasoning, status, False))
+                continue
+            verdict = reasoned_verdict(written, scores, cut, self.category_threshold)
+            results.append(
+                Result(verdict.flagged, verdict.categories, verdict.category_scores, written.reasoning, status)
+            )
         return results
 
 
@@ -131,11 +138,11 @@ class EngineConfig(BaseModel):
         None,
         ge=0,
         le=1,
-        description="fast mode: flag when P(DISALLOW) is at least this (default: the threshold at 5% FPR of this "
+        description="both modes: flag when P(DISALLOW) is at least this (default: the threshold at 5% FPR of this "
         "model's fast-mode eval on its held-back train slice, else on dev, never below 0.5; else 0.5)",
     )
     eval_dir: str | None = Field(None, description="where the model's evals are (default: <run>/eval)")
-    category_threshold: float = Field(0.3, ge=0, le=1, description="fast mode: name other categories above this share")
+    category_threshold: float = Field(0.3, ge=0, le=1, description="name other categories above this share")
 
     @model_validator(mode="after")
     def _fits_the_engine(self) -> EngineConfig:

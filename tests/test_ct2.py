@@ -123,7 +123,8 @@ def test_evals_run_with_ct2_engine(tmp_path, tiny_model_dir, tiny_dataset_dir):
 
 
 def test_fast_scores_match_the_transformers_fast_mode(tiny_model_dir):
-    """Same P(DISALLOW) and category shares as the transformers one-pass FastScorer, listings of different lengths."""
+    """Same P(DISALLOW) and category shares as the transformers one-pass FastScorer, listings of different lengths,
+    with fast mode's empty reasoning and after a written one (reasoning mode's reading)."""
     from inference.ct2 import CT2FastScorer
     from inference.fast_scoring import FastScorer
 
@@ -131,7 +132,10 @@ def test_fast_scores_match_the_transformers_fast_mode(tiny_model_dir):
     engines = ("transformers", "ct2")
     reference_scorer, scorer = (load_moderator(tiny_model_dir, e, "float32").fast_scorer() for e in engines)
     assert (type(reference_scorer), type(scorer)) == (FastScorer, CT2FastScorer)
-    reference, scores = reference_scorer.score(listings), scorer.score(listings)
+    reasonings = ["Sells IPTV access.", "", "Betting tips sold as sure wins.", "", "A short one."][: len(listings)]
+    reasonings += [""] * (len(listings) - len(reasonings))
+    reference = reference_scorer.score(listings) + reference_scorer.score(listings, reasonings)
+    scores = scorer.score(listings) + scorer.score(listings, reasonings)
     for got, expected in zip(scores, reference, strict=True):
         assert got.p_disallow == pytest.approx(expected.p_disallow, abs=1e-4)
         assert got.category_share == pytest.approx(expected.category_share, abs=1e-4)

@@ -338,9 +338,11 @@ def test_run_stage_folders_and_prompt_from(tmp_path, tiny_model_dir):
     shutil.copytree(tiny_model_dir, run / "sft" / "merged")  # train_grpo.py's warm-start stage: no manifest of its own
     (run / "manifest.json").write_text(json.dumps({"policy": "kids-crafts", "prompt": {"max_listing_tokens": 64}}))
 
-    stage = build_moderator(EvalConfig(model=str(run / "sft"), data="-", out="-"))
+    stage = build_moderator(EvalConfig(model=str(run / "sft"), data="-", out="-", threshold="written"))
     assert stage.policy.name == "kids-crafts" and stage.prompt_config.max_listing_tokens == 64
-    base = build_moderator(EvalConfig(model=str(tiny_model_dir), data="-", out="-", prompt_from=str(run)))
+    base = build_moderator(
+        EvalConfig(model=str(tiny_model_dir), data="-", out="-", prompt_from=str(run), threshold="written")
+    )
     assert base.policy.name == "kids-crafts" and base.prompt_config.max_listing_tokens == 64
     with pytest.raises(UserError, match="not a run folder"):
         build_moderator(EvalConfig(model="keyword", data="-", out="-", prompt_from=str(tiny_model_dir)))

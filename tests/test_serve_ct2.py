@@ -100,7 +100,6 @@ def test_request_threshold_flips_the_verdict(url):
         {"input": "x", "threshold": -0.1},
         {"input": "x", "threshold": 1.5},
         {"input": "x", "threshold": "high"},
-        {"input": "x", "threshold": 0.5, "mode": "reasoning"},  # reasoning's verdict is the answer, not a score
         '{"input": "x", "threshold": NaN}',
     ],
 )
