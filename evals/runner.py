@@ -14,9 +14,11 @@ generation settings in the same folder is refused. `--mode fast` scores a local 
 mode): each prediction keeps P(disallow) as `score` and the category shares, the verdict at `--threshold` (by default
 the cut serve takes from the model's held-back slice, else 0.5) feeds the usual metrics, and metrics.json gains a
 `scores` block (ROC/PR-AUC, calibration, the threshold for `--target-fpr`, recall at fixed FPRs) with
-reliability_diagram.png beside it; fast and reasoning runs never share a folder. The baselines (`keyword`, `tfidf`)
-fit on the train split beside the evaluated file (or `--train`) and record what they chose under `baseline` in
-metrics.json.
+reliability_diagram.png beside it; fast and reasoning runs never share a folder. Reasoning mode (the default) keeps
+the written completion and reads the verdict after its reasoning at the same `--threshold`, as serve does
+(inference.reasoned), with the same `score`; `--threshold written` counts the written answer instead. The baselines
+(`keyword`, `tfidf`) fit on the train split beside the evaluated file (or `--train`) and record what they chose under
+`baseline` in metrics.json.
 """
 
 from __future__ import annotations
