@@ -11,8 +11,9 @@ DATA ?= data/default
 RUN ?= runs/cpu-smollm2
 EVAL_DATA ?= $(DATA)/dev.parquet $(DATA)/test.parquet
 EXTERNAL ?= data/external/package_pages.parquet
-# hand-written ordinary listings from general marketplaces, all allowed (configs/eval/README.md): evaluation only
-WRITTEN ?= configs/eval/ordinary_products.jsonl
+# hand-written ordinary listings from general marketplaces (all allowed) and violations (configs/eval/README.md):
+# evaluation only
+WRITTEN ?= configs/eval/ordinary_products.jsonl configs/eval/written_violations.jsonl
 EVAL_LIMIT ?=
 REASONING_LIMIT ?= 150
 # transformers in bf16 where the CPU has bf16 kernels (AVX512-BF16, AMX): there the fast path scores ~10 listings/s,
@@ -75,8 +76,9 @@ train: setup
 # 2. every model on the full dev and test splits: keyword, TF-IDF, and the LMs through fast mode (one forward pass),
 #    SFT and SFT+GRPO cut at their serving thresholds (`evals run`'s default: the verdicts serve gives);
 # 3. SFT and SFT+GRPO on dev+test again at 0.5 (no scoring: the saved scores re-read), in eval/at-0.5;
-# 4. reasoning mode against fast mode for SFT+GRPO on the first $(REASONING_LIMIT) test rows (parse failures, agreement);
-# 5. false positives on real pages written elsewhere: the installed packages' PyPI pages, all allowed, and $(WRITTEN)
+# 4. reasoning mode against fast mode for SFT+GRPO on the first $(REASONING_LIMIT) test rows, both at the served
+#    threshold (parse failures, agreement);
+# 5. text written elsewhere: the installed packages' PyPI pages (all allowed, false positives) and $(WRITTEN)
 #    (one suite each: a suite of several datasets would pool them over dev+test's eval/pooled).
 eval: setup
 	$(if $(filter-out float32,$(EVAL_COMPUTE)),$(PY) benchmarks/eval_throughput.py --model $(RUN) --data $(DATA)/dev.parquet --limit $(ENGINE_CHECK_ROWS) --mode fast --batch-size $(EVAL_BATCH) --compute-types $(EVAL_COMPUTE) --min-agreement $(ENGINE_CHECK_AGREEMENT) || { echo 'to evaluate in fp32 instead (slower, training kept): make eval EVAL_COMPUTE=float32'; exit 2; })

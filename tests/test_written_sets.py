@@ -1,4 +1,4 @@
-"""The hand-written evaluation sets read as they are: every row allowed, stable ids, nothing skipped."""
+"""The hand-written evaluation sets read as they are: one label each, stable ids, nothing skipped."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 from evals.data import load_dataset
 from moderation.ids import text_id
 from moderation.paths import CONFIGS
-from moderation.verdict import ALLOW
+from moderation.policy import load_policy
+from moderation.verdict import ALLOW, DISALLOW
 
 ORDINARY = CONFIGS / "eval" / "ordinary_products.jsonl"
+VIOLATIONS = CONFIGS / "eval" / "written_violations.jsonl"
 
 
 def test_ordinary_products_load_as_allowed_rows_with_stable_ids():
@@ -19,3 +21,12 @@ def test_ordinary_products_load_as_allowed_rows_with_stable_ids():
     assert all(item.id == text_id(item.text) for item in dataset.items)  # an edited text gets a new id
     languages = {json.loads(line)["language"] for line in ORDINARY.read_text(encoding="utf-8").splitlines()}
     assert {"en", "de", "es", "fr"} <= languages
+
+
+def test_written_violations_load_as_disallowed_rows_of_every_category():
+    dataset = load_dataset(VIOLATIONS, strict=True)
+    assert len(dataset.items) == 90 and dataset.n_skipped == 0
+    assert {item.label for item in dataset.items} == {DISALLOW}
+    assert all(item.id == text_id(item.text) for item in dataset.items)
+    named = {category for item in dataset.items for category in item.categories}
+    assert named == set(load_policy("marketplace").category_ids)
