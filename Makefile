@@ -11,9 +11,9 @@ DATA ?= data/default
 RUN ?= runs/cpu-smollm2
 EVAL_DATA ?= $(DATA)/dev.parquet $(DATA)/test.parquet
 EXTERNAL ?= data/external/package_pages.parquet
-# hand-written ordinary listings from general marketplaces (all allowed) and violations (configs/eval/README.md):
-# evaluation only
-WRITTEN ?= configs/eval/ordinary_products.jsonl configs/eval/written_violations.jsonl
+# hand-written listings from elsewhere (configs/eval/README.md): ordinary ones (all allowed), violations, and the mixed
+# set that chose the default data (rule S); evaluation only
+WRITTEN ?= configs/eval/ordinary_products.jsonl configs/eval/written_violations.jsonl configs/eval/written_mixed.jsonl
 EVAL_LIMIT ?=
 REASONING_LIMIT ?= 150
 # transformers in bf16 where the CPU has bf16 kernels (AVX512-BF16, AMX): there the fast path scores ~10 listings/s,

@@ -12,6 +12,7 @@ from moderation.verdict import ALLOW, DISALLOW
 
 ORDINARY = CONFIGS / "eval" / "ordinary_products.jsonl"
 VIOLATIONS = CONFIGS / "eval" / "written_violations.jsonl"
+MIXED = CONFIGS / "eval" / "written_mixed.jsonl"
 
 
 def test_ordinary_products_load_as_allowed_rows_with_stable_ids():
@@ -30,3 +31,11 @@ def test_written_violations_load_as_disallowed_rows_of_every_category():
     assert all(item.id == text_id(item.text) for item in dataset.items)
     named = {category for item in dataset.items for category in item.categories}
     assert named == set(load_policy("marketplace").category_ids)
+
+
+def test_the_mixed_set_holds_both_labels_with_consistent_categories():
+    dataset = load_dataset(MIXED, strict=True)
+    assert len(dataset.items) == 180 and dataset.n_skipped == 0
+    assert sum(item.label == ALLOW for item in dataset.items) == 100
+    assert all((item.label == ALLOW) == (not item.categories) for item in dataset.items)
+    assert all(item.id == text_id(item.text) for item in dataset.items)
