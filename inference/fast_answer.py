@@ -28,6 +28,17 @@ ANSWER_PREFIX = answer_prefix()
 DISALLOW_WORD = "DISALLOW:"
 CATEGORY_START = ANSWER_PREFIX + DISALLOW_WORD  # what follows it names the categories
 
+
+def forced_answers(listings: Sequence[str], reasonings: Sequence[str] | None) -> list[str]:
+    """Each listing's forced assistant text up to the verdict word: after its reasoning when given (reasoning mode's
+    reading), else fast mode's empty form, shared by every listing so engines can encode it once."""
+    if reasonings is None:
+        return [ANSWER_PREFIX] * len(listings)
+    if len(reasonings) != len(listings):
+        raise ValueError(f"{len(listings)} listings but {len(reasonings)} reasonings")
+    return [answer_prefix(reasoning) for reasoning in reasonings]
+
+
 Encode = Callable[[str], list[int]]
 
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from inference.fast_answer import ANSWER_PREFIX, CATEGORY_START, DISALLOW_WORD, Scores, answer_prefix, answer_tokens
+from inference.fast_answer import ANSWER_PREFIX, CATEGORY_START, DISALLOW_WORD, Scores, answer_tokens, forced_answers
 from moderation.errors import UserError
 from moderation.policy import Policy
 
@@ -86,15 +86,15 @@ class FastScorer:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _ids(self, listing: str, reasoning: str = "") -> list[int]:
-        return self._encode(self.moderator.prompt(listing) + answer_prefix(reasoning) + DISALLOW_WORD)
+    def _ids(self, listing: str, answer: str = ANSWER_PREFIX) -> list[int]:
+        return self._encode(self.moderator.prompt(listing) + answer + DISALLOW_WORD)
 
     def score(self, listings: Sequence[str], reasonings: Sequence[str] | None = None) -> list[Scores]:
         """Score listings, each after its reasoning when given (else fast mode's empty one); batches are formed by
         length so padding stays small and memory bounded."""
         started = time.perf_counter()
-        pairs = zip(listings, reasonings or [""] * len(listings), strict=True)
-        ids = [self._ids(text, reasoning) for text, reasoning in pairs]
+        answers = forced_answers(listings, reasonings)
+        ids = [self._ids(text, answer) for text, answer in zip(listings, answers, strict=True)]
         p = len(self.prefix)
         cached = [i for i, row in enumerate(ids) if row[:p] == self.prefix and len(row) > p]
         results: dict[int, tuple[float, list[float]]] = {}
