@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from evals.data import load_dataset
 from moderation.ids import text_id
 from moderation.paths import CONFIGS
@@ -13,6 +15,7 @@ from moderation.verdict import ALLOW, DISALLOW
 ORDINARY = CONFIGS / "eval" / "ordinary_products.jsonl"
 VIOLATIONS = CONFIGS / "eval" / "written_violations.jsonl"
 MIXED = CONFIGS / "eval" / "written_mixed.jsonl"
+DIGITAL = CONFIGS / "eval" / "written_digital.jsonl"
 
 
 def test_ordinary_products_load_as_allowed_rows_with_stable_ids():
@@ -33,8 +36,9 @@ def test_written_violations_load_as_disallowed_rows_of_every_category():
     assert named == set(load_policy("marketplace").category_ids)
 
 
-def test_the_mixed_set_holds_both_labels_with_consistent_categories():
-    dataset = load_dataset(MIXED, strict=True)
+@pytest.mark.parametrize("path", [MIXED, DIGITAL], ids=["mixed", "digital"])
+def test_the_mixed_sets_hold_both_labels_with_consistent_categories(path):
+    dataset = load_dataset(path, strict=True)
     assert len(dataset.items) == 180 and dataset.n_skipped == 0
     assert sum(item.label == ALLOW for item in dataset.items) == 100
     assert all((item.label == ALLOW) == (not item.categories) for item in dataset.items)
