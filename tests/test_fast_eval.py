@@ -299,6 +299,22 @@ def test_a_held_back_threshold_below_even_odds_is_raised_to_it(tmp_path, tiny_mo
     assert serving_threshold(str(tiny_model_dir), 0.0337, str(tmp_path)).value == 0.0337  # asked for: kept
 
 
+def test_a_held_back_eval_run_with_another_budget_sets_the_served_cut(tmp_path, tiny_model_dir):
+    """`make eval TARGET_FPR=0.01` (the quality recipe's budget) records {"0.01": t}: serve takes t and says so."""
+    from serve.validation import held_back_or_default
+
+    (tmp_path / "holdout").mkdir()
+    record = {
+        "config": {"model": str(tiny_model_dir), "data": "runs/x/holdout.parquet", "mode": "fast"},
+        "accuracy": 0.9,
+        "n": 200,
+        "scores": {"threshold_at_fpr": {"0.01": 0.977}},
+    }
+    (tmp_path / "holdout" / "metrics.json").write_text(json.dumps(record))
+    chosen = held_back_or_default(str(tiny_model_dir), str(tmp_path))
+    assert chosen.value == 0.977 and "1% FPR on holdout" in chosen.source
+
+
 def test_fast_eval_cuts_where_serve_would_by_default(tmp_path, data_file, tiny_model_dir, capsys):
     """`--threshold served` (the default) is the held-back slice's threshold, never dev's; 0.5 without one."""
     model = tmp_path / "model"
