@@ -279,18 +279,23 @@ def test_the_serving_threshold_comes_from_the_holdout_before_dev(tmp_path, tiny_
     assert serving_threshold(str(tiny_model_dir), None, str(tmp_path)).value == 0.6
 
 
+def _write_holdout_eval(eval_dir, model_dir, threshold_at_fpr: dict) -> None:
+    """A fast-mode eval of the held-back slice on record, as `make eval` leaves it."""
+    (eval_dir / "holdout").mkdir()
+    record = {
+        "config": {"model": str(model_dir), "data": "runs/x/holdout.parquet", "mode": "fast"},
+        "accuracy": 0.9,
+        "n": 200,
+        "scores": {"threshold_at_fpr": threshold_at_fpr},
+    }
+    (eval_dir / "holdout" / "metrics.json").write_text(json.dumps(record))
+
+
 def test_a_held_back_threshold_below_even_odds_is_raised_to_it(tmp_path, tiny_model_dir):
     """The held-back slice is in training's wording: a cut below 0.5 would overshoot the FPR budget on new text."""
     from serve.validation import held_back_or_default, serving_threshold
 
-    (tmp_path / "holdout").mkdir()
-    record = {
-        "config": {"model": str(tiny_model_dir), "data": "runs/x/holdout.parquet", "mode": "fast"},
-        "accuracy": 0.9,
-        "n": 200,
-        "scores": {"threshold_at_fpr": {"0.05": 0.0337}},
-    }
-    (tmp_path / "holdout" / "metrics.json").write_text(json.dumps(record))
+    _write_holdout_eval(tmp_path, tiny_model_dir, {"0.05": 0.0337})
     for chosen in (
         serving_threshold(str(tiny_model_dir), None, str(tmp_path)),
         held_back_or_default(str(tiny_model_dir), str(tmp_path)),
@@ -303,14 +308,7 @@ def test_a_held_back_eval_run_with_another_budget_sets_the_served_cut(tmp_path, 
     """`make eval TARGET_FPR=0.01` (the quality recipe's budget) records {"0.01": t}: serve takes t and says so."""
     from serve.validation import held_back_or_default
 
-    (tmp_path / "holdout").mkdir()
-    record = {
-        "config": {"model": str(tiny_model_dir), "data": "runs/x/holdout.parquet", "mode": "fast"},
-        "accuracy": 0.9,
-        "n": 200,
-        "scores": {"threshold_at_fpr": {"0.01": 0.977}},
-    }
-    (tmp_path / "holdout" / "metrics.json").write_text(json.dumps(record))
+    _write_holdout_eval(tmp_path, tiny_model_dir, {"0.01": 0.977})
     chosen = held_back_or_default(str(tiny_model_dir), str(tmp_path))
     assert chosen.value == 0.977 and "1% FPR on holdout" in chosen.source
 
