@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inference.compute_types import compute_type_problem
-from inference.fast_answer import DISALLOW_WORD, Scores, answer_tokens, forced_answers
+from inference.fast_answer import DISALLOW_WORD, Scores, answer_tokens, forced_answer_ids
 from inference.generate import ANSWER_END, GenerationConfig, Moderator, end_of_turn_ids, refuse_compile
 from inference.models import load_tokenizer
 from moderation.errors import UserError
@@ -174,14 +174,12 @@ class CT2FastScorer:
         import numpy as np
 
         started = time.perf_counter()
-        answers = forced_answers(listings, reasonings)
-        encoded = {answer: self._encode(answer) for answer in set(answers)}  # fast mode: one string, encoded once
         rows = []
-        for text, answer in zip(listings, answers, strict=True):
+        for text, answer in zip(listings, forced_answer_ids(listings, reasonings, self._encode), strict=True):
             ids = self.moderator.prompt_ids(text)
             if ids[: len(self.prefix)] != self.prefix:
                 raise UserError("fast mode: a prompt does not start with the shared prefix; use mode=reasoning")
-            rows.append(ids[len(self.prefix) :] + encoded[answer])
+            rows.append(ids[len(self.prefix) :] + answer)
         decision = self._next_logits(rows, self.decision_tokens)
         category = self._next_logits([row + self.disallow for row in rows], self.category_tokens)
         p_disallow = _softmax(decision)[:, 1]

@@ -42,6 +42,14 @@ def forced_answers(listings: Sequence[str], reasonings: Sequence[str] | None) ->
 Encode = Callable[[str], list[int]]
 
 
+def forced_answer_ids(listings: Sequence[str], reasonings: Sequence[str] | None, encode: Encode) -> list[list[int]]:
+    """`forced_answers` as token ids, each distinct string encoded once (fast mode: one string for every listing), for
+    engines that append them to already-tokenized prompts."""
+    answers = forced_answers(listings, reasonings)
+    encoded = {answer: encode(answer) for answer in set(answers)}
+    return [encoded[answer] for answer in answers]
+
+
 @dataclass(frozen=True)
 class Scores:
     """One listing's fast-mode reading: P(DISALLOW) (renormalized over ALLOW/DISALLOW) and, given DISALLOW, each

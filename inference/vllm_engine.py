@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inference.compute_types import compute_type_problem
-from inference.fast_answer import DISALLOW_WORD, Scores, answer_tokens, forced_answers
+from inference.fast_answer import DISALLOW_WORD, Scores, answer_tokens, forced_answer_ids
 from inference.generate import ANSWER_END, GenerationConfig, Moderator, end_of_turn_ids, refuse_compile
 from inference.models import load_tokenizer
 from moderation.errors import UserError
@@ -118,11 +118,8 @@ class VLLMFastScorer:
     def score(self, listings: Sequence[str], reasonings: Sequence[str] | None = None) -> list[Scores]:
         """Score listings, each after its reasoning when given (else fast mode's empty one)."""
         started = time.perf_counter()
-        answers = forced_answers(listings, reasonings)
-        encoded = {answer: self._encode(answer) for answer in set(answers)}  # fast mode: one string, encoded once
-        rows = [
-            self.moderator.prompt_ids(text) + encoded[answer] for text, answer in zip(listings, answers, strict=True)
-        ]
+        answers = forced_answer_ids(listings, reasonings, self._encode)
+        rows = [self.moderator.prompt_ids(text) + answer for text, answer in zip(listings, answers, strict=True)]
         prompts = [{"prompt_token_ids": row} for row in rows]
         prompts += [{"prompt_token_ids": row + self.disallow} for row in rows]
         params = [self.decision_read] * len(rows) + [self.category_read] * len(rows)
