@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -99,6 +100,11 @@ class TestListingIsData:
 
     def test_added_special_tokens_of_any_shape_are_rewritten(self, tokenizer):
         assert "<file_sep>" not in defang("a <file_sep> b", tokenizer)
+        unshaped = copy.deepcopy(tokenizer)  # the list of a tokenizer's tokens is cached per tokenizer object
+        unshaped.add_special_tokens({"additional_special_tokens": ["@@stop@@"]})
+        text = defang("a @@stop@@ b", unshaped)
+        assert "@@stop@@" not in text
+        assert unshaped.convert_tokens_to_ids("@@stop@@") not in unshaped(text, add_special_tokens=False)["input_ids"]
 
     @pytest.mark.parametrize(
         "variant",
