@@ -1,4 +1,4 @@
-"""The seconds of each optimizer step, for the training benchmarks (train_step, sft_batches)."""
+"""The seconds of each optimizer step, for the training benchmarks (train_step, sft_step)."""
 
 from __future__ import annotations
 

@@ -14,10 +14,10 @@ def mask_positions(attention_mask):
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def prefill_repeated(model, input_ids, attention_mask, repeat):
-    """Run the distinct prompt rows through `model` once; return (their last-position logits, a KV cache holding one
-    copy per entry of `repeat`, the prompt row each output row continues). Only the cache and the last logits are
-    wanted, so the vocabulary projection runs for one position per row.
+def prefill_repeated(model, input_ids, attention_mask, repeat, **forward_kwargs):
+    """Run the distinct prompt rows through `model` (a causal LM or its backbone) once; return (its output, a KV cache
+    holding one copy per entry of `repeat`, the prompt row each output row continues). A caller that wants only the
+    cache from a causal LM passes `logits_to_keep=1`, so the vocabulary projection runs for one position per row.
 
     `repeat` may instead be a count: one unpadded prompt row (`attention_mask` None) repeated that many times, as the
     SFT batch's shared system turn is. Its cache is then built with `batch_repeat_interleave`, whose backward sums the
@@ -26,12 +26,11 @@ def prefill_repeated(model, input_ids, attention_mask, repeat):
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
-    masking = {}
     if attention_mask is not None:
-        masking = {"attention_mask": attention_mask, "position_ids": mask_positions(attention_mask)}
-    output = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **masking)
+        forward_kwargs.update(attention_mask=attention_mask, position_ids=mask_positions(attention_mask))
+    output = model(input_ids=input_ids, past_key_values=cache, use_cache=True, **forward_kwargs)
     if isinstance(repeat, int):
         cache.batch_repeat_interleave(repeat)
     else:
         cache.batch_select_indices(repeat)
-    return output.logits, cache
+    return output, cache

@@ -1,12 +1,11 @@
 """The answer-only SFT loss must equal the model's own causal-LM loss on the same labels, gradients included."""
 
-import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from trl.trainer.utils import entropy_from_logits
 
 from inference.models import load_model
-from training.answer_only_sft import MIN_SHARED_PREFIX, answer_only_loss, mean_entropy, shared_prefix_length
+from training.answer_only_sft import MIN_SHARED_PREFIX, answer_only_loss, shared_prefix_length
 
 
 def labelled_batch(tokenizer, prefix: str = ""):
@@ -34,31 +33,32 @@ def test_answer_only_loss_and_gradients_match_the_full_logits_loss(tiny_model_di
 
     reference = model(**batch).loss
     expected = torch.autograd.grad(reference, lora)
-    loss, log_probs, targets = answer_only_loss(model, batch)
+    loss, chosen = answer_only_loss(model, batch)
     got = torch.autograd.grad(loss, lora)
 
-    assert targets.numel() == int((batch["labels"] != -100).sum()) == log_probs.size(0)
+    assert chosen.log_probs.numel() == int((batch["labels"] != -100).sum())
     torch.testing.assert_close(loss, reference)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e)
 
 
-def test_the_logged_entropy_is_trls_from_the_same_log_probabilities(tiny_model_dir):
+def test_the_logged_entropy_and_accuracy_are_trls_from_the_same_pass(tiny_model_dir):
     model, tokenizer = load_model(tiny_model_dir)
     batch = labelled_batch(tokenizer)
+    scored = batch["labels"][:, 1:] != -100
     with torch.no_grad():
-        _, log_probs, _ = answer_only_loss(model, batch)
-        logits = model(**batch).logits[:, :-1][batch["labels"][:, 1:] != -100]
-    assert mean_entropy(log_probs) == pytest.approx(float(entropy_from_logits(logits).mean()), rel=1e-5)
-    assert mean_entropy(log_probs[:0]) == 0.0
+        _, chosen = answer_only_loss(model, batch)
+        logits = model(**batch).logits[:, :-1][scored]
+    torch.testing.assert_close(chosen.entropies, entropy_from_logits(logits), rtol=1e-5, atol=1e-5)
+    assert torch.equal(chosen.hits, logits.argmax(-1) == batch["labels"][:, 1:][scored])
 
 
 def test_num_items_in_batch_sets_the_denominator(tiny_model_dir):
     model, tokenizer = load_model(tiny_model_dir)
     batch = labelled_batch(tokenizer)
-    mean, _, targets = answer_only_loss(model, batch)
-    summed, _, _ = answer_only_loss(model, batch, num_items_in_batch=1)
-    torch.testing.assert_close(summed, mean * targets.numel())
+    mean, chosen = answer_only_loss(model, batch)
+    summed, _ = answer_only_loss(model, batch, num_items_in_batch=1)
+    torch.testing.assert_close(summed, mean * chosen.log_probs.numel())
 
 
 def test_a_shared_prefix_runs_once_with_the_same_loss_and_gradients(tiny_model_dir):
@@ -72,10 +72,10 @@ def test_a_shared_prefix_runs_once_with_the_same_loss_and_gradients(tiny_model_d
 
     reference = model(**batch).loss
     expected = torch.autograd.grad(reference, lora)
-    loss, _, targets = answer_only_loss(model, batch)
+    loss, chosen = answer_only_loss(model, batch)
     got = torch.autograd.grad(loss, lora)
 
-    assert targets.numel() == int((batch["labels"] != -100).sum())
+    assert chosen.log_probs.numel() == int((batch["labels"] != -100).sum())
     torch.testing.assert_close(loss, reference)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e)

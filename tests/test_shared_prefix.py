@@ -1,5 +1,6 @@
 """The shared-prefix loss forward must give the log-probs (and gradients) of scoring every row on its own."""
 
+import pytest
 import torch
 from trl.trainer.utils import selective_log_softmax
 
@@ -30,9 +31,11 @@ def row_by_row_logps(model, input_ids, attention_mask, completion_length, temper
     return selective_log_softmax(logits, input_ids[:, -completion_length:])
 
 
-def test_grouped_logps_and_gradients_match_row_by_row(tiny_model_dir):
+@pytest.mark.parametrize("frozen_head", [True, False], ids=["frozen head (LoRA): chunked", "trained head: full logits"])
+def test_grouped_logps_and_gradients_match_row_by_row(tiny_model_dir, frozen_head):
     model, tokenizer = load_model(tiny_model_dir)
     model.train()
+    model.get_output_embeddings().weight.requires_grad_(not frozen_head)
     input_ids, attention_mask, completion_length = padded_batch(tokenizer)
     groups = shared_prompts(input_ids, input_ids.size(1) - completion_length)
     firsts, inverse = groups
@@ -42,7 +45,7 @@ def test_grouped_logps_and_gradients_match_row_by_row(tiny_model_dir):
 
     expected = row_by_row_logps(model, input_ids, attention_mask, completion_length, 0.8)
     expected[mask].sum().backward()
-    expected_grads = [p.grad.clone() for p in model.parameters()]
+    expected_grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
     model.zero_grad()
 
     logps, entropies = grouped_logps_and_entropies(
@@ -52,7 +55,7 @@ def test_grouped_logps_and_gradients_match_row_by_row(tiny_model_dir):
 
     torch.testing.assert_close(logps[mask], expected[mask], rtol=1e-4, atol=1e-4)
     assert entropies.shape == logps.shape and (entropies[mask] > 0).all()
-    for got, want in zip((p.grad for p in model.parameters()), expected_grads, strict=True):
+    for got, want in zip((p.grad for p in model.parameters() if p.requires_grad), expected_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
 
 

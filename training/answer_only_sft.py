@@ -2,7 +2,8 @@
 
 TRL's fused LM head scores every position off Triton devices, so on CPU a batch of 8 prompts of ~300 tokens builds
 (8 × 300 × 49k-vocab) logits in fp32 (~0.5 GB, several copies in backward) to train ~40 answer tokens per row. Here
-the backbone runs as usual and the head sees only the answer positions: the same loss, less memory and time.
+the backbone runs as usual and the head sees only the answer positions, a chunk at a time (training.vocab_head): the
+same loss, less memory and time.
 
 Every row of a batch also starts with the same system turn (~110 of ~300 tokens with the compact prompt). That shared
 prefix runs once per batch, with gradients, and its key/value cache is repeated for the rows, as the GRPO loss does.
@@ -13,9 +14,9 @@ The trainer subclass that plugs this loss into TRL lives in training.trl_adapter
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from inference.prefix_cache import prefill_repeated
+from training.vocab_head import ChosenTokens, chosen_token_log_probs, output_head
 
 MIN_SHARED_PREFIX = 16  # below this, one more forward call costs more than it saves
 
@@ -31,15 +32,15 @@ def shared_prefix_length(inputs: dict) -> int:
     return length if input_ids.size(0) > 1 and length >= MIN_SHARED_PREFIX else 0
 
 
-def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, answer-position log-probabilities, their labels): next-token cross-entropy over the labels that are not
-    -100. The log-softmax is returned so the logged metrics reuse it: over a 262k vocabulary (Gemma 3) a second pass
-    for the entropy cost ~15% of the step."""
+def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torch.Tensor, ChosenTokens]:
+    """(loss, the answer positions' ChosenTokens): next-token cross-entropy over the labels that are not -100. The
+    head runs a chunk of answer positions at a time (training.vocab_head); the logged entropy and token accuracy come
+    from the same pass: over a 262k vocabulary (Gemma 3) a second one cost ~15% of the step."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     input_ids, attention_mask = inputs["input_ids"], inputs.get("attention_mask")
     shared = shared_prefix_length(inputs)
     if shared:
-        _, cache = prefill_repeated(causal_lm, input_ids[:1, :shared], None, input_ids.size(0))
+        _, cache = prefill_repeated(causal_lm.base_model, input_ids[:1, :shared], None, input_ids.size(0))
         positions = torch.arange(shared, input_ids.size(1), device=input_ids.device).expand(input_ids.size(0), -1)
         hidden = causal_lm.base_model(
             input_ids=input_ids[:, shared:],
@@ -52,14 +53,7 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torc
         hidden = causal_lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     labels = inputs["labels"][:, shared + 1 :]
     mask = labels != -100
-    log_probs = causal_lm.get_output_embeddings()(hidden[:, :-1][mask]).float().log_softmax(-1)
-    targets = labels[mask]
-    count = targets.numel() if num_items_in_batch is None else num_items_in_batch
-    loss = F.nll_loss(log_probs, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
-    return loss, log_probs, targets
-
-
-def mean_entropy(log_probs: torch.Tensor) -> float:
-    """Mean next-token entropy over the scored positions (TRL's `entropy` metric), from log-probabilities."""
-    with torch.no_grad():
-        return float(-(log_probs.exp() * log_probs).sum(-1).mean()) if log_probs.numel() else 0.0
+    chosen = chosen_token_log_probs(hidden[:, :-1][mask], output_head(causal_lm), labels[mask])
+    count = chosen.log_probs.numel() if num_items_in_batch is None else num_items_in_batch
+    loss = -chosen.log_probs.sum() / torch.as_tensor(count).clamp(min=1)
+    return loss, chosen

@@ -3,7 +3,7 @@
 A batch is padded to its longest row, and every padded position is computed (attention masks do not skip work on
 CPU). On the CPU recipe's train split, 12% of the positions after the shared system turn in random batches of 8 are
 padding, <1% when rows are sorted by length within buckets of 64 batches; with the recipe's padding to a multiple of
-32 that is 10% fewer positions (benchmarks/sft_batches.py: 7% of all of them, 1.10x per step). transformers'
+32 that is 10% fewer positions (benchmarks/sft_step.py: 7% of all of them, 1.10x per step). transformers'
 `group_by_length` sorts the same way but then feeds each bucket longest-first, a saw-tooth of lengths that here is
 also a saw-tooth of kinds (the empty-reasoning targets are the shortest); the batches here are shuffled across the
 whole epoch instead.

@@ -83,7 +83,7 @@ class SFTSettings(BaseModel):
     bucket_by_length: bool = Field(
         True,
         description="batch rows of similar length, the batches in random order, every row once per epoch: less "
-        "padding (CPU recipe: 7% fewer positions, 1.10x faster steps; benchmarks/sft_batches.py)",
+        "padding (CPU recipe: 7% fewer positions, 1.10x faster steps; benchmarks/sft_step.py)",
     )
     learning_rate: float = Field(1e-3, gt=0, description="SFT learning rate (LoRA)")
     oversample: dict[str, PositiveInt] = Field(

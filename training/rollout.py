@@ -33,7 +33,7 @@ def sample_completions(model, tokenizer, prompts: list, generation_config, autoc
     try:
         with torch.no_grad(), weight_casts_cached(model), autocast():
             # Prefill all but the last prompt token: generate() needs one uncached token to start from.
-            _, cache = prefill_repeated(model, ids[:, :-1], mask[:, :-1], index)
+            _, cache = prefill_repeated(model, ids[:, :-1], mask[:, :-1], index, logits_to_keep=1)
             output = model.generate(
                 input_ids=ids[index],
                 attention_mask=mask[index],

@@ -12,9 +12,9 @@ The trainer subclass that plugs this loss into TRL lives in training.trl_adapter
 from __future__ import annotations
 
 import torch
-from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from inference.prefix_cache import mask_positions, prefill_repeated
+from training.vocab_head import chosen_token_log_probs, output_head
 
 
 def shared_prompts(input_ids: torch.Tensor, prompt_length: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -40,23 +40,27 @@ def grouped_logps_and_entropies(
     temperature: float,
     entropy_requires_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs and entropies of the last `completion_length` tokens, prefilling each prompt once.
+    """Per-token log-probs and entropies of the last `completion_length` tokens, prefilling each prompt once; the
+    head scores the completion positions a chunk at a time (training.vocab_head).
 
     `firsts` holds one row index per distinct prompt and `inverse` maps every row to its prompt (see shared_prompts).
     """
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = causal_lm.base_model
     prompt_length = input_ids.size(1) - completion_length
-    prefix_logits, cache = prefill_repeated(
-        model, input_ids[firsts, :prompt_length], attention_mask[firsts, :prompt_length], inverse
+    prefix, cache = prefill_repeated(
+        backbone, input_ids[firsts, :prompt_length], attention_mask[firsts, :prompt_length], inverse
     )
     completion_ids = input_ids[:, prompt_length:]
-    rest = model(
+    rest = backbone(
         input_ids=completion_ids[:, :-1],
         attention_mask=attention_mask[:, :-1],
         position_ids=mask_positions(attention_mask)[:, prompt_length:-1],
         past_key_values=cache,
         use_cache=True,
     )
-    logits = torch.cat([prefix_logits[inverse], rest.logits], dim=1)
-    return selective_log_softmax_and_entropy(
-        logits, completion_ids, entropy_requires_grad=entropy_requires_grad, temperature=temperature
+    hidden = torch.cat([prefix.last_hidden_state[:, -1:][inverse], rest.last_hidden_state], dim=1)
+    chosen = chosen_token_log_probs(
+        hidden.flatten(0, 1), output_head(causal_lm), completion_ids.flatten(), temperature, entropy_requires_grad
     )
+    return chosen.log_probs.view_as(completion_ids), chosen.entropies.view_as(completion_ids)

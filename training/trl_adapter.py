@@ -19,14 +19,13 @@ import tomllib
 import warnings
 from pathlib import Path
 
-import torch
 import trl
 from trl.trainer.grpo_trainer import GRPOTrainer  # the defining modules, where the private members live
 from trl.trainer.sft_trainer import SFTTrainer
 
 from moderation.paths import REPO_ROOT
 from training import shared_prefix
-from training.answer_only_sft import answer_only_loss, mean_entropy
+from training.answer_only_sft import answer_only_loss
 from training.length_buckets import LengthBucketSampler
 
 PRIVATE_MEMBERS = {  # required: training cannot run without them
@@ -102,15 +101,16 @@ class SharedPrefixGRPOTrainer(GRPOTrainer):
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
-        logps, entropies = shared_prefix.grouped_logps_and_entropies(
-            model,
-            input_ids,
-            attention_mask,
-            logits_to_keep,
-            *groups,
-            self.temperature,
-            entropy_requires_grad=getattr(self, ENTROPY_BONUS, True),
-        )
+        with self.accelerator.autocast():  # the backbone is called directly, past the autocast-wrapped forward
+            logps, entropies = shared_prefix.grouped_logps_and_entropies(
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                *groups,
+                self.temperature,
+                entropy_requires_grad=getattr(self, ENTROPY_BONUS, True),
+            )
         return logps, (entropies if kwargs.get("compute_entropy") else None), None
 
 
@@ -135,13 +135,11 @@ class AnswerOnlySFTTrainer(SFTTrainer):
         if return_outputs or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         with self.accelerator.autocast():  # the backbone is called directly, past the autocast-wrapped forward
-            loss, log_probs, targets = answer_only_loss(model, inputs, num_items_in_batch)
+            loss, chosen = answer_only_loss(model, inputs, num_items_in_batch)
         metrics = self._metrics["train" if model.training else "eval"]
-        with torch.no_grad():
-            scored = targets.numel() > 0  # TRL logs 0.0 for a batch with no answer tokens
-            metrics["entropy"].append(mean_entropy(log_probs))
-            accuracy = (log_probs.argmax(-1) == targets).float().mean().item() if scored else 0.0
-            metrics["mean_token_accuracy"].append(accuracy)
+        scored = chosen.hits.numel() > 0  # TRL logs 0.0 for a batch with no answer tokens
+        metrics["entropy"].append(chosen.entropies.detach().mean().item() if scored else 0.0)
+        metrics["mean_token_accuracy"].append(chosen.hits.float().mean().item() if scored else 0.0)
         if model.training:
             self._total_train_tokens += int(inputs["attention_mask"].sum())
             metrics["num_tokens"] = [self._total_train_tokens]

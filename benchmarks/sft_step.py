@@ -1,13 +1,17 @@
-"""Seconds per SFT epoch over the same train rows: random batches (baseline) vs batches of similar length (ours).
+"""Seconds per SFT step and peak RSS over the same train rows, one training choice at a time (baseline vs ours).
 
-    python benchmarks/sft_batches.py [--rows 256] [--model smollm2-135m] [--recipe RECIPE.yaml]
+    python benchmarks/sft_step.py [--compare batches|head] [--rows 256] [--model smollm2-135m] [--recipe RECIPE.yaml]
 
+--compare batches: random batches (baseline) vs batches of similar length (ours; `sft.bucket_by_length`).
+--compare head:    the answer positions' logits all at once, kept by autograd (baseline) vs a chunk at a time with
+                   the hidden-state gradient formed in the forward pass (ours; training.vocab_head). It matters for
+                   Gemma 3's 262k vocabulary: `--compare head --model gemma3-270m`.
 Both variants run the recipe's SFT trainer (training.sft.sft_trainer) for one epoch over the same first `--rows`
-training prompts, each in its own process so the peak RSS printed is its own; the only difference is
-`sft.bucket_by_length`. Printed: seconds per step (the first step, which warms up, left out), the positions a pass
-over its batches computes (padding included), and the ratio. The variants run in ABBA order (`--rounds 2`): whichever
-ran first was ~20% slower in trials, whatever it was. ~2 s a step on 2 cores: the default takes ~6 minutes; keep the
-machine otherwise idle.
+training prompts, each in its own process so the peak RSS printed is its own; they differ in that one choice.
+Printed: seconds per step (the first step, which warms up, left out), the positions a pass over its batches computes
+(padding included), peak RSS and the ratio. The variants run in ABBA order (`--rounds 2`): whichever ran first was
+~20% slower in trials, whatever it was. ~2 s a step on 2 cores (SmolLM2; Gemma ~4-5 s): the default takes ~6
+minutes; keep the machine otherwise idle.
 """
 
 from __future__ import annotations
@@ -24,10 +28,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "recipes" / "cpu-smollm2.yaml"
-VARIANTS = {"baseline": "false", "ours": "true"}  # sft.bucket_by_length
+VARIANTS = ["baseline", "ours"]
 
 
-def run_variant(variant: str, recipe_path: str, model: str, rows: int, queue) -> None:
+def use_full_logits_head() -> None:
+    """The baseline of `--compare head`: the SFT loss scores every answer position through the full logits at once."""
+    import functools
+
+    from training import answer_only_sft, vocab_head
+
+    answer_only_sft.chosen_token_log_probs = functools.partial(vocab_head.chosen_token_log_probs, chunk=None)
+
+
+def run_variant(compare: str, variant: str, recipe_path: str, model: str, rows: int, queue) -> None:
     os.environ.update(WANDB_MODE="disabled", TRL_EXPERIMENTAL_SILENCE="1")
     from benchmarks.step_timer import StepTimer
     from inference.models import load_tokenizer, resolve_model
@@ -36,11 +49,15 @@ def run_variant(variant: str, recipe_path: str, model: str, rows: int, queue) ->
     from training.recipe import load_recipe
     from training.sft import sft_trainer
 
+    overrides = []
+    if compare == "batches":
+        overrides.append(f"sft.bucket_by_length={variant == 'ours'}")
+    elif variant == "baseline":
+        use_full_logits_head()
     with tempfile.TemporaryDirectory() as out:
         recipe = load_recipe(
             recipe_path,
-            [f"model={model}", f"output_root={out}", "sft.save_steps=1000000",
-             f"sft.bucket_by_length={VARIANTS[variant]}", "wandb=disabled"],
+            [f"model={model}", f"output_root={out}", "sft.save_steps=1000000", "wandb=disabled", *overrides],
         )  # fmt: skip
         path = resolve_model(recipe.model)
         tokenizer = load_tokenizer(path)
@@ -66,6 +83,9 @@ def run_variant(variant: str, recipe_path: str, model: str, rows: int, queue) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--compare", choices=["batches", "head"], default="batches", help="the one choice the variants differ in"
+    )
     parser.add_argument("--rows", type=int, default=256, help="training prompts in the epoch (the first N)")
     parser.add_argument("--model", default="smollm2-135m", help="base model: embedded name, HF id or local folder")
     parser.add_argument("--recipe", default=str(RECIPE), help="recipe whose SFT settings both variants use")
@@ -79,7 +99,9 @@ def main() -> None:
     for round_ in range(args.rounds):
         for variant in list(VARIANTS)[:: 1 if round_ % 2 == 0 else -1]:
             queue = context.Queue()
-            process = context.Process(target=run_variant, args=(variant, args.recipe, args.model, args.rows, queue))
+            process = context.Process(
+                target=run_variant, args=(args.compare, variant, args.recipe, args.model, args.rows, queue)
+            )
             process.start()
             r = queue.get()
             process.join()
@@ -93,7 +115,11 @@ def main() -> None:
         print(f"{variant + ':':9s} {seconds:.2f} s/step (mean of {args.rounds})")
     ratio = mean["baseline"] / mean["ours"]
     fewer = 1 - runs["ours"][0]["positions"] / runs["baseline"][0]["positions"]
-    print(f"ratio:    {ratio:.2f}x faster per step; {fewer:.1%} fewer positions computed")
+    rss = {variant: max(r["peak_rss_gb"] for r in done) for variant, done in runs.items()}
+    print(
+        f"ratio:    {ratio:.2f}x faster per step; {fewer:.1%} fewer positions computed; "
+        f"peak RSS {rss['ours']:.2f} GB vs {rss['baseline']:.2f} GB"
+    )
 
 
 if __name__ == "__main__":
