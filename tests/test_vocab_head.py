@@ -6,7 +6,7 @@ import pytest
 import torch
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
-from training.vocab_head import chosen_token_log_probs, output_head
+from training.vocab_head import backbone_and_head, chosen_token_log_probs
 
 VOCAB, HIDDEN, POSITIONS = 50, 8, 10
 
@@ -58,6 +58,8 @@ def test_a_trained_head_or_an_entropy_with_gradients_takes_the_full_logits_path(
 
 
 def test_a_model_that_soft_caps_its_logits_is_refused():
-    capped = SimpleNamespace(config=SimpleNamespace(final_logit_softcapping=30.0), get_output_embeddings=lambda: None)
+    capped = SimpleNamespace(
+        config=SimpleNamespace(final_logit_softcapping=30.0), base_model=None, get_output_embeddings=lambda: None
+    )
     with pytest.raises(ValueError, match="soft-caps"):
-        output_head(capped)
+        backbone_and_head(capped)

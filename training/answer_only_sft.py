@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from inference.prefix_cache import prefill_repeated
-from training.vocab_head import ChosenTokens, chosen_token_log_probs, output_head
+from training.vocab_head import ChosenTokens, backbone_and_head, chosen_token_log_probs
 
 MIN_SHARED_PREFIX = 16  # below this, one more forward call costs more than it saves
 
@@ -36,13 +36,13 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torc
     """(loss, the answer positions' ChosenTokens): next-token cross-entropy over the labels that are not -100. The
     head runs a chunk of answer positions at a time (training.vocab_head); the logged entropy and token accuracy come
     from the same pass: over a 262k vocabulary (Gemma 3) a second one cost ~15% of the step."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone, head = backbone_and_head(model)
     input_ids, attention_mask = inputs["input_ids"], inputs.get("attention_mask")
     shared = shared_prefix_length(inputs)
     if shared:
-        _, cache = prefill_repeated(causal_lm.base_model, input_ids[:1, :shared], None, input_ids.size(0))
+        _, cache = prefill_repeated(backbone, input_ids[:1, :shared], None, input_ids.size(0))
         positions = torch.arange(shared, input_ids.size(1), device=input_ids.device).expand(input_ids.size(0), -1)
-        hidden = causal_lm.base_model(
+        hidden = backbone(
             input_ids=input_ids[:, shared:],
             attention_mask=attention_mask,
             position_ids=positions,
@@ -50,10 +50,10 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torc
             use_cache=True,
         ).last_hidden_state
     else:
-        hidden = causal_lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     labels = inputs["labels"][:, shared + 1 :]
     mask = labels != -100
-    chosen = chosen_token_log_probs(hidden[:, :-1][mask], output_head(causal_lm), labels[mask])
+    chosen = chosen_token_log_probs(hidden[:, :-1][mask], head, labels[mask])
     count = chosen.log_probs.numel() if num_items_in_batch is None else num_items_in_batch
     loss = -chosen.log_probs.sum() / torch.as_tensor(count).clamp(min=1)
     return loss, chosen

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from inference.prefix_cache import mask_positions, prefill_repeated
-from training.vocab_head import chosen_token_log_probs, output_head
+from training.vocab_head import backbone_and_head, chosen_token_log_probs
 
 
 def shared_prompts(input_ids: torch.Tensor, prompt_length: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -45,8 +45,7 @@ def grouped_logps_and_entropies(
 
     `firsts` holds one row index per distinct prompt and `inverse` maps every row to its prompt (see shared_prompts).
     """
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = causal_lm.base_model
+    backbone, head = backbone_and_head(model)
     prompt_length = input_ids.size(1) - completion_length
     prefix, cache = prefill_repeated(
         backbone, input_ids[firsts, :prompt_length], attention_mask[firsts, :prompt_length], inverse
@@ -61,6 +60,6 @@ def grouped_logps_and_entropies(
     )
     hidden = torch.cat([prefix.last_hidden_state[:, -1:][inverse], rest.last_hidden_state], dim=1)
     chosen = chosen_token_log_probs(
-        hidden.flatten(0, 1), output_head(causal_lm), completion_ids.flatten(), temperature, entropy_requires_grad
+        hidden.flatten(0, 1), head, completion_ids.flatten(), temperature, entropy_requires_grad
     )
     return chosen.log_probs.view_as(completion_ids), chosen.entropies.view_as(completion_ids)

@@ -27,12 +27,14 @@ class ChosenTokens(NamedTuple):
     hits: torch.Tensor
 
 
-def output_head(causal_lm) -> torch.nn.Module:
-    """The model's LM head, refused when the model rescales logits past it (Gemma 2's final soft-capping): scoring
-    the head directly would then train on logits the model never produces."""
+def backbone_and_head(model) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(the transformer body that returns hidden states, the LM head) of a causal LM, LoRA-wrapped or not; both
+    losses run them apart so the head sees only the positions they score. Refused when the model rescales logits past
+    the head (Gemma 2's final soft-capping): scoring the head directly would train on logits it never produces."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(causal_lm.config, "final_logit_softcapping", None) is not None:
         raise ValueError(f"{type(causal_lm).__name__} soft-caps its logits; the head-only losses do not support it")
-    return causal_lm.get_output_embeddings()
+    return causal_lm.base_model, causal_lm.get_output_embeddings()
 
 
 def chosen_token_log_probs(
@@ -46,12 +48,12 @@ def chosen_token_log_probs(
     """Log-probabilities of `targets` (N,) after `hidden` (N, H) through `head` at `temperature`, in the precision an
     enclosing autocast gives the head's matmul, as calling the head would. `chunk=None` takes the full-logits path
     (the baseline of benchmarks/sft_step.py)."""
-    device = hidden.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
     weight = head.weight
     full = chunk is None or entropy_requires_grad or not len(targets)
     if full or weight.requires_grad or getattr(head, "bias", None) is not None:
         return _full_logits(head(hidden), targets, temperature, entropy_requires_grad)
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
     hidden, weight = hidden.to(dtype), weight.detach().to(dtype)
     return ChosenTokens(*_FrozenHeadLogProbs.apply(hidden, weight, targets, temperature, chunk))
 
