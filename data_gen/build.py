@@ -203,7 +203,7 @@ class Pages:
             title = g.title or g.text.strip().split("\n", 1)[0]
             summary = rng.choice(summaries) if summaries else ""
             content = Content(title, g.text, amount(rng, self.shared), list(g.details), summary)
-            text, _ = render_page(content, rng, side, language)
+            text, language = render_page(content, rng, side, language)  # an ad's language is its text's
             held_out, validation = g.request.held_out, g.request.validation
             row = make_row(
                 text, label, cats, source, g.generator, g.rationale, near, held_out, language, validation=validation

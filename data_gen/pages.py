@@ -4,7 +4,9 @@ Real product pages repeat the title as a heading, show prices (often twice: "a m
 "N ratings", call-to-action words, markdown headings and bold, bullet and numbered lists, emoji, links, and sections
 (what's inside, who it is for, FAQ, refund policy, testimonials, creator bio, changelog, license, requirements) with
 long tails. Every generated listing, allowed or disallowed, gets such a page, drawn independently of its label, in one
-of several languages (configs/data/lexicon/pages.yaml), so that length, layout and language carry no label.
+of several languages (configs/data/lexicon/pages.yaml), so that length, layout and language carry no label. A share of
+listings (`ads.share`), drawn the same way, is written as a bare ad instead: a private seller's post or a shop blurb of
+a few lines, no page around it, the shape of most hand-written listings.
 
 The content sits where head+tail truncation (moderation.prompt.truncate_listing) keeps it: the title as the first
 line, the description right after the price lines, the title again in the closing lines; its details are repeated in a
@@ -69,10 +71,20 @@ class Length(BaseModel):
     high: int = Field(gt=0)
 
 
+class Ads(BaseModel):
+    """Listings written as a bare ad: `forms` lay out the title, description, price and details in a few lines."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    share: float = Field(0.0, ge=0, le=1, description="share of listings written as an ad instead of a page")
+    forms: list[str] = Field(min_length=1, description="slots: {title} {upper} {body} {price} {details}")
+
+
 class PageLexicon(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     length: Length
+    ads: Ads = Ads(forms=["{body}"])
     title_styles: list[str]
     heading_styles: list[str]
     bullets: list[str]
@@ -121,10 +133,23 @@ def language_of(rng: random.Random, lexicon: PageLexicon) -> str:
 def render_page(
     content: Content, rng: random.Random, lexicon: PageLexicon, language: str | None = None
 ) -> tuple[str, str]:
-    """`content` as a full page: head (title, prices, ratings, description), sections up to a drawn length, tail.
-    Returns (text, language code); the language is drawn by weight unless given."""
+    """`content` as a full page: head (title, prices, ratings, description), sections up to a drawn length, tail; or,
+    for a share `lexicon.ads.share` of listings, as a bare ad. Returns (text, language code); the page's language is
+    drawn by weight unless given, an ad's is its description's."""
     language = language or language_of(rng, lexicon)
+    if lexicon.ads.share and rng.random() < lexicon.ads.share:
+        text = _ad(content, rng, lexicon.ads)
+        return text, detect_language(text)
     return _Page(content, rng, lexicon, lexicon.languages[language]).render(), language
+
+
+def _ad(content: Content, rng: random.Random, ads: Ads) -> str:
+    """A bare ad: the description with the title, price or details around it as one of `ads.forms` lays them out."""
+    form = rng.choice(ads.forms)
+    details = ", ".join(content.details)
+    values = {"title": content.title, "upper": content.title.upper(), "body": content.body.strip()}
+    text = form.format(**values, price=content.price or "$0", details=details)
+    return _tidy(text)
 
 
 class _Page:

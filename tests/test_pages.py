@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
 
 from data_gen.card import masked, page_shape
-from data_gen.pages import Content, PageLexicon, detect_language, render_page, render_record
+from data_gen.pages import Ads, Content, PageLexicon, detect_language, render_page, render_record
 from moderation.config import load_config
 from moderation.paths import CONFIGS
 from moderation.prompt import truncate_listing
@@ -23,8 +24,14 @@ CONTENT = Content(
 
 
 @pytest.fixture(scope="module")
-def lexicon() -> PageLexicon:
+def shipped() -> PageLexicon:
     return load_config(PageLexicon, LEXICON)
+
+
+@pytest.fixture(scope="module")
+def lexicon(shipped: PageLexicon) -> PageLexicon:
+    """The shipped page wording with every listing on a page (no bare ads): what the page tests look at."""
+    return shipped.model_copy(update={"ads": Ads(share=0.0, forms=shipped.ads.forms)})
 
 
 def pages(lexicon: PageLexicon, n: int, language: str | None = None) -> list[tuple[str, str]]:
@@ -77,6 +84,33 @@ class TestHeldOutShapes:
                 assert not set(headings) & set(held.languages[code].headings[section]), (code, section)
         shapes = {page_shape(masked(t)) for t, _ in pages(train, 100)}
         assert not shapes & {page_shape(masked(t)) for t, _ in pages(held, 100)}
+
+
+class TestAds:
+    def test_a_share_of_listings_are_bare_ads(self, shipped):
+        drawn = [render_page(CONTENT, random.Random(i), shipped, "es") for i in range(400)]
+        ads = [(text, language) for text, language in drawn if len(text) < 400]
+        assert abs(len(ads) / len(drawn) - shipped.ads.share) < 0.07
+        for text, language in ads:
+            leftover = text
+            for part in (CONTENT.body, CONTENT.title.upper(), CONTENT.title, ", ".join(CONTENT.details), CONTENT.price):
+                leftover = leftover.replace(part, "")
+            assert CONTENT.body in text and not re.sub(r"[\W_]", "", leftover)  # no page wording around the ad
+            assert language == "en"  # an ad is in its description's language, not the drawn page language
+            assert "\\n" not in text
+
+    def test_an_ad_lays_out_title_body_price_and_details(self):
+        ads = Ads(share=1.0, forms=["[{price}] {upper}\n{body}\n{details}"])
+        lexicon = load_config(PageLexicon, LEXICON).model_copy(update={"ads": ads})
+        text, _ = render_page(CONTENT, random.Random(0), lexicon)
+        assert text == f"[$12] SOURDOUGH BASICS: A PRACTICAL GUIDE\n{CONTENT.body}\n" + ", ".join(CONTENT.details)
+
+    def test_no_page_shows_a_literal_backslash_n(self, lexicon):
+        assert not any("\\n" in text for text, _ in pages(lexicon, 300))
+
+    def test_sides_share_no_ad_form(self, shipped):
+        train, held = shipped.side(False, 0, 0.3), shipped.side(True, 0, 0.3)
+        assert train.ads.forms and held.ads.forms and not set(train.ads.forms) & set(held.ads.forms)
 
 
 class TestRecord:
