@@ -11,8 +11,8 @@ RUN ?= runs/cpu-smollm2
 EVAL_DATA ?= $(DATA)/dev.parquet $(DATA)/test.parquet
 EXTERNAL ?= data/external/package_pages.parquet
 # hand-written listings from elsewhere (configs/eval/README.md): ordinary ones (all allowed), violations, and the mixed
-# set that chose the default data (rule S), digital-marketplace pages (rule T); evaluation only
-WRITTEN ?= configs/eval/ordinary_products.jsonl configs/eval/written_violations.jsonl configs/eval/written_mixed.jsonl configs/eval/written_digital.jsonl
+# set that chose the default data (rule S), digital-marketplace pages (rule T), short ads (rule V); evaluation only
+WRITTEN ?= configs/eval/ordinary_products.jsonl configs/eval/written_violations.jsonl configs/eval/written_mixed.jsonl configs/eval/written_digital.jsonl configs/eval/written_short.jsonl
 EVAL_LIMIT ?=
 REASONING_LIMIT ?= 150
 # transformers in bf16 where the CPU has bf16 kernels (AVX512-BF16, AMX): there the fast path scores ~10 listings/s,

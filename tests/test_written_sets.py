@@ -16,6 +16,7 @@ ORDINARY = CONFIGS / "eval" / "ordinary_products.jsonl"
 VIOLATIONS = CONFIGS / "eval" / "written_violations.jsonl"
 MIXED = CONFIGS / "eval" / "written_mixed.jsonl"
 DIGITAL = CONFIGS / "eval" / "written_digital.jsonl"
+SHORT = CONFIGS / "eval" / "written_short.jsonl"
 
 
 def test_ordinary_products_load_as_allowed_rows_with_stable_ids():
@@ -36,10 +37,14 @@ def test_written_violations_load_as_disallowed_rows_of_every_category():
     assert named == set(load_policy("marketplace").category_ids)
 
 
-@pytest.mark.parametrize("path", [MIXED, DIGITAL], ids=["mixed", "digital"])
-def test_the_mixed_sets_hold_both_labels_with_consistent_categories(path):
+@pytest.mark.parametrize(
+    ("path", "rows", "allowed"),
+    [(MIXED, 180, 100), (DIGITAL, 180, 100), (SHORT, 160, 80)],
+    ids=["mixed", "digital", "short"],
+)
+def test_the_mixed_sets_hold_both_labels_with_consistent_categories(path, rows, allowed):
     dataset = load_dataset(path, strict=True)
-    assert len(dataset.items) == 180 and dataset.n_skipped == 0
-    assert sum(item.label == ALLOW for item in dataset.items) == 100
+    assert len(dataset.items) == rows and dataset.n_skipped == 0
+    assert sum(item.label == ALLOW for item in dataset.items) == allowed
     assert all((item.label == ALLOW) == (not item.categories) for item in dataset.items)
     assert all(item.id == text_id(item.text) for item in dataset.items)
