@@ -204,14 +204,12 @@ class TestBuild:
         # content still carries the label on unseen wording, but no longer perfectly (train and test share no phrasing)
         assert 0 <= style["style_only"]["accuracy"] <= 1 and 0.6 < style["content_tfidf"]["accuracy"] < 1
         assert "page_shape_only" in card and "language_only" in card and "p90" in card
-        # long-tailed pages and short bare ads (no page is under 450 characters), in several languages, alike for both
+        # pages: long, in several languages, alike for both labels
         for label in ("allow", "disallow"):
-            lengths = manifest["length_chars"][label]
-            assert lengths["p10"] < 450 and lengths["p50"] >= 1000 and lengths["p90"] >= 5000
+            assert manifest["length_chars"][label]["p50"] >= 1500 and manifest["length_chars"][label]["p90"] >= 5000
             mix = manifest["language_mix"][label]
             assert sum(mix.values()) == pytest.approx(1.0, abs=1e-3) and "en" in mix  # shares rounded to 4 digits
-            # pages are ~30% not English; an ad is in its description's language, mostly English
-            assert sum(share for language, share in mix.items() if language != "en") >= 0.15
+            assert sum(share for language, share in mix.items() if language != "en") >= 0.2
         rows = [r for s in ("train", "dev", "test") for r in read_split(out, s)]
         assert {r["language"] for r in rows} >= {"en", "es", "de", "ru", "zh", "ja", "ar"}
 

@@ -24,14 +24,14 @@ CONTENT = Content(
 
 
 @pytest.fixture(scope="module")
-def shipped() -> PageLexicon:
+def lexicon() -> PageLexicon:
     return load_config(PageLexicon, LEXICON)
 
 
 @pytest.fixture(scope="module")
-def lexicon(shipped: PageLexicon) -> PageLexicon:
-    """The shipped page wording with every listing on a page (no bare ads): what the page tests look at."""
-    return shipped.model_copy(update={"ads": Ads(share=0.0, forms=shipped.ads.forms)})
+def with_ads(lexicon: PageLexicon) -> PageLexicon:
+    """The shipped wording with three in ten listings written as bare ads (rule V's data)."""
+    return lexicon.model_copy(update={"ads": Ads(share=0.3, forms=lexicon.ads.forms)})
 
 
 def pages(lexicon: PageLexicon, n: int, language: str | None = None) -> list[tuple[str, str]]:
@@ -87,10 +87,10 @@ class TestHeldOutShapes:
 
 
 class TestAds:
-    def test_a_share_of_listings_are_bare_ads(self, shipped):
-        drawn = [render_page(CONTENT, random.Random(i), shipped, "es") for i in range(400)]
+    def test_a_share_of_listings_are_bare_ads(self, with_ads):
+        drawn = [render_page(CONTENT, random.Random(i), with_ads, "es") for i in range(400)]
         ads = [(text, language) for text, language in drawn if len(text) < 400]
-        assert abs(len(ads) / len(drawn) - shipped.ads.share) < 0.07
+        assert abs(len(ads) / len(drawn) - with_ads.ads.share) < 0.07
         for text, language in ads:
             leftover = text
             for part in (CONTENT.body, CONTENT.title.upper(), CONTENT.title, ", ".join(CONTENT.details), CONTENT.price):
@@ -101,15 +101,13 @@ class TestAds:
 
     def test_an_ad_lays_out_title_body_price_and_details(self):
         ads = Ads(share=1.0, forms=["[{price}] {upper}\n{body}\n{details}"])
-        lexicon = load_config(PageLexicon, LEXICON).model_copy(update={"ads": ads})
-        text, _ = render_page(CONTENT, random.Random(0), lexicon)
+        text, _ = render_page(
+            CONTENT, random.Random(0), load_config(PageLexicon, LEXICON).model_copy(update={"ads": ads})
+        )
         assert text == f"[$12] SOURDOUGH BASICS: A PRACTICAL GUIDE\n{CONTENT.body}\n" + ", ".join(CONTENT.details)
 
-    def test_no_page_shows_a_literal_backslash_n(self, lexicon):
-        assert not any("\\n" in text for text, _ in pages(lexicon, 300))
-
-    def test_sides_share_no_ad_form(self, shipped):
-        train, held = shipped.side(False, 0, 0.3), shipped.side(True, 0, 0.3)
+    def test_sides_share_no_ad_form(self, lexicon):
+        train, held = lexicon.side(False, 0, 0.3), lexicon.side(True, 0, 0.3)
         assert train.ads.forms and held.ads.forms and not set(train.ads.forms) & set(held.ads.forms)
 
 
