@@ -145,10 +145,13 @@ def render_page(
 
 def _ad(content: Content, rng: random.Random, ads: Ads) -> str:
     """A bare ad: the description with the title, price or details around it as one of `ads.forms` lays them out."""
-    form = rng.choice(ads.forms)
-    details = ", ".join(content.details)
-    values = {"title": content.title, "upper": content.title.upper(), "body": content.body.strip()}
-    text = form.format(**values, price=content.price or "$0", details=details)
+    text = rng.choice(ads.forms).format(
+        title=content.title,
+        upper=content.title.upper(),
+        body=content.body.strip(),
+        price=content.price or "$0",
+        details=", ".join(content.details),
+    )
     return _tidy(text)
 
 
