@@ -36,6 +36,7 @@ class TestRecipeValidation:
             (["resume=true", "overwrite=true"], "contradict"),
             (["prompt_screen=32"], r"prompt_screen \(32\) must be at least prompt_pool \(128\)"),
             (["prompt_screen=0", "prompt_pool_allowed=0.5"], "set prompt_screen too"),
+            (["prompt_screen=0", "prompt_pool_balance=true"], "prompt_pool_balance chooses among screened prompts"),
             (["grpo_task=categories", "fast_share=0.5"], "fast_share must be 0"),
             (["grpo_task=mixed", "fast_share=0.5"], "fast_share must be 0"),
             (["backend=unsloth"], "set rollout=trl"),

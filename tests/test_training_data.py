@@ -168,12 +168,27 @@ def test_expected_disagreement_is_the_chance_a_group_does_not_answer_alike():
 
 def test_the_pool_can_keep_a_share_for_allowed_listings():
     odds = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
-    allowed = [False, False, False, True, False, True, True, False]
+    strata = ["spam", "spam", "iptv", "allow", "spam", "allow", "allow", "adult"]
 
-    def pool(size, share):
-        return likeliest_to_disagree(odds, allowed, SimpleNamespace(prompt_pool=size, prompt_pool_allowed=share))
+    def pool(size, share, balance=False):
+        recipe = SimpleNamespace(prompt_pool=size, prompt_pool_allowed=share, prompt_pool_balance=balance)
+        return likeliest_to_disagree(odds, strata, recipe)
 
     assert pool(4, None) == [0, 1, 2, 3]  # one ranking: disallowed listings fill what they lead
     assert pool(4, 0.5) == [0, 1, 3, 5]  # two places each, each label's likeliest first, back in row order
     assert pool(4, 1.0) == [0, 3, 5, 6]  # only three allowed rows: the fourth place goes to the likeliest disallowed
     assert pool(8, 0.0) == list(range(8))  # fewer disallowed rows than places: allowed ones fill the rest
+
+
+def test_a_balanced_pool_deals_its_places_to_each_category_in_turn():
+    odds = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
+    strata = ["spam", "spam", "spam", "iptv", "allow", "spam", "allow", "adult"]
+
+    def pool(size, share):
+        recipe = SimpleNamespace(prompt_pool=size, prompt_pool_allowed=share, prompt_pool_balance=True)
+        return likeliest_to_disagree(odds, strata, recipe)
+
+    assert pool(4, None) == [0, 3, 4, 7]  # each stratum's likeliest, however far down the ranking, before a second spam
+    assert pool(5, None) == [0, 1, 3, 4, 7]  # then each one's second, by rank: spam's before allow's
+    assert pool(4, 0.5) == [0, 3, 4, 6]  # two allowed places; the categories deal the other two in turn
+    assert pool(8, None) == list(range(8))  # a stratum short of rows leaves its places to the others

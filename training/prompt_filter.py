@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 from inference.fast_answer import CATEGORY_START, Scores
@@ -105,9 +106,11 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
     if expected is not None:
         record |= {"rows": pool, "expected_disagreement": expected}
     atomic_write_text(saved, json.dumps(record))
+    named = Counter(category for i in kept for category in rows[i]["categories"])
     print(
         f"GRPO prompt pool: {disagreeing} of {len(spreads)} prompts disagree within their group "
-        f"({fraction:.0%}); GRPO trains on {len(kept)}"
+        f"({fraction:.0%}); GRPO trains on {len(kept)} ({sum(rows[i]['label'] == ALLOW for i in kept)} allowed; "
+        f"gold categories: {', '.join(f'{name} {count}' for name, count in sorted(named.items()))})"
     )
     return [rows[i] for i in kept], fraction
 
@@ -133,7 +136,8 @@ def screened_pool(recipe: Recipe, model_path: Path | str, rows: list[dict], devi
             given = row.get(ANSWER_START) == CATEGORY_START
             odds.append(expected_disagreement(scores, recipe.num_generations, recipe.temperature, given))
     allowed = [row["label"] == ALLOW for row in screened]
-    chosen = likeliest_to_disagree(odds, allowed, recipe)
+    strata = [ALLOW if row["label"] == ALLOW else row["categories"][0] for row in screened]
+    chosen = likeliest_to_disagree(odds, strata, recipe)
     print(  # rows and prompt_pool are never empty here: the pipeline stops on no rows, prompt_pool 0 never screens
         f"GRPO prompt screen: {len(odds)} prompts read in fast mode in {time.perf_counter() - started:.0f}s; the "
         f"{len(chosen)} most likely to disagree ({sum(allowed[i] for i in chosen)} of them "
@@ -143,18 +147,31 @@ def screened_pool(recipe: Recipe, model_path: Path | str, rows: list[dict], devi
     return chosen, [odds[i] for i in chosen]
 
 
-def likeliest_to_disagree(odds: list[float], allowed: list[bool], recipe: Recipe) -> list[int]:
-    """Indices (in row order) of the prompt_pool prompts with the highest expected disagreement; with
-    `prompt_pool_allowed`, that share of the pool is filled from allowed rows and the rest from disallowed ones (a
-    label short of rows leaves its places to the other)."""
+def likeliest_to_disagree(odds: list[float], strata: list[str], recipe: Recipe) -> list[int]:
+    """Indices (in row order) of the prompt_pool prompts with the highest expected disagreement. `strata` holds each
+    row's `allow`, or its first gold category. With `prompt_pool_allowed`, that share of the pool is filled from
+    allowed rows and the rest from disallowed ones (a label short of rows leaves its places to the other); with
+    `prompt_pool_balance`, the places the ranking gives each label are dealt out stratum by stratum in turn."""
     ranked = sorted(range(len(odds)), key=lambda i: -odds[i])
+    if recipe.prompt_pool_balance:
+        ranked = dealt_in_turn(ranked, strata)
     if recipe.prompt_pool_allowed is None:
         return sorted(ranked[: recipe.prompt_pool])
     wanted = round(recipe.prompt_pool * recipe.prompt_pool_allowed)
-    allow = [i for i in ranked if allowed[i]]
-    disallow = [i for i in ranked if not allowed[i]]
+    allow = [i for i in ranked if strata[i] == ALLOW]
+    disallow = [i for i in ranked if strata[i] != ALLOW]
     take_allowed = min(len(allow), max(wanted, recipe.prompt_pool - len(disallow)))
     return sorted(allow[:take_allowed] + disallow[: recipe.prompt_pool - take_allowed])
+
+
+def dealt_in_turn(ranked: list[int], strata: list[str]) -> list[int]:
+    """`ranked` reordered so that each stratum's first comes before any stratum's second, and so on (ties by rank):
+    any prefix holds the strata as evenly as their rows allow, each one's best first."""
+    seen: dict[str, int] = {}
+    turn = {}
+    for i in ranked:
+        turn[i] = seen[strata[i]] = seen.get(strata[i], -1) + 1
+    return sorted(ranked, key=turn.__getitem__)
 
 
 def expected_disagreement(scores: Scores, group: int, temperature: float, verdict_given: bool = False) -> float:

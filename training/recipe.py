@@ -154,6 +154,13 @@ class Recipe(BaseModel):
         "disallowed listings of 128: their category names are what disagrees). 0.5 keeps P(DISALLOW) from drifting up "
         "but flagged more look-alikes at the served threshold (docs/experiments.md)",
     )
+    prompt_pool_balance: bool = Field(
+        False,
+        description="prompt_screen: deal the pool's places in turn to allowed listings and to each category of the "
+        "disallowed ones (a listing by its first gold category), each one's likeliest to disagree first; with "
+        "prompt_pool_allowed the categories share the disallowed places. Without it the pool follows what the model "
+        "confuses: one Gemma draw kept 15 phishing prompts and 4 spam, and GRPO taught it to stop naming spam",
+    )
     fast_share: float = Field(
         0.0,
         ge=0,
@@ -250,6 +257,8 @@ class Recipe(BaseModel):
             raise ValueError(f"prompt_screen ({self.prompt_screen}) must be at least prompt_pool ({self.prompt_pool})")
         if self.prompt_pool_allowed is not None and not self.prompt_screen:
             raise ValueError("prompt_pool_allowed chooses among screened prompts: set prompt_screen too")
+        if self.prompt_pool_balance and not self.prompt_screen:
+            raise ValueError("prompt_pool_balance chooses among screened prompts: set prompt_screen too")
         if self.grpo_task != "verdict" and self.fast_share:
             raise ValueError(f"grpo_task={self.grpo_task} chooses where each answer starts, so fast_share must be 0")
         if self.resume and self.overwrite:
