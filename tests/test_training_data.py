@@ -166,13 +166,20 @@ def test_expected_disagreement_is_the_chance_a_group_does_not_answer_alike():
     assert given == pytest.approx(0.0)  # grpo_task=categories: the verdict is not sampled, the names agree
 
 
+ODDS = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
+
+
+def screened(strata, size, share, balance=False):
+    """The pool likeliest_to_disagree picks from ODDS."""
+    recipe = SimpleNamespace(prompt_pool=size, prompt_pool_allowed=share, prompt_pool_balance=balance)
+    return likeliest_to_disagree(ODDS, strata, recipe)
+
+
 def test_the_pool_can_keep_a_share_for_allowed_listings():
-    odds = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
     strata = ["spam", "spam", "iptv", "allow", "spam", "allow", "allow", "adult"]
 
-    def pool(size, share, balance=False):
-        recipe = SimpleNamespace(prompt_pool=size, prompt_pool_allowed=share, prompt_pool_balance=balance)
-        return likeliest_to_disagree(odds, strata, recipe)
+    def pool(size, share):
+        return screened(strata, size, share)
 
     assert pool(4, None) == [0, 1, 2, 3]  # one ranking: disallowed listings fill what they lead
     assert pool(4, 0.5) == [0, 1, 3, 5]  # two places each, each label's likeliest first, back in row order
@@ -181,12 +188,10 @@ def test_the_pool_can_keep_a_share_for_allowed_listings():
 
 
 def test_a_balanced_pool_deals_its_places_to_each_category_in_turn():
-    odds = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
     strata = ["spam", "spam", "spam", "iptv", "allow", "spam", "allow", "adult"]
 
     def pool(size, share):
-        recipe = SimpleNamespace(prompt_pool=size, prompt_pool_allowed=share, prompt_pool_balance=True)
-        return likeliest_to_disagree(odds, strata, recipe)
+        return screened(strata, size, share, balance=True)
 
     assert pool(4, None) == [0, 3, 4, 7]  # each stratum's likeliest, however far down the ranking, before a second spam
     assert pool(5, None) == [0, 1, 3, 4, 7]  # then each one's second, by rank: spam's before allow's

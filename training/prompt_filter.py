@@ -135,12 +135,11 @@ def screened_pool(recipe: Recipe, model_path: Path | str, rows: list[dict], devi
         for row, scores in zip(batch, scorer.score([row["text"] for row in batch]), strict=True):
             given = row.get(ANSWER_START) == CATEGORY_START
             odds.append(expected_disagreement(scores, recipe.num_generations, recipe.temperature, given))
-    allowed = [row["label"] == ALLOW for row in screened]
     strata = [ALLOW if row["label"] == ALLOW else row["categories"][0] for row in screened]
     chosen = likeliest_to_disagree(odds, strata, recipe)
     print(  # rows and prompt_pool are never empty here: the pipeline stops on no rows, prompt_pool 0 never screens
         f"GRPO prompt screen: {len(odds)} prompts read in fast mode in {time.perf_counter() - started:.0f}s; the "
-        f"{len(chosen)} most likely to disagree ({sum(allowed[i] for i in chosen)} of them "
+        f"{len(chosen)} most likely to disagree ({sum(strata[i] == ALLOW for i in chosen)} of them "
         f"allowed; expected {statistics.fmean(odds[i] for i in chosen):.0%}, all {statistics.fmean(odds):.0%}) "
         "are sampled"
     )
@@ -167,10 +166,11 @@ def likeliest_to_disagree(odds: list[float], strata: list[str], recipe: Recipe) 
 def dealt_in_turn(ranked: list[int], strata: list[str]) -> list[int]:
     """`ranked` reordered so that each stratum's first comes before any stratum's second, and so on (ties by rank):
     any prefix holds the strata as evenly as their rows allow, each one's best first."""
-    seen: dict[str, int] = {}
+    dealt: Counter[str] = Counter()
     turn = {}
     for i in ranked:
-        turn[i] = seen[strata[i]] = seen.get(strata[i], -1) + 1
+        turn[i] = dealt[strata[i]]
+        dealt[strata[i]] += 1
     return sorted(ranked, key=turn.__getitem__)
 
 
