@@ -37,6 +37,7 @@ class TestRecipeValidation:
             (["prompt_screen=32"], r"prompt_screen \(32\) must be at least prompt_pool \(128\)"),
             (["prompt_screen=0", "prompt_pool_allowed=0.5"], "set prompt_screen too"),
             (["prompt_screen=0", "prompt_pool_balance=true"], "prompt_pool_balance chooses among screened prompts"),
+            (["prompt_pool=0", "prompt_pool_even_verdicts=true"], "set prompt_pool too"),
             (["grpo_task=categories", "fast_share=0.5"], "fast_share must be 0"),
             (["grpo_task=mixed", "fast_share=0.5"], "fast_share must be 0"),
             (["backend=unsloth"], "set rollout=trl"),

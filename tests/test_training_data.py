@@ -10,7 +10,13 @@ from moderation.errors import UserError
 from moderation.verdict import render
 from tests.test_train import RECIPE
 from training.data import HOLDOUT, hold_back, load_rows, start_answers
-from training.prompt_filter import expected_disagreement, group_rewards, likeliest_to_disagree, teaching_prompts
+from training.prompt_filter import (
+    even_verdicts,
+    expected_disagreement,
+    group_rewards,
+    likeliest_to_disagree,
+    teaching_prompts,
+)
 from training.recipe import load_recipe
 from training.sft import oversampled, sft_examples, sft_steps
 
@@ -145,6 +151,20 @@ def test_the_mixed_task_adds_every_row_in_fast_form_so_allowed_listings_are_samp
     recipe = load_recipe(RECIPE, tiny_recipe(tmp_path))
     right, wrong = group_rewards(recipe, policy, [allowed] * 2, ["ALLOW\n</answer>", "DISALLOW: iptv\n</answer>"])
     assert right > wrong
+
+
+def test_even_verdicts_keeps_as_many_disallowed_verdict_prompts_as_allowed_ones():
+    verdict, names = (
+        {"label": "disallow", "answer_start": ANSWER_PREFIX},
+        {"label": "disallow", "answer_start": CATEGORY_START},
+    )
+    allowed = {"label": "allow", "answer_start": ANSWER_PREFIX}
+    rows = [verdict, allowed, names, verdict, verdict, names, verdict, allowed]
+    kept = list(range(len(rows)))
+    assert even_verdicts(kept, rows, per_step=1) == [0, 1, 2, 3, 5, 7]  # two allowed: the first two verdicts stay
+    assert even_verdicts([0, 2, 3, 4], rows, per_step=1) == [2]  # no allowed: names only
+    assert even_verdicts([0, 2, 3, 4], rows, per_step=3) == [0, 2, 3]  # but never below one step
+    assert even_verdicts([1, 2, 5, 7], rows, per_step=1) == [1, 2, 5, 7]  # nothing to cut
 
 
 def test_teaching_prompts_fill_one_step_so_a_single_disagreeing_prompt_still_trains():

@@ -100,6 +100,8 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
         totals = group_rewards(recipe, policy, repeated, texts)
         spreads += [statistics.pstdev(totals[i : i + group]) for i in range(0, len(totals), group)]
     kept = [pool[i] for i in teaching_prompts(spreads, per_step)]
+    if recipe.prompt_pool_even_verdicts:
+        kept = even_verdicts(kept, rows, per_step)
     disagreeing = sum(spread > SPREAD for spread in spreads)
     fraction = disagreeing / max(len(spreads), 1)
     record = {"pool": len(spreads), "kept": kept, "kept_fraction": fraction, "spreads": spreads}
@@ -113,6 +115,17 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
         f"gold categories: {', '.join(f'{name} {count}' for name, count in sorted(named.items()))})"
     )
     return [rows[i] for i in kept], fraction
+
+
+def even_verdicts(kept: list[int], rows: list[dict], per_step: int) -> list[int]:
+    """`kept` with its disallowed verdict-form prompts cut, in order, to as many as its allowed ones (never below one
+    step's prompts): the verdict reward then pushes P(DISALLOW) down as often as up. Names-form prompts (started after
+    `DISALLOW:`) stay: they sample only the names."""
+    allowed = sum(rows[i]["label"] == ALLOW for i in kept)
+    verdicts = [i for i in kept if rows[i]["label"] != ALLOW and rows[i].get(ANSWER_START) != CATEGORY_START]
+    surplus = len(verdicts) - allowed
+    dropped = set(verdicts[len(verdicts) - max(0, min(surplus, len(kept) - per_step)) :])
+    return [i for i in kept if i not in dropped]
 
 
 SCREEN_BATCH = 64  # listings per fast-mode call: a progress tick every few seconds

@@ -161,6 +161,13 @@ class Recipe(BaseModel):
         "prompt_pool_allowed the categories share the disallowed places. Without it the pool follows what the model "
         "confuses: one Gemma draw kept 15 phishing prompts and 4 spam, and GRPO taught it to stop naming spam",
     )
+    prompt_pool_even_verdicts: bool = Field(
+        False,
+        description="prompt_pool: keep no more disallowed listings in verdict form than allowed ones among the "
+        "prompts whose group disagreed (the surplus dropped, pool order): after SFT allowed groups rarely disagree "
+        "(one Gemma pool: 12 of 127) and disallowed verdict groups do (54 kept), and GRPO on that pushed "
+        "P(DISALLOW) to 1 on allowed listings too",
+    )
     fast_share: float = Field(
         0.0,
         ge=0,
@@ -259,6 +266,8 @@ class Recipe(BaseModel):
             raise ValueError("prompt_pool_allowed chooses among screened prompts: set prompt_screen too")
         if self.prompt_pool_balance and not self.prompt_screen:
             raise ValueError("prompt_pool_balance chooses among screened prompts: set prompt_screen too")
+        if self.prompt_pool_even_verdicts and not self.prompt_pool:
+            raise ValueError("prompt_pool_even_verdicts chooses among the pool's prompts: set prompt_pool too")
         if self.grpo_task != "verdict" and self.fast_share:
             raise ValueError(f"grpo_task={self.grpo_task} chooses where each answer starts, so fast_share must be 0")
         if self.resume and self.overwrite:
