@@ -1,6 +1,7 @@
 """train_grpo.py on a tiny random Llama: recipe validation, SFT + GRPO end to end (kill and resume: test_resume.py)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,7 +105,7 @@ def test_gold_reasoning_uses_rationale_or_policy(policy):
     ],
     ids=["recipe", "verdict"],
 )
-def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monkeypatch, overrides):
+def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monkeypatch, capsys, overrides):
     grouped_calls = []
     grouped = shared_prefix.grouped_logps_and_entropies
     monkeypatch.setattr(
@@ -128,6 +129,11 @@ def test_sft_then_grpo_end_to_end(tiny_recipe, tiny_dataset_dir, tmp_path, monke
     assert len(pool["rows"]) == 4 and set(pool["kept"]) <= set(pool["rows"]) <= set(range(6))  # screened 6, sampled 4
     assert all(0 <= odds <= 1 for odds in pool["expected_disagreement"])
     assert counts["grpo_prompts"] == len(pool["kept"]) >= 1  # GRPO trains on exactly the kept prompts (or the pool)
+    said = re.search(
+        r"GRPO trains on (\d+) \((\d+) allowed and (\d+) disallowed in verdict form, (\d+) in names form",
+        capsys.readouterr().out,
+    )
+    assert said and int(said[1]) == len(pool["kept"]) == sum(int(said[i]) for i in (2, 3, 4))
     stages = [json.loads(line)["stage"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert "sft" in stages and "grpo" in stages
     completions = [json.loads(line) for line in (run_dir / "completions.jsonl").read_text().splitlines()]

@@ -109,9 +109,12 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
         record |= {"rows": pool, "expected_disagreement": expected}
     atomic_write_text(saved, json.dumps(record))
     named = Counter(category for i in kept for category in rows[i]["categories"])
+    allowed = sum(rows[i]["label"] == ALLOW for i in kept)
+    names = sum(rows[i].get(ANSWER_START) == CATEGORY_START for i in kept)
     print(
         f"GRPO prompt pool: {disagreeing} of {len(spreads)} prompts disagree within their group "
-        f"({fraction:.0%}); GRPO trains on {len(kept)} ({sum(rows[i]['label'] == ALLOW for i in kept)} allowed; "
+        f"({fraction:.0%}); GRPO trains on {len(kept)} ({allowed} allowed and {len(kept) - allowed - names} "
+        f"disallowed in verdict form, {names} in names form; "
         f"gold categories: {', '.join(f'{name} {count}' for name, count in sorted(named.items()))})"
     )
     return [rows[i] for i in kept], fraction
