@@ -122,8 +122,8 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
 
 def even_verdicts(kept: list[int], rows: list[dict], per_step: int) -> list[int]:
     """`kept` with its disallowed verdict-form prompts cut, in order, to as many as its allowed ones (never below one
-    step's prompts): the verdict reward then pushes P(DISALLOW) down as often as up. Names-form prompts (started after
-    `DISALLOW:`) stay: they sample only the names."""
+    step's prompts), so that the verdict reward pushes P(DISALLOW) down as often as up; measured on one Gemma model it
+    moved it down instead (rule Z, docs/experiments.md). Names-form prompts (started after `DISALLOW:`) stay."""
     allowed = sum(rows[i]["label"] == ALLOW for i in kept)
     verdicts = [i for i in kept if rows[i]["label"] != ALLOW and rows[i].get(ANSWER_START) != CATEGORY_START]
     surplus = len(verdicts) - allowed
