@@ -110,7 +110,7 @@ def disagreeing_prompts(recipe: Recipe, model_path: Path | str, rows: list[dict]
     atomic_write_text(saved, json.dumps(record))
     named = Counter(category for i in kept for category in rows[i]["categories"])
     allowed = sum(rows[i]["label"] == ALLOW for i in kept)
-    names = sum(rows[i].get(ANSWER_START) == CATEGORY_START for i in kept)
+    names = sum(names_form(rows[i]) for i in kept)
     print(
         f"GRPO prompt pool: {disagreeing} of {len(spreads)} prompts disagree within their group "
         f"({fraction:.0%}); GRPO trains on {len(kept)} ({allowed} allowed and {len(kept) - allowed - names} "
@@ -125,10 +125,17 @@ def even_verdicts(kept: list[int], rows: list[dict], per_step: int) -> list[int]
     step's prompts), so that the verdict reward pushes P(DISALLOW) down as often as up; measured on one Gemma model it
     moved it down instead (rule Z, docs/experiments.md). Names-form prompts (started after `DISALLOW:`) stay."""
     allowed = sum(rows[i]["label"] == ALLOW for i in kept)
-    verdicts = [i for i in kept if rows[i]["label"] != ALLOW and rows[i].get(ANSWER_START) != CATEGORY_START]
-    surplus = len(verdicts) - allowed
-    dropped = set(verdicts[len(verdicts) - max(0, min(surplus, len(kept) - per_step)) :])
+    verdicts = [i for i in kept if rows[i]["label"] != ALLOW and not names_form(rows[i])]
+    cut = min(len(verdicts) - allowed, len(kept) - per_step)
+    if cut <= 0:
+        return kept
+    dropped = set(verdicts[-cut:])
     return [i for i in kept if i not in dropped]
+
+
+def names_form(row: dict) -> bool:
+    """Whether the row's answer starts after `DISALLOW:`, so its group samples only the category names."""
+    return row.get(ANSWER_START) == CATEGORY_START
 
 
 SCREEN_BATCH = 64  # listings per fast-mode call: a progress tick every few seconds
@@ -149,8 +156,7 @@ def screened_pool(recipe: Recipe, model_path: Path | str, rows: list[dict], devi
     for start in tqdm(range(0, len(screened), SCREEN_BATCH), desc="GRPO prompt screen (fast mode)", unit="batch"):
         batch = screened[start : start + SCREEN_BATCH]
         for row, scores in zip(batch, scorer.score([row["text"] for row in batch]), strict=True):
-            given = row.get(ANSWER_START) == CATEGORY_START
-            odds.append(expected_disagreement(scores, recipe.num_generations, recipe.temperature, given))
+            odds.append(expected_disagreement(scores, recipe.num_generations, recipe.temperature, names_form(row)))
     strata = [ALLOW if row["label"] == ALLOW else row["categories"][0] for row in screened]
     chosen = likeliest_to_disagree(odds, strata, recipe)
     print(  # rows and prompt_pool are never empty here: the pipeline stops on no rows, prompt_pool 0 never screens
